@@ -1,0 +1,92 @@
+//! Opaque identifiers and random strings.
+//!
+//! Ids are `prefix_` + 26 Crockford base32 characters: 48 bits of millisecond time then
+//! 80 random bits (the ULID layout), so they sort by creation time, which keyset
+//! pagination relies on.
+
+use crate::time::now_millis;
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+pub(crate) const BASE62: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Fills `buf` from the operating system's CSPRNG. Failure of the OS generator is not
+/// recoverable in any meaningful way for a gateway that mints secrets.
+pub fn fill_random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        // Without randomness we must not mint keys or ids.
+        #[expect(clippy::panic, reason = "no safe way to continue without an OS RNG")]
+        {
+            panic!("operating system random generator failed: {e}");
+        }
+    }
+}
+
+/// A new time-ordered id such as `key_01JD7W5Q0R3XJ8Y2C4K6M8P0RT`.
+pub fn new_id(prefix: &str) -> String {
+    let mut rnd = [0u8; 10];
+    fill_random(&mut rnd);
+    let ms = u128::try_from(now_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
+    let value = (ms << 80) | rnd.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    out.push('_');
+    for i in (0..26).rev() {
+        out.push(CROCKFORD[((value >> (i * 5)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// `len` uniformly random base62 characters (rejection sampling, no modulo bias).
+pub fn random_base62(len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        fill_random(&mut buf);
+        for b in buf {
+            // 248 = 4 * 62: bytes at or above it would bias the distribution.
+            if b < 248 && out.len() < len {
+                out.push(BASE62[usize::from(b % 62)] as char);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a caller-supplied request id is safe to echo and log.
+pub fn is_valid_request_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_unique_and_ordered() {
+        let a = new_id("key");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("key");
+        assert!(a.starts_with("key_") && a.len() == 30, "{a}");
+        assert!(a < b, "{a} !< {b}");
+    }
+
+    #[test]
+    fn base62_is_base62() {
+        let s = random_base62(100);
+        assert_eq!(s.len(), 100);
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(random_base62(30), random_base62(30));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(is_valid_request_id("req_01ABC-x.y:z"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("a b"));
+        assert!(!is_valid_request_id(&"a".repeat(129)));
+    }
+}

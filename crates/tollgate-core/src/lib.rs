@@ -1,0 +1,15 @@
+//! Domain types and rules of Tollgate, free of I/O so that every other crate can share
+//! them: the API key format, money, ids, the OpenAI-shaped error, models and usage events.
+
+pub mod error;
+pub mod ids;
+pub mod key;
+pub mod model;
+pub mod money;
+pub mod secret;
+pub mod time;
+pub mod usage;
+
+pub use error::{ApiError, ErrorCode};
+pub use money::MicroUsd;
+pub use secret::Secret;

@@ -1,0 +1,125 @@
+//! API keys: insert, read, list. Every write records a change for the data plane.
+
+use sqlx::any::AnyRow;
+use sqlx::{Acquire, Row};
+use tollgate_core::MicroUsd;
+use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
+
+use crate::changes::{self, Entity};
+use crate::{Result, Store, StoreError, map_unique};
+
+const KEY_COLUMNS: &str = "id, name, digest, preview, status, created_at, expires_at, \
+     last_used_at, request_count, tokens_used, spend_micros";
+
+/// Filters and keyset page for listing keys, sorted by name then id.
+#[derive(Debug, Clone, Default)]
+pub struct KeyListQuery {
+    /// Case-insensitive substring of the name or the preview.
+    pub search: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// Continue after this `(name, id)` (the previous page's last row).
+    pub after: Option<(String, String)>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Inserts a new key and its change-feed entry atomically.
+    pub async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.digest.0.to_vec())
+        .bind(&key.preview)
+        .bind(key.status.as_str())
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.last_used_at)
+        .bind(key.request_count)
+        .bind(key.tokens_used)
+        .bind(key.spend.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_unique)?;
+        changes::record(self.backend, &mut tx, Entity::Key, &key.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<KeyRecord> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        key_from_row(&row)
+    }
+
+    /// Every key, for building the data plane's snapshot.
+    pub async fn all_keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn list_keys(&self, q: &KeyListQuery) -> Result<Vec<KeyRecord>> {
+        let mut sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let pattern = q.search.as_ref().map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
+        if pattern.is_some() {
+            let (a, b) = (next(), next());
+            sql += &format!(" AND (LOWER(name) LIKE ${a} ESCAPE '\\' OR LOWER(preview) LIKE ${b} ESCAPE '\\')");
+        }
+        if q.status.is_some() {
+            sql += &format!(" AND status = ${}", next());
+        }
+        if q.after.is_some() {
+            let (a, b, c) = (next(), next(), next());
+            sql += &format!(" AND (name > ${a} OR (name = ${b} AND id > ${c}))");
+        }
+        sql += &format!(" ORDER BY name, id LIMIT ${}", next());
+
+        let mut query = sqlx::query(&sql);
+        if let Some(p) = &pattern {
+            query = query.bind(p.clone()).bind(p.clone());
+        }
+        if let Some(s) = q.status {
+            query = query.bind(s.as_str());
+        }
+        if let Some((name, id)) = &q.after {
+            query = query.bind(name.clone()).bind(name.clone()).bind(id.clone());
+        }
+        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
+    let digest: Vec<u8> = row.try_get("digest")?;
+    let status: String = row.try_get("status")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        digest: KeyDigest::from_slice(&digest).ok_or_else(|| StoreError::Corrupt("key digest length".into()))?,
+        preview: row.try_get("preview")?,
+        status: KeyStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("key status {status}")))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        request_count: row.try_get("request_count")?,
+        tokens_used: row.try_get("tokens_used")?,
+        spend: MicroUsd(row.try_get("spend_micros")?),
+    })
+}

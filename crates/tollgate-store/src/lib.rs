@@ -1,0 +1,143 @@
+//! Tollgate's durable state. One implementation serves SQLite (the embedded default) and
+//! PostgreSQL (scale-out) through sqlx's `Any` driver: the SQL is written once in the
+//! dialect both accept (`$n` placeholders, `RETURNING`, `ON CONFLICT`), and only the DDL
+//! differs, as two embedded migration sets. Money is `i64` micro-USD, time `i64` Unix ms.
+//!
+//! Everything here is control plane: the data plane never calls the store; it reads a
+//! snapshot that the server builds from [`Store::all_keys`] and patches from the change
+//! feed ([`Store::changes_since`]).
+
+mod changes;
+mod keys;
+mod migrate;
+mod usage;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use changes::{Change, Entity};
+pub use keys::KeyListQuery;
+pub use usage::{UsageQuery, UsageRow};
+
+/// What can go wrong in the store, as callers need to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable or failed; the caller may retry later.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A uniqueness rule was broken (detected by error kind, not constraint name).
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    /// A stored value that this version cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url (use sqlite:// or postgres://)")]
+    UnsupportedUrl,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which engine is behind the pool; only migrations and locking differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle to the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `sqlite://…` or `postgres://…`. SQLite files are created if missing and
+    /// run in WAL mode so that the CLI can write while a server reads.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5));
+        let pool_options = if backend == Backend::Sqlite {
+            pool_options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            pool_options
+        };
+        let pool = pool_options.connect_with(options).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The URL for the embedded database inside `data_dir`.
+    pub fn sqlite_url(path: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies every embedded migration not yet applied. Safe to run from several
+    /// processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        migrate::run(self).await
+    }
+
+    /// A trivial round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps a unique-violation to [`StoreError::Conflict`], everything else to `Database`.
+fn map_unique(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(e),
+    }
+}
+
+/// Integers leave SQL as `i64`; counts and tokens are never negative.
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Runs one administrative statement (e.g. `CREATE DATABASE` for test isolation).
+    /// Not for application data: every such query lives in its concern's module.
+    pub async fn execute_admin(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+}
