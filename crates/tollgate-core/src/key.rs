@@ -180,10 +180,16 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// The status a caller sees at `now`: a stored `active` past its expiry is `expired`.
     pub fn effective_status(&self, now: UnixMillis) -> KeyStatus {
-        match (self.status, self.expires_at) {
-            (KeyStatus::Active, Some(exp)) if exp <= now => KeyStatus::Expired,
-            (s, _) => s,
-        }
+        effective_status(self.status, self.expires_at, now)
+    }
+}
+
+/// The status a caller sees at `now`: `expired` is derived from the clock at every
+/// request, never written by a sweeper.
+pub fn effective_status(stored: KeyStatus, expires_at: Option<UnixMillis>, now: UnixMillis) -> KeyStatus {
+    match (stored, expires_at) {
+        (KeyStatus::Active, Some(exp)) if exp <= now => KeyStatus::Expired,
+        (s, _) => s,
     }
 }
 

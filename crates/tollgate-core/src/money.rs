@@ -59,6 +59,19 @@ impl serde::Serialize for MicroUsd {
     }
 }
 
+/// `#[serde(with = "as_micros")]`: an exact integer of micro-USD, for storage formats.
+pub mod as_micros {
+    use super::MicroUsd;
+
+    pub fn serialize<S: serde::Serializer>(v: &MicroUsd, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(v.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MicroUsd, D::Error> {
+        <i64 as serde::Deserialize>::deserialize(d).map(MicroUsd)
+    }
+}
+
 /// What a model costs. Token prices are micro-USD per million tokens, so one token costs
 /// `price / 1e6` micro-USD and a request's cost is exact before its single rounding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -5,7 +5,8 @@ use crate::MicroUsd;
 use crate::time::UnixMillis;
 
 /// Why a row is billed the way it is (the billing policy in the README names each case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BillingReason {
     /// The provider reported usage; billed exactly.
     Completed,
@@ -32,8 +33,9 @@ impl BillingReason {
     }
 }
 
-/// One request's usage row.
-#[derive(Debug, Clone, PartialEq)]
+/// One request's usage row. Serializes with `cost` in integer micro-USD (the spill
+/// file's format), not as a USD number.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageEvent {
     pub request_id: String,
     pub created_at: UnixMillis,
@@ -47,6 +49,7 @@ pub struct UsageEvent {
     pub error: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    #[serde(with = "crate::money::as_micros")]
     pub cost: MicroUsd,
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,

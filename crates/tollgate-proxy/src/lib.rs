@@ -1,1 +1,75 @@
+//! Tollgate's data plane: everything a `/v1/*` request touches, from the key in its header
+//! to the usage event it leaves behind.
+//!
+//! Invariants: nothing here awaits SQL (this crate does not depend on a SQL driver); the
+//! only shared state is the [`Snapshot`] (read wait-free through `arc-swap`) and the
+//! [`UsageSink`] (a bounded channel that never blocks); no task is spawned per request.
+//! Every request, accepted or rejected, emits exactly one [`UsageEvent`].
+//!
+//! [`UsageEvent`]: tollgate_core::usage::UsageEvent
 
+mod auth;
+mod demo;
+mod handler;
+mod meter;
+mod request;
+mod snapshot;
+mod sse;
+mod upstream;
+mod usage_sink;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::{get, post};
+use tollgate_core::key::{Digester, KeyFormat};
+
+pub use snapshot::{Channel, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
+pub use upstream::UpstreamClient;
+pub use usage_sink::{UsageReceiver, UsageSink, usage_channel};
+
+/// The id of the request being served, set by the server's outermost layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The TCP peer of the connection, set by the server's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Limits that shape every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// Time allowed from sending the request to receiving the upstream's response head.
+    pub first_byte_timeout: Duration,
+}
+
+/// What the `/v1` handlers share. Built once by the server; the snapshot inside is
+/// replaced as the change feed delivers updates.
+pub struct DataPlane {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub key_format: KeyFormat,
+    pub digester: Digester,
+    pub client: UpstreamClient,
+    pub usage: UsageSink,
+    pub limits: Limits,
+}
+
+/// The `/v1` route table.
+pub fn router(data_plane: Arc<DataPlane>) -> Router {
+    use tollgate_core::model::Endpoint as E;
+    Router::new()
+        .route("/v1/chat/completions", post(|s, r| handler::proxy(s, E::ChatCompletions, r)))
+        .route("/v1/completions", post(|s, r| handler::proxy(s, E::Completions, r)))
+        .route("/v1/embeddings", post(|s, r| handler::proxy(s, E::Embeddings, r)))
+        .route("/v1/images/generations", post(|s, r| handler::proxy(s, E::ImagesGenerations, r)))
+        .route("/v1/responses", post(|s, r| handler::proxy(s, E::Responses, r)))
+        .route("/v1/models", get(handler::list_models))
+        .route("/v1/models/{*id}", get(handler::get_model))
+        .route("/v1/{*rest}", axum::routing::any(handler::not_found))
+        .method_not_allowed_fallback(handler::method_not_allowed)
+        .with_state(data_plane)
+}

@@ -1,1 +1,52 @@
+//! The control plane's HTTP surface: `/healthz`, `/readyz` and the management API under
+//! `/api/v1`. Handlers parse and authorize, then call the service layer; they hold no
+//! business rules of their own. Errors use the same OpenAI shape as `/v1`.
 
+mod auth;
+mod error;
+mod keys;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tollgate_core::Secret;
+use tollgate_service::Services;
+
+/// What the control-plane handlers share.
+pub struct WebState {
+    pub services: Services,
+    /// The management token; `None` disables token authentication.
+    pub admin_token: Option<Secret>,
+    /// True once the snapshot is loaded, false again while draining.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: Arc<WebState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", keys::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin)))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the snapshot is loaded, the server is not draining, and the store answers.
+async fn readyz(State(state): State<Arc<WebState>>) -> Response {
+    let store_ok = matches!(tokio::time::timeout(Duration::from_secs(2), state.services.store.ping()).await, Ok(Ok(())));
+    let ready = state.ready.load(Ordering::Acquire);
+    let status = if ready && store_ok { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if status.is_success() { "ready" } else { "not_ready" },
+        "snapshot_loaded_and_serving": ready,
+        "store": if store_ok { "ok" } else { "unreachable" },
+    });
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,63 @@
+//! Who is calling: the key from `Authorization: Bearer` or `x-api-key`, checked in order
+//! of cost — format and checksum (pure CPU, no lookup), then the snapshot by digest, then
+//! status and expiry against the clock.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use tollgate_core::key::{KeyStatus, effective_status};
+use tollgate_core::time::UnixMillis;
+use tollgate_core::{ApiError, ErrorCode};
+
+use crate::DataPlane;
+use crate::snapshot::KeyEntry;
+
+/// The presented secret, if any. Never logged.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+pub(crate) fn authenticate(dp: &DataPlane, headers: &HeaderMap, now: UnixMillis) -> Result<Arc<KeyEntry>, ApiError> {
+    let secret = presented_key(headers).ok_or_else(ApiError::invalid_api_key)?;
+    if !dp.key_format.is_well_formed(secret) {
+        return Err(ApiError::invalid_api_key());
+    }
+    let digest = dp.digester.digest(secret);
+    let key = dp.snapshot.load().keys.get(&digest).cloned().ok_or_else(ApiError::invalid_api_key)?;
+    match effective_status(key.status, key.expires_at, now) {
+        KeyStatus::Active => Ok(key),
+        KeyStatus::Expired => Err(ApiError::new(ErrorCode::KeyExpired, "This API key has expired.")),
+        KeyStatus::Inactive => Err(ApiError::new(ErrorCode::KeyDisabled, "This API key is disabled.")),
+        KeyStatus::Revoked => Err(ApiError::invalid_api_key()),
+        KeyStatus::Exhausted => Err(ApiError::new(
+            ErrorCode::InsufficientQuota,
+            "This API key has used its whole budget or token quota.",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn key_comes_from_bearer_or_x_api_key() {
+        assert_eq!(presented_key(&headers("authorization", "Bearer sk-1")), Some("sk-1"));
+        assert_eq!(presented_key(&headers("authorization", "bearer  sk-1 ")), Some("sk-1"));
+        assert_eq!(presented_key(&headers("authorization", "Basic abc")), None);
+        assert_eq!(presented_key(&headers("x-api-key", "sk-2")), Some("sk-2"));
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The `/v1` request lifecycle, in the order of PRODUCT §3 (cheapest check first, nothing
+//! billed when rejected): key → body → model → route → upstream → metered response.
+//! Every path ends in exactly one usage event: rejections and upstream errors emit it
+//! here; successful responses hand it to the [`MeteredBody`], which emits it when the
+//! body ends or is dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use tollgate_core::model::Endpoint;
+use tollgate_core::time::now_millis;
+use tollgate_core::usage::{BillingReason, UsageEvent};
+use tollgate_core::{ApiError, ErrorCode, MicroUsd};
+
+use crate::meter::{Meter, MeteredBody, elapsed_ms};
+use crate::snapshot::{KeyEntry, ProviderKind};
+use crate::upstream::relay_status;
+use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request};
+
+/// Bytes of an upstream error body read to relay or log it.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The usage event of a request in progress, and when the request started.
+struct Pending {
+    event: Option<UsageEvent>,
+    started: Instant,
+}
+
+impl Pending {
+    fn new(req: &Request, endpoint: &str) -> Self {
+        let request_id = req.extensions().get::<RequestId>().map_or_else(String::new, |r| r.0.to_string());
+        let client_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip().to_string());
+        let event = UsageEvent {
+            request_id,
+            created_at: now_millis(),
+            key_id: None,
+            key_name: None,
+            model: None,
+            provider: None,
+            endpoint: endpoint.to_owned(),
+            status: 200,
+            error: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: MicroUsd::ZERO,
+            latency_ms: 0,
+            ttft_ms: None,
+            stream: false,
+            client_ip,
+            billing_reason: BillingReason::NotBilled,
+        };
+        Self { event: Some(event), started: Instant::now() }
+    }
+
+    fn event(&mut self) -> Option<&mut UsageEvent> {
+        self.event.as_mut()
+    }
+
+    fn identify(&mut self, key: &KeyEntry) {
+        if let Some(e) = self.event() {
+            e.key_id = Some(key.id.clone());
+            e.key_name = Some(key.name.clone());
+        }
+    }
+
+    /// Emits the unbilled row of a request that produced no metered body.
+    fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<String>) {
+        if let Some(mut e) = self.event.take() {
+            e.status = status.as_u16();
+            e.error = error;
+            e.latency_ms = elapsed_ms(self.started, Instant::now());
+            dp.usage.emit(e);
+        }
+    }
+}
+
+pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, req: Request) -> Response {
+    let mut pending = Pending::new(&req, endpoint.path());
+    match serve(&dp, endpoint, req, &mut pending).await {
+        Ok(res) => {
+            // A relayed upstream error has not been recorded yet; a metered body has
+            // taken the event and will record it itself.
+            let status = res.status();
+            pending.finish_unbilled(&dp, status, None);
+            res
+        }
+        Err(err) => {
+            pending.finish_unbilled(&dp, err.status(), Some(err.message.clone()));
+            err.into_response()
+        }
+    }
+}
+
+async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let key = auth::authenticate(dp, &parts.headers, now_millis())?;
+    pending.identify(&key);
+
+    let body = request::read_body(body, &parts.headers, dp.limits.max_body_bytes).await?;
+    let parsed = request::parse(body)?;
+    if let Some(e) = pending.event() {
+        e.model = Some(parsed.model.clone());
+        e.stream = parsed.stream;
+    }
+
+    let snapshot = dp.snapshot.load();
+    let model = snapshot.models.get(&parsed.model).ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+    if endpoint.model_type() != Some(model.model_type) {
+        return Err(ApiError::invalid_request(format!(
+            "The model '{}' is a {} model and cannot be used with {}.",
+            model.id,
+            model.model_type.as_str(),
+            endpoint.path()
+        ))
+        .with_param("model"));
+    }
+    // Routing across channels (priority, weight, health, failover) comes with the
+    // providers work; for now the first channel serves.
+    let channel = model.channels.first().ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+    if let Some(e) = pending.event() {
+        e.provider = Some(channel.provider.name.clone());
+    }
+    let upstream_body = parsed.upstream_body(endpoint, &channel.upstream_model)?;
+
+    let meter = |pending: &mut Pending| -> Option<Meter> {
+        Some(Meter {
+            sink: dp.usage.clone(),
+            event: pending.event.take()?,
+            started: pending.started,
+            pricing: model.pricing,
+            images: if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 },
+            prompt_estimate: parsed.prompt_token_estimate(),
+            usage: None,
+            output_bytes: 0,
+            first_byte: None,
+        })
+    };
+    let hide_usage_only = !parsed.client_wants_usage;
+
+    match &channel.provider.kind {
+        ProviderKind::Demo { word_delay } => {
+            let res = demo::respond(endpoint, &upstream_body, *word_delay)?;
+            let meter = meter(pending).ok_or_else(ApiError::internal)?;
+            Ok(metered(res, meter, hide_usage_only))
+        }
+        ProviderKind::OpenAi { base_url, api_key } => {
+            let path = endpoint.path().trim_start_matches("/v1");
+            let rid = pending.event.as_ref().map_or("", |e| e.request_id.as_str());
+            let res = dp
+                .client
+                .post_json(base_url, path, api_key, rid, upstream_body, dp.limits.first_byte_timeout)
+                .await
+                .map_err(|failure| {
+                    tracing::warn!(provider = %channel.provider.name, error = %failure, "upstream request failed");
+                    failure.to_api_error()
+                })?;
+            if res.status().is_success() {
+                let meter = meter(pending).ok_or_else(ApiError::internal)?;
+                return Ok(metered(res, meter, hide_usage_only));
+            }
+            upstream_error(res, &channel.provider.name, pending).await
+        }
+    }
+}
+
+/// Wraps a successful provider response so that it is metered as it streams.
+fn metered<B>(res: http::Response<B>, meter: Meter, hide_usage_only: bool) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, inner) = res.into_parts();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let is_sse = content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = if is_sse {
+        Body::new(MeteredBody::sse(inner, meter, hide_usage_only))
+    } else {
+        Body::new(MeteredBody::json(inner, meter))
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = parts.status;
+    let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    if is_sse {
+        out.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    out
+}
+
+/// An upstream answered with an error status: relay the request's own mistakes as the
+/// provider worded them, replace everything else with the gateway's error.
+async fn upstream_error(res: http::Response<hyper::body::Incoming>, provider: &str, pending: &mut Pending) -> Result<Response, ApiError> {
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = http_body_util::Limited::new(res.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    match relay_status(status) {
+        None => {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(|m| m.chars().take(500).collect::<String>()));
+            if let Some(e) = pending.event() {
+                e.error = Some(message.unwrap_or_else(|| format!("upstream answered {status}")));
+            }
+            let mut out = Response::new(Body::from(body));
+            *out.status_mut() = status;
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(out)
+        }
+        Some(mut err) => {
+            tracing::warn!(provider, status = status.as_u16(), "upstream answered with an error status");
+            if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) = (&mut err.code, retry_after) {
+                *retry_after_secs = secs;
+            }
+            Err(err)
+        }
+    }
+}
+
+pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
+    let mut pending = Pending::new(&req, Endpoint::Models.path());
+    let result = auth::authenticate(&dp, req.headers(), now_millis()).map(|key| {
+        pending.identify(&key);
+        json_response(dp.snapshot.load().model_list.clone())
+    });
+    finish(&dp, pending, result)
+}
+
+pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<String>, req: Request) -> Response {
+    let mut pending = Pending::new(&req, Endpoint::Models.path());
+    let result = auth::authenticate(&dp, req.headers(), now_millis()).and_then(|key| {
+        pending.identify(&key);
+        if let Some(e) = pending.event() {
+            e.model = Some(id.clone());
+        }
+        let snapshot = dp.snapshot.load();
+        let model = snapshot.models.get(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
+        Ok(json_response(Bytes::from(model.to_json().to_string())))
+    });
+    finish(&dp, pending, result)
+}
+
+pub(crate) async fn not_found(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
+    let shown: String = req.uri().path().chars().take(128).collect();
+    let pending = Pending::new(&req, &shown);
+    let err = ApiError::new(ErrorCode::NotFound, format!("Unknown endpoint: {} {shown}", req.method()));
+    finish(&dp, pending, Err(err))
+}
+
+pub(crate) async fn method_not_allowed(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
+    let shown: String = req.uri().path().chars().take(128).collect();
+    let pending = Pending::new(&req, &shown);
+    let err = ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {shown}", req.method()));
+    finish(&dp, pending, Err(err))
+}
+
+fn finish(dp: &DataPlane, pending: Pending, result: Result<Response, ApiError>) -> Response {
+    match result {
+        Ok(res) => {
+            pending.finish_unbilled(dp, res.status(), None);
+            res
+        }
+        Err(err) => {
+            pending.finish_unbilled(dp, err.status(), Some(err.message.clone()));
+            err.into_response()
+        }
+    }
+}
+
+fn json_response(body: Bytes) -> Response {
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}

@@ -1,0 +1,211 @@
+//! Metering a response while it streams to the client.
+//!
+//! [`MeteredBody`] wraps the upstream body: frames are passed on as they arrive (SSE is cut
+//! at event boundaries so that the usage-only chunk the gateway asked for can be hidden),
+//! usage is read on the way, and exactly one usage event is emitted when the body ends,
+//! fails, or is dropped because the client went away — `Meter::finish` consumes the meter,
+//! so a second emission cannot be written. Dropping the body also drops the upstream
+//! connection, which cancels the upstream request.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tollgate_core::money::Pricing;
+use tollgate_core::usage::{BillingReason, UsageEvent};
+
+use crate::sse::{TokenUsage, event_end, inspect_event, json_usage};
+use crate::usage_sink::UsageSink;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// JSON bodies larger than this are passed through without reading their usage.
+const MAX_JSON_INSPECT: usize = 8 << 20;
+/// A rough bytes-per-token ratio for estimates when no usage arrives.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// Everything needed to bill the request once its response ends.
+pub(crate) struct Meter {
+    pub sink: UsageSink,
+    /// Pre-filled with who/what/where; tokens, cost, status and timing are set at the end.
+    pub event: UsageEvent,
+    pub started: Instant,
+    pub pricing: Pricing,
+    pub images: u64,
+    pub prompt_estimate: u64,
+    pub usage: Option<TokenUsage>,
+    pub output_bytes: u64,
+    pub first_byte: Option<Instant>,
+}
+
+/// How the response ended.
+enum Outcome {
+    Complete,
+    UpstreamFailed,
+    ClientGone,
+}
+
+impl Meter {
+    fn finish(mut self, outcome: Outcome) {
+        let reported = self.usage;
+        let (prompt, completion) = match reported {
+            Some(u) => (u.prompt, u.completion),
+            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN)),
+        };
+        let e = &mut self.event;
+        e.billing_reason = match outcome {
+            Outcome::Complete if reported.is_some() => BillingReason::Completed,
+            Outcome::Complete => BillingReason::Estimated,
+            Outcome::UpstreamFailed => BillingReason::UpstreamInterrupted,
+            Outcome::ClientGone => BillingReason::ClientDisconnected,
+        };
+        if matches!(outcome, Outcome::UpstreamFailed) {
+            e.error = Some("upstream stream interrupted".to_owned());
+        }
+        e.prompt_tokens = prompt;
+        e.completion_tokens = completion;
+        e.cost = self.pricing.cost(prompt, completion, self.images);
+        e.latency_ms = elapsed_ms(self.started, Instant::now());
+        e.ttft_ms = self.first_byte.map(|t| elapsed_ms(self.started, t));
+        self.sink.emit(self.event);
+    }
+}
+
+pub(crate) fn elapsed_ms(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_millis()).unwrap_or(u64::MAX)
+}
+
+enum Framing {
+    /// Passed through frame by frame; a copy is kept to read `usage` at the end.
+    Json { copy: Vec<u8> },
+    /// Cut at event boundaries; `pending` holds an incomplete event.
+    Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes> },
+}
+
+pub(crate) struct MeteredBody<B> {
+    inner: B,
+    framing: Framing,
+    meter: Option<Meter>,
+}
+
+impl<B> MeteredBody<B> {
+    pub fn json(inner: B, meter: Meter) -> Self {
+        Self { inner, framing: Framing::Json { copy: Vec::new() }, meter: Some(meter) }
+    }
+
+    /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
+    pub fn sse(inner: B, meter: Meter, hide_usage_only: bool) -> Self {
+        let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None };
+        Self { inner, framing, meter: Some(meter) }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(mut meter) = self.meter.take() {
+            if let Framing::Json { copy } = &self.framing {
+                if matches!(outcome, Outcome::Complete) {
+                    meter.usage = json_usage(copy);
+                }
+            }
+            meter.finish(outcome);
+        }
+    }
+
+    /// Takes the complete events out of `pending`, returning what the client should get.
+    fn drain_events(pending: &mut BytesMut, hide_usage_only: bool, meter: &mut Meter) -> Bytes {
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(pending) {
+            let event = pending.split_to(end);
+            let info = inspect_event(&event);
+            meter.output_bytes += info.output_bytes;
+            if info.usage.is_some() {
+                meter.usage = info.usage;
+            }
+            if !(hide_usage_only && info.usage_only) {
+                out.extend_from_slice(&event);
+            }
+        }
+        out.freeze()
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        self.finish(Outcome::ClientGone);
+    }
+}
+
+const INTERRUPTED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream provider interrupted the stream.\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\n";
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Framing::Sse { closing, .. } = &mut this.framing {
+                if let Some(last) = closing.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
+            }
+            if this.meter.is_none() {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    this.finish(Outcome::UpstreamFailed);
+                    return match &mut this.framing {
+                        // An SSE client gets a proper error event and a clean end.
+                        Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT))))),
+                        Framing::Json { .. } => Poll::Ready(Some(Err(e.into()))),
+                    };
+                }
+                None => {
+                    if let Framing::Sse { pending, closing, .. } = &mut this.framing {
+                        // An unterminated last event still belongs to the client.
+                        if !pending.is_empty() {
+                            *closing = Some(pending.split().freeze());
+                        }
+                    }
+                    this.finish(Outcome::Complete);
+                    continue;
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+            };
+            let Some(meter) = this.meter.as_mut() else { continue };
+            meter.first_byte.get_or_insert_with(Instant::now);
+            match &mut this.framing {
+                Framing::Json { copy } => {
+                    if copy.len() + data.len() <= MAX_JSON_INSPECT {
+                        copy.extend_from_slice(&data);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Sse { pending, hide_usage_only, .. } => {
+                    pending.extend_from_slice(&data);
+                    let out = Self::drain_events(pending, *hide_usage_only, meter);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Json { .. } => self.inner.size_hint(),
+            Framing::Sse { .. } => SizeHint::default(),
+        }
+    }
+}

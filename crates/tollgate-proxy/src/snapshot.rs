@@ -1,0 +1,138 @@
+//! The data plane's view of the world: keys by digest, models with their channels and
+//! prices, and the pre-rendered model list. Immutable once built; the server builds a new
+//! one and swaps it in (`arc-swap`), so readers never wait and never see half an update.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tollgate_core::Secret;
+use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
+use tollgate_core::model::ModelType;
+use tollgate_core::money::Pricing;
+use tollgate_core::time::UnixMillis;
+
+/// What the data plane needs to know about a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyEntry {
+    pub id: String,
+    pub name: String,
+    pub status: KeyStatus,
+    pub expires_at: Option<UnixMillis>,
+}
+
+impl From<&KeyRecord> for KeyEntry {
+    fn from(k: &KeyRecord) -> Self {
+        Self { id: k.id.clone(), name: k.name.clone(), status: k.status, expires_at: k.expires_at }
+    }
+}
+
+/// How a provider is reached.
+#[derive(Debug)]
+pub enum ProviderKind {
+    /// Answers locally, deterministically; streams word by word with this pause.
+    Demo { word_delay: std::time::Duration },
+    /// Any OpenAI-compatible server. `base_url` ends without a slash, e.g.
+    /// `https://api.openai.com/v1`; endpoint paths are appended to it.
+    OpenAi { base_url: String, api_key: Secret },
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+}
+
+/// One way to serve a model: a provider and the model's name there.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+}
+
+/// A public model.
+#[derive(Debug)]
+pub struct ModelRoute {
+    pub id: String,
+    pub model_type: ModelType,
+    pub pricing: Pricing,
+    /// Never empty (the server validates it).
+    pub channels: Vec<Channel>,
+    pub created: i64,
+}
+
+impl ModelRoute {
+    /// The OpenAI model object for `/v1/models`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let owned_by = self.channels.first().map_or("tollgate", |c| c.provider.name.as_str());
+        serde_json::json!({ "id": self.id, "object": "model", "created": self.created, "owned_by": owned_by })
+    }
+}
+
+/// Everything the data plane reads, as of one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub keys: HashMap<KeyDigest, Arc<KeyEntry>>,
+    pub models: HashMap<String, Arc<ModelRoute>>,
+    /// `GET /v1/models`, rendered once per snapshot.
+    pub model_list: Bytes,
+}
+
+impl Snapshot {
+    pub fn new(keys: &[KeyRecord], models: Vec<ModelRoute>) -> Self {
+        let keys = keys.iter().map(|k| (k.digest, Arc::new(KeyEntry::from(k)))).collect();
+        let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
+        let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
+        let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
+        Self { keys, models, model_list }
+    }
+
+    /// A copy with these keys inserted or replaced (by id: a key whose digest changed
+    /// loses its old digest) and these key ids removed. Models are shared, not copied.
+    pub fn with_key_changes(&self, upserts: &[KeyRecord], removed_ids: &[String]) -> Self {
+        let mut keys = self.keys.clone();
+        let gone: std::collections::HashSet<&str> =
+            upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
+        keys.retain(|_, entry| !gone.contains(entry.id.as_str()));
+        for k in upserts {
+            keys.insert(k.digest, Arc::new(KeyEntry::from(k)));
+        }
+        Self { keys, models: self.models.clone(), model_list: self.model_list.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::MicroUsd;
+
+    fn record(id: &str, byte: u8) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            name: id.into(),
+            digest: KeyDigest([byte; 32]),
+            preview: String::new(),
+            status: KeyStatus::Active,
+            created_at: 0,
+            expires_at: None,
+            last_used_at: None,
+            request_count: 0,
+            tokens_used: 0,
+            spend: MicroUsd::ZERO,
+        }
+    }
+
+    #[test]
+    fn key_changes_replace_by_id() {
+        let s = Snapshot::new(&[record("a", 1), record("b", 2)], vec![]);
+        let mut a2 = record("a", 9);
+        a2.status = KeyStatus::Inactive;
+        let s2 = s.with_key_changes(&[a2], &["b".to_owned()]);
+        assert_eq!(s2.keys.len(), 1);
+        assert!(!s2.keys.contains_key(&KeyDigest([1; 32])), "old digest of a rotated key must go");
+        assert_eq!(s2.keys[&KeyDigest([9; 32])].status, KeyStatus::Inactive);
+        assert_eq!(s.keys.len(), 2, "the original snapshot is untouched");
+    }
+}

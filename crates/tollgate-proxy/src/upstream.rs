@@ -1,0 +1,143 @@
+//! Calling OpenAI-compatible upstreams: one pooled HTTP/1.1 + HTTP/2 client (TLS via
+//! rustls with the webpki roots), the request the provider should see, and the mapping
+//! of upstream failures to the gateway's errors.
+//!
+//! Security: the URL is always the configured base URL plus a fixed endpoint path — no
+//! request field can choose the host. Redirects are not followed (hyper's client never
+//! does). The client's own headers are not forwarded, so its Tollgate key stays here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tollgate_core::{ApiError, ErrorCode, Secret};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The shared upstream client. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<Connector, Full<Bytes>>,
+}
+
+impl UpstreamClient {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https);
+        Self { client }
+    }
+
+    /// Sends `body` to `base_url` + `path` and waits for the response head, at most
+    /// `first_byte_timeout`.
+    pub(crate) async fn post_json(
+        &self,
+        base_url: &str,
+        path: &str,
+        api_key: &Secret,
+        request_id: &str,
+        body: Bytes,
+        first_byte_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let mut req = Request::post(format!("{base_url}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body))
+            .map_err(|_| UpstreamFailure::BadUrl)?;
+        let headers = req.headers_mut();
+        if !api_key.is_empty() {
+            let auth = HeaderValue::from_str(&format!("Bearer {}", api_key.expose()))
+                .map_err(|_| UpstreamFailure::BadCredential)?;
+            headers.insert(header::AUTHORIZATION, mark_sensitive(auth));
+        }
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert("x-request-id", id);
+        }
+        match tokio::time::timeout(first_byte_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamFailure::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamFailure::Protocol(error_chain(&e))),
+            Ok(Ok(res)) => Ok(res),
+        }
+    }
+}
+
+/// `error: cause: cause…` — hyper's top-level messages alone say little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn mark_sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// Why no usable response came back. The detail is for the log, never for the client.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamFailure {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Protocol(String),
+    #[error("no response head within the first-byte timeout")]
+    Timeout,
+    #[error("the configured base URL does not form a valid request URI")]
+    BadUrl,
+    #[error("the provider credential is not a valid header value")]
+    BadCredential,
+}
+
+impl UpstreamFailure {
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            Self::Timeout => ApiError::new(ErrorCode::UpstreamTimeout, "The upstream provider did not answer in time."),
+            Self::Connect(_) | Self::Protocol(_) | Self::BadUrl | Self::BadCredential => {
+                ApiError::new(ErrorCode::UpstreamError, "The upstream provider could not be reached.")
+            }
+        }
+    }
+}
+
+/// Maps an upstream error status to what the client gets. Client errors of the request
+/// itself (400, 404, 409, 413, 415, 422) are relayed as the provider wrote them; the
+/// provider refusing *our* credentials, its rate limits and its failures become the
+/// gateway's own errors (with no upstream text that could carry secrets).
+pub(crate) fn relay_status(status: http::StatusCode) -> Option<ApiError> {
+    match status.as_u16() {
+        400 | 404 | 409 | 413 | 415 | 422 => None,
+        401 | 403 => Some(ApiError::new(
+            ErrorCode::UpstreamError,
+            "The upstream provider rejected the gateway's credentials.",
+        )),
+        408 | 504 => Some(ApiError::new(ErrorCode::UpstreamTimeout, "The upstream provider did not answer in time.")),
+        429 => Some(ApiError::new(
+            ErrorCode::RateLimitExceeded { retry_after_secs: 1 },
+            "The upstream provider is rate limiting requests; retry later.",
+        )),
+        _ => Some(ApiError::new(ErrorCode::UpstreamError, "The upstream provider failed to answer.")),
+    }
+}

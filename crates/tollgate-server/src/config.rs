@@ -1,0 +1,624 @@
+//! Configuration: defaults in code → TOML file → `TOLLGATE_*` environment, then
+//! validation into [`Config`]. Unknown fields are errors that name the field; every
+//! problem found is reported at once. `tollgate config check` runs the same code.
+//!
+//! Environment overrides: `TOLLGATE_<FIELD>` for top-level fields (`TOLLGATE_LISTEN`),
+//! `TOLLGATE_<SECTION>__<FIELD>` for nested ones (`TOLLGATE_UPSTREAM__CONNECT_TIMEOUT_MS`).
+//! Values are typed by the field they override. Providers and models come from the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tollgate_core::key::KeyFormat;
+use tollgate_core::model::ModelType;
+use tollgate_core::money::{MicroUsd, Pricing};
+use tollgate_core::Secret;
+
+/// The file as written (after environment overrides), before validation.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: String,
+    pub data_dir: String,
+    pub database_url: Option<String>,
+    pub admin_token: Option<Secret>,
+    pub pepper: Option<Secret>,
+    pub max_body_bytes: u64,
+    pub shutdown_grace_secs: u64,
+    pub log_format: String,
+    /// Serve the built-in demo provider and models. Default: only when no models are
+    /// configured.
+    pub demo: Option<bool>,
+    pub keys: RawKeys,
+    pub upstream: RawUpstream,
+    pub usage: RawUsage,
+    pub change_feed: RawChangeFeed,
+    pub providers: Vec<RawProvider>,
+    pub models: Vec<RawModel>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./tollgate-data".into(),
+            database_url: None,
+            admin_token: None,
+            pepper: None,
+            max_body_bytes: 32 << 20,
+            shutdown_grace_secs: 30,
+            log_format: "text".into(),
+            demo: None,
+            keys: RawKeys::default(),
+            upstream: RawUpstream::default(),
+            usage: RawUsage::default(),
+            change_feed: RawChangeFeed::default(),
+            providers: Vec::new(),
+            models: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKeys {
+    pub prefix: String,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self { prefix: tollgate_core::key::DEFAULT_PREFIX.into() }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self { connect_timeout_ms: 5_000, first_byte_timeout_ms: 600_000 }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUsage {
+    pub batch_size: u64,
+    pub flush_interval_ms: u64,
+    pub queue_capacity: u64,
+}
+
+impl Default for RawUsage {
+    fn default() -> Self {
+        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 65_536 }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawChangeFeed {
+    pub poll_interval_ms: u64,
+}
+
+impl Default for RawChangeFeed {
+    fn default() -> Self {
+        Self { poll_interval_ms: 250 }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `demo` only: pause between streamed words.
+    #[serde(default)]
+    pub word_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub model_type: ModelType,
+    #[serde(default)]
+    pub input_price_per_mtok: f64,
+    #[serde(default)]
+    pub output_price_per_mtok: f64,
+    #[serde(default)]
+    pub price_per_image: f64,
+    pub channels: Vec<RawChannel>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    pub provider: String,
+    /// The model's name at the provider; defaults to the public id.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Resolved: the embedded SQLite file unless a URL was given.
+    pub database_url: String,
+    pub admin_token: Option<Secret>,
+    pub pepper: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_json: bool,
+    pub key_format: KeyFormat,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub usage_batch_size: usize,
+    pub usage_flush_interval: Duration,
+    pub usage_queue_capacity: usize,
+    pub change_poll_interval: Duration,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderConfigKind {
+    Demo { word_delay: Duration },
+    OpenAi { base_url: String, api_key: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderConfigKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub id: String,
+    pub model_type: ModelType,
+    pub pricing: Pricing,
+    /// `(provider name, upstream model)`.
+    pub channels: Vec<(String, String)>,
+}
+
+/// Every problem found in a configuration, one line each, naming the field.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const ENV_PREFIX: &str = "TOLLGATE_";
+/// Variables with the prefix that are not config fields.
+const NON_FIELD_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
+
+/// Loads from an optional file plus the given environment (pass `std::env::vars()`).
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let one = |m: String| ConfigErrors(vec![m]);
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| one(format!("{}: cannot read: {e}", path.display())))?;
+            text.parse::<toml::Table>().map_err(|e| one(format!("{}: {}", path.display(), e.message())))?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&mut table, env)?;
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        one(if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) })
+    })?;
+    validate(raw, &|name| std::env::var(name).ok())
+}
+
+/// Overlays `TOLLGATE_*` variables on the file's table, typed by the field's default.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigErrors> {
+    let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
+    let mut errors = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if NON_FIELD_VARS.contains(&name.as_str()) {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let Some(default) = path.iter().try_fold(&defaults, |v, k| v.get(k)) else {
+            tracing::warn!(variable = %name, "ignoring environment variable: no such config field");
+            continue;
+        };
+        let typed = match default {
+            serde_json::Value::Bool(_) | serde_json::Value::Null if matches!(value.as_str(), "true" | "false") => {
+                toml::Value::Boolean(value == "true")
+            }
+            serde_json::Value::Number(_) => match value.trim().parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => {
+                    errors.push(format!("{name}: must be an integer, got {value:?}"));
+                    continue;
+                }
+            },
+            serde_json::Value::Bool(_) => {
+                errors.push(format!("{name}: must be true or false, got {value:?}"));
+                continue;
+            }
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                errors.push(format!("{name}: this section is set in the config file, not the environment"));
+                continue;
+            }
+            serde_json::Value::String(_) | serde_json::Value::Null => toml::Value::String(value),
+        };
+        if let Err(section) = insert_path(table, &path, typed) {
+            errors.push(format!("{name}: `{section}` is not a section in the config file"));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Sets `path` in `table`, creating sections; fails with the name of a path element that
+/// exists but is not a section.
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                toml::Value::Table(t) => insert_path(t, rest, value),
+                _ => Err(first.clone()),
+            }
+        }
+    }
+}
+
+/// Checks everything and resolves defaults. `lookup_env` resolves `api_key_env`.
+pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        errors.push(format!("listen: {:?} is not an address such as 127.0.0.1:8080", raw.listen));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    if raw.data_dir.trim().is_empty() {
+        errors.push("data_dir: must not be empty".into());
+    }
+    let data_dir = PathBuf::from(&raw.data_dir);
+    let database_url = match raw.database_url.filter(|u| !u.is_empty()) {
+        Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
+        Some(_) => {
+            errors.push("database_url: must start with sqlite:, postgres:// or postgresql://".into());
+            String::new()
+        }
+        None => tollgate_store::Store::sqlite_url(&data_dir.join("tollgate.db")),
+    };
+    let key_format = KeyFormat::new(&raw.keys.prefix).unwrap_or_else(|m| {
+        errors.push(format!("keys.prefix: {m}"));
+        KeyFormat::default()
+    });
+    let log_json = match raw.log_format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => {
+            errors.push(format!("log_format: must be \"text\" or \"json\", got {other:?}"));
+            false
+        }
+    };
+    let mut positive = |field: &str, v: u64| {
+        if v == 0 {
+            errors.push(format!("{field}: must be greater than 0"));
+        }
+        v
+    };
+    let max_body_bytes = positive("max_body_bytes", raw.max_body_bytes);
+    let connect_timeout = positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms);
+    let first_byte_timeout = positive("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms);
+    let batch = positive("usage.batch_size", raw.usage.batch_size);
+    let flush = positive("usage.flush_interval_ms", raw.usage.flush_interval_ms);
+    let capacity = positive("usage.queue_capacity", raw.usage.queue_capacity);
+    let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
+
+    let demo = raw.demo.unwrap_or(raw.models.is_empty());
+    let mut providers = Vec::new();
+    if demo {
+        providers.push(ProviderConfig { name: "demo".into(), kind: ProviderConfigKind::Demo { word_delay: Duration::from_millis(15) } });
+    }
+    for (i, p) in raw.providers.iter().enumerate() {
+        let at = format!("providers[{i}]");
+        if !valid_name(&p.name) {
+            errors.push(format!("{at}.name: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if providers.iter().any(|q: &ProviderConfig| q.name == p.name) {
+            errors.push(format!("{at}.name: provider {:?} is defined twice (\"demo\" is built in while demo is on)", p.name));
+        }
+        let kind = match p.kind.as_str() {
+            "demo" => {
+                if p.base_url.is_some() || p.api_key.is_some() || p.api_key_env.is_some() {
+                    errors.push(format!("{at}: a demo provider takes no base_url or api key"));
+                }
+                ProviderConfigKind::Demo { word_delay: Duration::from_millis(p.word_delay_ms.unwrap_or(15)) }
+            }
+            "openai" => {
+                if p.word_delay_ms.is_some() {
+                    errors.push(format!("{at}.word_delay_ms: only for kind \"demo\""));
+                }
+                let base_url = match p.base_url.as_deref().map(normalize_base_url) {
+                    Some(Ok(u)) => u,
+                    Some(Err(m)) => {
+                        errors.push(format!("{at}.base_url: {m}"));
+                        String::new()
+                    }
+                    None => {
+                        errors.push(format!("{at}.base_url: is required for kind \"openai\""));
+                        String::new()
+                    }
+                };
+                let api_key = match (&p.api_key, &p.api_key_env) {
+                    (Some(_), Some(_)) => {
+                        errors.push(format!("{at}: give api_key or api_key_env, not both"));
+                        Secret::default()
+                    }
+                    (Some(k), None) => k.clone(),
+                    (None, Some(var)) => match lookup_env(var).filter(|v| !v.is_empty()) {
+                        Some(v) => Secret::new(v),
+                        None => {
+                            errors.push(format!("{at}.api_key_env: environment variable {var} is not set"));
+                            Secret::default()
+                        }
+                    },
+                    // Local servers (vLLM, llama.cpp, Ollama) often need no key.
+                    (None, None) => Secret::default(),
+                };
+                ProviderConfigKind::OpenAi { base_url, api_key }
+            }
+            other => {
+                errors.push(format!("{at}.kind: unknown provider kind {other:?} (known: openai, demo)"));
+                continue;
+            }
+        };
+        providers.push(ProviderConfig { name: p.name.clone(), kind });
+    }
+
+    let mut models: Vec<ModelConfig> = Vec::new();
+    if demo {
+        let price = |usd: f64| MicroUsd::from_usd(usd).unwrap_or_default();
+        models.push(ModelConfig {
+            id: "demo-chat".into(),
+            model_type: ModelType::Chat,
+            pricing: Pricing { input_per_mtok: price(0.5), output_per_mtok: price(1.5), per_image: MicroUsd::ZERO },
+            channels: vec![("demo".into(), "demo-chat".into())],
+        });
+        models.push(ModelConfig {
+            id: "demo-embed".into(),
+            model_type: ModelType::Embedding,
+            pricing: Pricing { input_per_mtok: price(0.02), ..Pricing::default() },
+            channels: vec![("demo".into(), "demo-embed".into())],
+        });
+    }
+    for (i, m) in raw.models.iter().enumerate() {
+        let at = format!("models[{i}]");
+        if m.id.is_empty() || m.id.len() > 256 || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errors.push(format!("{at}.id: must be 1-256 characters without spaces"));
+        }
+        if models.iter().any(|q| q.id == m.id) {
+            errors.push(format!("{at}.id: model {:?} is defined twice", m.id));
+        }
+        let mut price = |field: &str, usd: f64| {
+            MicroUsd::from_usd(usd).unwrap_or_else(|msg| {
+                errors.push(format!("{at}.{field}: {msg}"));
+                MicroUsd::ZERO
+            })
+        };
+        let pricing = Pricing {
+            input_per_mtok: price("input_price_per_mtok", m.input_price_per_mtok),
+            output_per_mtok: price("output_price_per_mtok", m.output_price_per_mtok),
+            per_image: price("price_per_image", m.price_per_image),
+        };
+        if m.channels.is_empty() {
+            errors.push(format!("{at}.channels: needs at least one channel"));
+        }
+        let mut channels = Vec::new();
+        for (j, c) in m.channels.iter().enumerate() {
+            if !providers.iter().any(|p| p.name == c.provider) {
+                errors.push(format!("{at}.channels[{j}].provider: no provider named {:?}", c.provider));
+            }
+            channels.push((c.provider.clone(), c.model.clone().unwrap_or_else(|| m.id.clone())));
+        }
+        models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, channels });
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        listen,
+        data_dir,
+        database_url,
+        admin_token: raw.admin_token.filter(|t| !t.is_empty()),
+        pepper: raw.pepper.filter(|p| !p.is_empty()),
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
+        log_json,
+        key_format,
+        connect_timeout: Duration::from_millis(connect_timeout),
+        first_byte_timeout: Duration::from_millis(first_byte_timeout),
+        usage_batch_size: usize::try_from(batch).unwrap_or(500),
+        usage_flush_interval: Duration::from_millis(flush),
+        usage_queue_capacity: usize::try_from(capacity).unwrap_or(65_536),
+        change_poll_interval: Duration::from_millis(poll),
+        providers,
+        models,
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `http(s)://host[:port][/path]` without credentials, query or fragment; no trailing `/`.
+fn normalize_base_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".into());
+    }
+    let authority = uri.authority().ok_or("must include a host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials; use api_key or api_key_env".into());
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err("must not contain a query or fragment".into());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path), env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    }
+
+    fn errors(r: Result<Config, ConfigErrors>) -> String {
+        r.map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn zero_config_serves_the_demo() {
+        let c = load(None, Vec::new()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url.starts_with("sqlite://./tollgate-data/tollgate.db"));
+        let ids: Vec<_> = c.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["demo-chat", "demo-embed"]);
+    }
+
+    #[test]
+    fn the_issue_example_loads_with_prices_in_micro_usd() {
+        let c = from_toml(
+            r#"
+            listen = "127.0.0.1:9999"
+            [[providers]]
+            name = "local"
+            kind = "openai"
+            base_url = "http://127.0.0.1:9000/v1/"
+            api_key = "sk-up"
+            [[models]]
+            id = "gpt-4o-mini"
+            type = "chat"
+            input_price_per_mtok = 0.15
+            output_price_per_mtok = 0.60
+            channels = [{ provider = "local", model = "gpt-4o-mini" }]
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.models.len(), 1, "demo is off when models are configured");
+        assert_eq!(c.models[0].pricing.input_per_mtok, MicroUsd(150_000));
+        assert_eq!(c.models[0].pricing.output_per_mtok, MicroUsd(600_000));
+        match &c.providers[0].kind {
+            ProviderConfigKind::OpenAi { base_url, api_key } => {
+                assert_eq!(base_url, "http://127.0.0.1:9000/v1");
+                assert_eq!(api_key.expose(), "sk-up");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        assert!(errors(from_toml("lissen = \"x\"", &[])).contains("unknown field `lissen`"));
+        let e = errors(from_toml("[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = []\nprice = 1", &[]));
+        assert!(e.contains("models[0]") && e.contains("unknown field `price`"), "{e}");
+        let e = errors(from_toml("[upstream]\nconnect_timeout_ms = \"soon\"", &[]));
+        assert!(e.contains("upstream.connect_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_by_field() {
+        let e = errors(from_toml(
+            r#"
+            listen = "nowhere"
+            [[providers]]
+            name = "p"
+            kind = "openai"
+            base_url = "ftp://x"
+            api_key_env = "TOLLGATE_TEST_SURELY_UNSET_VAR"
+            [[providers]]
+            name = "q"
+            kind = "magic"
+            [[models]]
+            id = "m"
+            type = "chat"
+            input_price_per_mtok = -1
+            channels = [{ provider = "nope" }]
+            "#,
+            &[],
+        ));
+        for needle in [
+            "listen:",
+            "providers[0].base_url",
+            "providers[0].api_key_env: environment variable TOLLGATE_TEST_SURELY_UNSET_VAR is not set",
+            "providers[1].kind",
+            "models[0].input_price_per_mtok",
+            "models[0].channels[0].provider",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_types() {
+        let c = from_toml(
+            "listen = \"127.0.0.1:1\"\n[usage]\nbatch_size = 5",
+            &[
+                ("TOLLGATE_LISTEN", "127.0.0.1:2"),
+                ("TOLLGATE_USAGE__BATCH_SIZE", "7"),
+                ("TOLLGATE_ADMIN_TOKEN", "12345"),
+                ("TOLLGATE_DEMO", "false"),
+                ("TOLLGATE_NOT_A_FIELD", "x"),
+                ("UNRELATED", "y"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(c.usage_batch_size, 7);
+        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("12345"));
+        assert!(c.models.is_empty());
+        let e = errors(from_toml("", &[("TOLLGATE_MAX_BODY_BYTES", "lots")]));
+        assert!(e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"), "{e}");
+    }
+
+    #[test]
+    fn base_urls_never_carry_credentials() {
+        assert!(normalize_base_url("https://user:pw@api.example.com/v1").is_err());
+        assert!(normalize_base_url("https://api.example.com/v1?x=1").is_err());
+        assert_eq!(normalize_base_url("https://api.example.com/v1/").as_deref(), Ok("https://api.example.com/v1"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The usage writer: takes events from the data plane's channel and writes them in
+//! batches (by size or after `flush_interval`), off the request path.
+//!
+//! Nothing is dropped. A failed batch is retried with exponential backoff; after
+//! `MAX_ATTEMPTS` failures (or at shutdown) it is appended to `usage-spill.jsonl` in the
+//! data directory, which is replayed into the store at the next start and whenever the
+//! writer is idle. At shutdown the writer drains the channel and the overflow completely.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tollgate_core::usage::UsageEvent;
+use tollgate_proxy::UsageReceiver;
+use tollgate_store::Store;
+
+const MAX_ATTEMPTS: u32 = 5;
+const SPILL_FILE: &str = "usage-spill.jsonl";
+
+pub struct UsageWriter {
+    pub store: Store,
+    pub rx: UsageReceiver,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub data_dir: PathBuf,
+}
+
+impl UsageWriter {
+    fn spill_path(&self) -> PathBuf {
+        self.data_dir.join(SPILL_FILE)
+    }
+
+    /// Runs until `stop` is cancelled, then drains everything and returns.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut batch: Vec<UsageEvent> = Vec::new();
+        loop {
+            batch.extend(self.rx.take_overflow());
+            if batch.is_empty() {
+                tokio::select! {
+                    ev = self.rx.rx.recv() => match ev {
+                        Some(ev) => batch.push(ev),
+                        None => break,
+                    },
+                    () = tokio::time::sleep(self.flush_interval * 10) => {
+                        self.replay_spill().await;
+                        continue;
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+            let deadline = Instant::now() + self.flush_interval;
+            while batch.len() < self.batch_size {
+                tokio::select! {
+                    ev = self.rx.rx.recv() => match ev {
+                        Some(ev) => batch.push(ev),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = stop.cancelled() => break,
+                }
+            }
+            self.write(&mut batch, &stop).await;
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        // Shutdown: everything still queued goes to the store (or the spill file).
+        batch.extend(self.rx.take_overflow());
+        while let Ok(ev) = self.rx.rx.try_recv() {
+            batch.push(ev);
+        }
+        let total = batch.len();
+        for chunk in batch.chunks_mut(self.batch_size.max(1)) {
+            let mut v = chunk.to_vec();
+            self.write(&mut v, &stop).await;
+        }
+        tracing::info!(rows = total, "usage writer drained");
+    }
+
+    /// Writes `batch` (then clears it), retrying with backoff; spills when the store stays
+    /// away.
+    async fn write(&self, batch: &mut Vec<UsageEvent>, stop: &CancellationToken) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.store.insert_usage(batch).await {
+                Ok(()) => {
+                    batch.clear();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, rows = batch.len(), "writing usage rows failed");
+                }
+            }
+            if stop.is_cancelled() && attempt >= 2 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        match self.spill(batch).await {
+            Ok(()) => {
+                tracing::warn!(rows = batch.len(), path = %self.spill_path().display(), "usage rows spilled to disk");
+                batch.clear();
+            }
+            // Keep the batch in memory; the next write tries the store again.
+            Err(e) => tracing::error!(error = %e, rows = batch.len(), "could not spill usage rows; keeping them in memory"),
+        }
+    }
+
+    async fn spill(&self, batch: &[UsageEvent]) -> std::io::Result<()> {
+        let mut lines = Vec::new();
+        for ev in batch {
+            serde_json::to_writer(&mut lines, ev)?;
+            lines.push(b'\n');
+        }
+        let path = self.spill_path();
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            f.write_all(&lines)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Moves spilled rows into the store. The file is renamed first so that rows spilled
+    /// meanwhile land in a new file; it is deleted only after the rows are committed.
+    pub async fn replay_spill(&self) {
+        let path = self.spill_path();
+        let replaying = path.with_extension("replaying");
+        if !replaying.exists() {
+            if !path.exists() {
+                return;
+            }
+            if let Err(e) = std::fs::rename(&path, &replaying) {
+                tracing::warn!(error = %e, "cannot take the usage spill file for replay");
+                return;
+            }
+        }
+        let text = match tokio::fs::read_to_string(&replaying).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the usage spill file");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            match serde_json::from_str::<UsageEvent>(line) {
+                Ok(ev) => events.push(ev),
+                // A torn last line from a crash mid-write: report it, keep the rest.
+                Err(e) => tracing::error!(line = n + 1, error = %e, "unreadable line in the usage spill file"),
+            }
+        }
+        let size = self.batch_size.max(1);
+        for (i, chunk) in events.chunks(size).enumerate() {
+            if let Err(e) = self.store.insert_usage(chunk).await {
+                tracing::warn!(error = %e, "replaying spilled usage failed; will retry");
+                // Keep only what is not yet in the store, so no row is written twice.
+                let mut rest = Vec::new();
+                for ev in &events[i * size..] {
+                    if serde_json::to_writer(&mut rest, ev).is_ok() {
+                        rest.push(b'\n');
+                    }
+                }
+                let tmp = replaying.with_extension("tmp");
+                if let Err(e) = std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying)) {
+                    tracing::error!(error = %e, "could not rewrite the usage spill file");
+                }
+                return;
+            }
+        }
+        if let Err(e) = tokio::fs::remove_file(&replaying).await {
+            tracing::error!(error = %e, "replayed the usage spill file but could not delete it");
+        } else {
+            tracing::info!(rows = events.len(), "replayed spilled usage rows");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Tollgate's service layer: the rules around every mutation, shared by the management
+//! API, the CLI and (later) the dashboard, so that each of them behaves the same. It
+//! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
+
+mod keys;
+
+use tollgate_core::key::{Digester, KeyFormat};
+use tollgate_store::{Store, StoreError};
+
+pub use keys::{CreatedKey, KeyList, KeyView, ListKeys, NewKey};
+
+/// What a service call can fail with. Each variant maps to one HTTP status in the API and
+/// one exit message in the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input; names the field.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("not found")]
+    NotFound,
+    #[error("conflicts with an existing object")]
+    Conflict,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl ServiceError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { field, message: message.into() }
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// The services, over one store. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub key_format: KeyFormat,
+    pub digester: Digester,
+}
