@@ -1,0 +1,1172 @@
+//! A fake OpenAI-compatible upstream: a real HTTP server on a random loopback port that
+//! speaks OpenAI's wire format, so gateway tests (and the benchmark) exercise real sockets.
+//!
+//! It owns the server task, the switchable [`Behavior`] and the log of received requests.
+//! Dropping a [`FakeOpenAi`] aborts the server and every open connection.
+//!
+//! # Endpoints (all under `/v1`)
+//! `POST /chat/completions`, `POST /completions`, `POST /embeddings`, `POST /responses`,
+//! `POST /images/generations`, `GET /models`. The first two and `/responses` stream when the
+//! body says `"stream": true`. Checks run in this order: the behavior (`Status`,
+//! `CloseConnection`, `Delay`), then `Authorization: Bearer <non-empty>` (else 401
+//! `invalid_api_key`), then the route (else 404 `Invalid URL`), then the JSON body (else 400).
+//!
+//! # Deterministic content and usage
+//! The reply is always [`REPLY_TEXT`], `"Hello from the fake upstream."` (5 words); streams send
+//! one word per content chunk (`"Hello"`, `" from"`, …). The `model` the request sent is echoed.
+//! A "word" is a whitespace-separated run of characters (`str::split_whitespace`).
+//!
+//! * chat: `prompt_tokens` = Σ over messages of (words in the message's text + 1), where the text
+//!   is a string `content` or the `text` of each content part; `completion_tokens` = words in the
+//!   reply = 5, or `max_completion_tokens`/`max_tokens` when smaller (reply truncated,
+//!   `finish_reason: "length"`).
+//! * completions: `prompt_tokens` = words in `prompt` (a string or every string of an array; a
+//!   token array counts its length); `completion_tokens` as for chat (`max_tokens`).
+//! * embeddings: `prompt_tokens` = `total_tokens` = words over every input (a token array counts
+//!   its length). Vectors have `dimensions` (default [`DEFAULT_EMBEDDING_DIMENSIONS`]) values;
+//!   value `j` of input `i` is `((7 * i + j) % 64) / 64 - 0.5`, exact in `f32`.
+//! * responses: `input_tokens` = words of a string `input`, or Σ over input items of (words + 1)
+//!   like chat messages; `instructions`, when present, counts as one more item.
+//!   `output_tokens` = 5; `total_tokens` = the sum.
+//! * images: `n` (default 1) images; `b64_json` (a 1×1 PNG) for `gpt-image*` models or
+//!   `response_format: "b64_json"`, else a `url`. Only `gpt-image*` models return `usage`:
+//!   `input_tokens` = words in `prompt`, `output_tokens` = [`IMAGE_OUTPUT_TOKENS`] × n.
+//!
+//! Streams with `stream_options.include_usage: true` carry `"usage": null` on every chunk and a
+//! final chunk with `"choices": []` and the usage object before `data: [DONE]`, as OpenAI does.
+
+use std::collections::VecDeque;
+use std::future::Future as _;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The text every completion answers with.
+pub const REPLY_TEXT: &str = "Hello from the fake upstream.";
+/// Embedding width when the request sends no `dimensions`.
+pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 1536;
+/// `usage.output_tokens` per generated image (for `gpt-image*` models).
+pub const IMAGE_OUTPUT_TOKENS: u64 = 100;
+
+const REPLY_WORDS: [&str; 5] = ["Hello", "from", "the", "fake", "upstream."];
+const FINGERPRINT: &str = "fp_fake0000001";
+/// A 1×1 transparent PNG.
+const PNG_1X1_B64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// How the fake answers; applies to requests received after [`FakeOpenAi::set_behavior`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Behavior {
+    /// Answer as OpenAI would.
+    #[default]
+    Normal,
+    /// Answer every request with this status and an OpenAI error body (429 also carries
+    /// `retry-after: 1` and `x-ratelimit-*` headers).
+    Status(u16),
+    /// Wait this long before sending response headers.
+    Delay(Duration),
+    /// For streams: send the opening events and the first content chunk at once, then wait
+    /// `chunk_delay` before every further chunk. Non-streams are unaffected.
+    SlowStream {
+        /// Pause before each chunk after the first content chunk.
+        chunk_delay: Duration,
+    },
+    /// For streams: send the opening events and this many content chunks, then abort the
+    /// connection (no finish chunk, no usage, no `[DONE]`). Non-streams are unaffected.
+    BreakStreamAfter(usize),
+    /// Accept the TCP connection and close it without answering (a request already read on
+    /// a kept-alive connection is recorded, then the connection is closed).
+    CloseConnection,
+    /// Streams omit the usage chunk even when `stream_options.include_usage` is true
+    /// (`/responses` sends `"usage": null` in `response.completed`).
+    NoUsageInStream,
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// e.g. `"POST"`.
+    pub method: String,
+    /// The URI path, without the query, e.g. `"/v1/chat/completions"`.
+    pub path: String,
+    /// Every request header.
+    pub headers: HeaderMap,
+    /// The parsed JSON body; `Value::Null` if the body was empty or not JSON.
+    pub body: Value,
+}
+
+/// Start-up options for [`FakeOpenAi::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to bind; the default is `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// Keep every request for [`FakeOpenAi::requests`]; turn off for load tests.
+    pub record: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            record: true,
+        }
+    }
+}
+
+/// A running fake upstream. Serves until dropped.
+#[derive(Debug)]
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    record: bool,
+    behavior: Mutex<Behavior>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn behavior(&self) -> Behavior {
+        self.behavior
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl FakeOpenAi {
+    /// Binds `127.0.0.1:0` and serves, recording requests, until dropped.
+    #[expect(
+        clippy::expect_used,
+        reason = "test helper: without a loopback port there is no test to run"
+    )]
+    pub async fn start() -> FakeOpenAi {
+        Self::start_with(Options::default())
+            .await
+            .expect("fake upstream: bind 127.0.0.1:0")
+    }
+
+    /// Binds `options.listen` and serves until dropped.
+    pub async fn start_with(options: Options) -> io::Result<FakeOpenAi> {
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            record: options.record,
+            behavior: Mutex::new(Behavior::Normal),
+            requests: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        Ok(FakeOpenAi {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order (empty when recording is off).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes how subsequent requests are answered.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self
+            .shared
+            .behavior
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = behavior;
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        // The accept task owns the JoinSet of connections, so this also ends them.
+        self.server.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        if shared.behavior() == Behavior::CloseConnection {
+            drop(stream);
+            continue;
+        }
+        // Latency matters more than packet count here.
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        connections.spawn(async move {
+            let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+            // A connection error (client gone, stream broken on purpose) ends only this task.
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Returning `Err` makes hyper drop the connection without answering.
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Response<FakeBody>> {
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let parsed = if bytes.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<Value>(&bytes).ok()
+    };
+    if shared.record {
+        let recorded = RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers.clone(),
+            body: parsed.clone().unwrap_or(Value::Null),
+        };
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(recorded);
+    }
+
+    let behavior = shared.behavior();
+    match behavior {
+        Behavior::CloseConnection => {
+            return Err(io::Error::other("fake upstream: closing on purpose"));
+        }
+        Behavior::Status(code) => return Ok(status_response(code)),
+        Behavior::Delay(delay) => tokio::time::sleep(delay).await,
+        _ => {}
+    }
+
+    if !authorized(&parts.headers) {
+        return Ok(invalid_api_key());
+    }
+
+    let path = parts.uri.path();
+    let endpoint = match (&parts.method, path) {
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/completions") => Endpoint::Completions,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
+        (&Method::POST, "/v1/images/generations") => Endpoint::Images,
+        (&Method::GET, "/v1/models") => return Ok(models()),
+        (method, _) => {
+            return Ok(error_response(
+                StatusCode::NOT_FOUND,
+                &format!("Invalid URL ({method} {path})"),
+                "invalid_request_error",
+                None,
+                None,
+            ));
+        }
+    };
+    let Some(body) = parsed else {
+        return Ok(error_response(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request. (HINT: This likely means you \
+             aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
+             but what was sent was not valid JSON.)",
+            "invalid_request_error",
+            None,
+            None,
+        ));
+    };
+    let ctx = Ctx {
+        shared: &shared,
+        behavior,
+        body: &body,
+    };
+    Ok(match endpoint {
+        Endpoint::Chat => chat(&ctx),
+        Endpoint::Completions => completions(&ctx),
+        Endpoint::Embeddings => embeddings(&ctx),
+        Endpoint::Responses => responses(&ctx),
+        Endpoint::Images => images(&ctx),
+    }
+    .unwrap_or_else(|rejection| *rejection))
+}
+
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Images,
+}
+
+/// What an endpoint handler reads.
+struct Ctx<'a> {
+    shared: &'a Shared,
+    behavior: Behavior,
+    body: &'a Value,
+}
+
+/// `Err` is a ready 4xx answer, boxed because a `Response` is large and rejections are rare.
+type Handled = Result<Response<FakeBody>, Rejection>;
+type Rejection = Box<Response<FakeBody>>;
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| !token.trim().is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat completions
+// ---------------------------------------------------------------------------------------------
+
+fn chat(ctx: &Ctx<'_>) -> Handled {
+    let model = require_model(ctx.body)?;
+    let Some(messages) = ctx.body.get("messages").and_then(Value::as_array) else {
+        return Err(missing_parameter("messages").into());
+    };
+    let stream = check_stream(ctx.body)?;
+    let prompt_tokens: u64 = messages
+        .iter()
+        .map(|m| words_in_content(m.get("content")) + 1)
+        .sum();
+    let limit = token_limit(ctx.body, &["max_completion_tokens", "max_tokens"]);
+    let reply = Reply::new(limit);
+    let id = format!("chatcmpl-fake{:016x}", ctx.shared.next_id());
+    let created = unix_now();
+    let model = json_string(model);
+    let usage = chat_usage(prompt_tokens, reply.tokens());
+
+    let Some(include_usage) = stream else {
+        let body = format!(
+            r#"{{"id":"{id}","object":"chat.completion","created":{created},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{finish}"}}],"usage":{usage},"service_tier":"default","system_fingerprint":"{FINGERPRINT}"}}"#,
+            content = json_string(&reply.text()),
+            finish = reply.finish_reason(),
+        );
+        return Ok(json_response(StatusCode::OK, Bytes::from(body)));
+    };
+
+    let usage_field = if include_usage {
+        r#","usage":null"#
+    } else {
+        ""
+    };
+    let chunk = |choices: &str, usage: &str| {
+        sse_data(&format!(
+            r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model},"service_tier":"default","system_fingerprint":"{FINGERPRINT}","choices":[{choices}]{usage}}}"#
+        ))
+    };
+    let mut frames = Vec::with_capacity(reply.words.len() + 4);
+    frames.push(chunk(
+        r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
+        usage_field,
+    ));
+    for piece in reply.pieces() {
+        frames.push(chunk(
+            &format!(
+                r#"{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
+                json_string(&piece)
+            ),
+            usage_field,
+        ));
+    }
+    frames.push(chunk(
+        &format!(
+            r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{}"}}"#,
+            reply.finish_reason()
+        ),
+        usage_field,
+    ));
+    if include_usage && ctx.behavior != Behavior::NoUsageInStream {
+        frames.push(chunk("", &format!(r#","usage":{usage}"#)));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    Ok(stream_response(frames, 1, reply.words.len(), &ctx.behavior))
+}
+
+fn chat_usage(prompt: u64, completion: u64) -> String {
+    format!(
+        r#"{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{total},"prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}}"#,
+        total = prompt + completion
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy completions
+// ---------------------------------------------------------------------------------------------
+
+fn completions(ctx: &Ctx<'_>) -> Handled {
+    let model = require_model(ctx.body)?;
+    let stream = check_stream(ctx.body)?;
+    let prompt_tokens = words_in_input(ctx.body.get("prompt"));
+    let reply = Reply::new(token_limit(ctx.body, &["max_tokens"]));
+    let id = format!("cmpl-fake{:016x}", ctx.shared.next_id());
+    let created = unix_now();
+    let completion_tokens = reply.tokens();
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+
+    let Some(include_usage) = stream else {
+        let body = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{
+                "text": reply.text(),
+                "index": 0,
+                "logprobs": null,
+                "finish_reason": reply.finish_reason(),
+            }],
+            "usage": usage,
+        });
+        return Ok(json_response(StatusCode::OK, to_bytes(&body)));
+    };
+
+    let chunk = |choices: Value, usage: Option<&Value>| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        });
+        if include_usage {
+            chunk["usage"] = usage.cloned().unwrap_or(Value::Null);
+        }
+        sse_data(&chunk.to_string())
+    };
+    let choice = |text: &str, finish: Option<&str>| json!([{ "text": text, "index": 0, "logprobs": null, "finish_reason": finish }]);
+    let mut frames = Vec::with_capacity(reply.words.len() + 3);
+    for piece in reply.pieces() {
+        frames.push(chunk(choice(&piece, None), None));
+    }
+    frames.push(chunk(choice("", Some(reply.finish_reason())), None));
+    if include_usage && ctx.behavior != Behavior::NoUsageInStream {
+        frames.push(chunk(json!([]), Some(&usage)));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    Ok(stream_response(frames, 0, reply.words.len(), &ctx.behavior))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings
+// ---------------------------------------------------------------------------------------------
+
+fn embeddings(ctx: &Ctx<'_>) -> Handled {
+    let model = require_model(ctx.body)?;
+    let Some(input) = ctx.body.get("input").filter(|v| !v.is_null()) else {
+        return Err(missing_parameter("input").into());
+    };
+    let inputs: Vec<&Value> = match input {
+        Value::Array(items) if items.iter().all(|i| i.is_string() || i.is_array()) => {
+            items.iter().collect()
+        }
+        // A single string, or one token array (a flat array of numbers).
+        _ => vec![input],
+    };
+    let base64 = match ctx.body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                &format!("'{other}' is not one of ['float', 'base64'] - 'encoding_format'"),
+                "invalid_request_error",
+                Some("encoding_format"),
+                None,
+            ));
+        }
+    };
+    let dimensions = match ctx.body.get("dimensions") {
+        None | Some(Value::Null) => DEFAULT_EMBEDDING_DIMENSIONS,
+        Some(value) => match value.as_u64().and_then(|d| usize::try_from(d).ok()) {
+            Some(d) if d >= 1 => d,
+            _ => {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid value for 'dimensions': must be a positive integer.",
+                    "invalid_request_error",
+                    Some("dimensions"),
+                    None,
+                ));
+            }
+        },
+    };
+    let prompt_tokens: u64 = inputs.iter().map(|i| words_in_input(Some(i))).sum();
+
+    let mut data = String::new();
+    for (index, _) in inputs.iter().enumerate() {
+        let vector: Vec<f32> = (0..dimensions).map(|j| embedding_value(index, j)).collect();
+        let embedding = if base64 {
+            let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+            json_string(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        } else {
+            // f32 serialises in its shortest form, so floats round-trip through JSON exactly.
+            serde_json::to_string(&vector).unwrap_or_default()
+        };
+        if index > 0 {
+            data.push(',');
+        }
+        data.push_str(&format!(
+            r#"{{"object":"embedding","index":{index},"embedding":{embedding}}}"#
+        ));
+    }
+    let body = format!(
+        r#"{{"object":"list","data":[{data}],"model":{model},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#,
+        model = json_string(model),
+    );
+    Ok(json_response(StatusCode::OK, Bytes::from(body)))
+}
+
+/// Value `j` of input `i`: a multiple of 1/64 in [-0.5, 0.5), exact in `f32` and `f64`.
+fn embedding_value(input: usize, j: usize) -> f32 {
+    let step = (input.wrapping_mul(7).wrapping_add(j) % 64) as f32;
+    step / 64.0 - 0.5
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses API
+// ---------------------------------------------------------------------------------------------
+
+fn responses(ctx: &Ctx<'_>) -> Handled {
+    let model = require_model(ctx.body)?;
+    let Some(input) = ctx.body.get("input").filter(|v| !v.is_null()) else {
+        return Err(missing_parameter("input").into());
+    };
+    let stream = ctx.body.get("stream").and_then(Value::as_bool) == Some(true);
+    let mut input_tokens = match input {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| words_in_content(item.get("content")) + 1)
+            .sum(),
+        other => words_in_input(Some(other)),
+    };
+    let instructions = ctx.body.get("instructions").cloned().unwrap_or(Value::Null);
+    if let Some(text) = instructions.as_str() {
+        input_tokens += word_count(text) + 1;
+    }
+    let reply = Reply::new(None);
+    let output_tokens = reply.tokens();
+    let n = ctx.shared.next_id();
+    let id = format!("resp_fake{n:032x}");
+    let message_id = format!("msg_fake{n:032x}");
+    let created = unix_now();
+    let usage = json!({
+        "input_tokens": input_tokens,
+        "input_tokens_details": { "cached_tokens": 0 },
+        "output_tokens": output_tokens,
+        "output_tokens_details": { "reasoning_tokens": 0 },
+        "total_tokens": input_tokens + output_tokens,
+    });
+    let text = reply.text();
+    let part = json!({ "type": "output_text", "text": text, "annotations": [] });
+    let item = |status: &str, content: Value| {
+        json!({
+            "id": message_id,
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        })
+    };
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({
+            "id": id,
+            "object": "response",
+            "created_at": created,
+            "status": status,
+            "error": null,
+            "incomplete_details": null,
+            "instructions": instructions,
+            "max_output_tokens": ctx.body.get("max_output_tokens").cloned().unwrap_or(Value::Null),
+            "model": model,
+            "output": output,
+            "parallel_tool_calls": true,
+            "previous_response_id": ctx.body.get("previous_response_id").cloned().unwrap_or(Value::Null),
+            "reasoning": { "effort": null, "summary": null },
+            "store": ctx.body.get("store").and_then(Value::as_bool).unwrap_or(true),
+            "temperature": 1.0,
+            "text": { "format": { "type": "text" } },
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage,
+            "user": null,
+            "metadata": {},
+        })
+    };
+    let done_item = item("completed", json!([part]));
+    if !stream {
+        let body = response("completed", json!([done_item]), usage);
+        return Ok(json_response(StatusCode::OK, to_bytes(&body)));
+    }
+
+    let mut sequence = 0_u64;
+    let mut event = |kind: &str, mut data: Value| {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+    };
+    let in_progress = response("in_progress", json!([]), Value::Null);
+    let at = |mut extra: Value| {
+        extra["item_id"] = json!(message_id);
+        extra["output_index"] = json!(0);
+        extra["content_index"] = json!(0);
+        extra
+    };
+    let mut frames = vec![
+        event(
+            "response.created",
+            json!({ "response": in_progress.clone() }),
+        ),
+        event("response.in_progress", json!({ "response": in_progress })),
+        event(
+            "response.output_item.added",
+            json!({ "output_index": 0, "item": item("in_progress", json!([])) }),
+        ),
+        event(
+            "response.content_part.added",
+            at(json!({ "part": { "type": "output_text", "text": "", "annotations": [] } })),
+        ),
+    ];
+    let preface = frames.len();
+    for piece in reply.pieces() {
+        frames.push(event(
+            "response.output_text.delta",
+            at(json!({ "delta": piece, "logprobs": [] })),
+        ));
+    }
+    frames.push(event(
+        "response.output_text.done",
+        at(json!({ "text": text, "logprobs": [] })),
+    ));
+    frames.push(event(
+        "response.content_part.done",
+        at(json!({ "part": part })),
+    ));
+    frames.push(event(
+        "response.output_item.done",
+        json!({ "output_index": 0, "item": done_item }),
+    ));
+    let final_usage = if ctx.behavior == Behavior::NoUsageInStream {
+        Value::Null
+    } else {
+        usage
+    };
+    frames.push(event(
+        "response.completed",
+        json!({ "response": response("completed", json!([done_item]), final_usage) }),
+    ));
+    Ok(stream_response(
+        frames,
+        preface,
+        reply.words.len(),
+        &ctx.behavior,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images and models
+// ---------------------------------------------------------------------------------------------
+
+fn images(ctx: &Ctx<'_>) -> Handled {
+    let Some(prompt) = ctx.body.get("prompt").and_then(Value::as_str) else {
+        return Err(missing_parameter("prompt").into());
+    };
+    let model = ctx
+        .body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("dall-e-2");
+    let n = ctx.body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    if !(1..=10).contains(&n) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            &format!("{n} is not in [1, 10] - 'n'"),
+            "invalid_request_error",
+            Some("n"),
+            None,
+        ));
+    }
+    let gpt_image = model.starts_with("gpt-image");
+    let b64 = match ctx.body.get("response_format").and_then(Value::as_str) {
+        Some("b64_json") => true,
+        Some("url") => false,
+        _ => gpt_image,
+    };
+    let data: Vec<Value> = (0..n)
+        .map(|i| {
+            if b64 {
+                json!({ "b64_json": PNG_1X1_B64 })
+            } else {
+                json!({ "url": format!("https://images.fake-upstream.invalid/img-{i}.png") })
+            }
+        })
+        .collect();
+    let mut body = json!({ "created": unix_now(), "data": data });
+    if gpt_image {
+        let input_tokens = word_count(prompt);
+        let output_tokens = IMAGE_OUTPUT_TOKENS * n;
+        body["usage"] = json!({
+            "total_tokens": input_tokens + output_tokens,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "input_tokens_details": { "text_tokens": input_tokens, "image_tokens": 0 },
+        });
+    }
+    Ok(json_response(StatusCode::OK, to_bytes(&body)))
+}
+
+fn models() -> Response<FakeBody> {
+    let ids = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-3.5-turbo-instruct",
+        "text-embedding-3-small",
+        "gpt-image-1",
+        "dall-e-3",
+    ];
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 1_686_935_002, "owned_by": "system" }))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        to_bytes(&json!({ "object": "list", "data": data })),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The reply, possibly truncated by a token limit.
+struct Reply {
+    words: &'static [&'static str],
+}
+
+impl Reply {
+    fn new(limit: Option<u64>) -> Self {
+        let len = limit
+            .and_then(|l| usize::try_from(l).ok())
+            .map_or(REPLY_WORDS.len(), |l| l.min(REPLY_WORDS.len()));
+        Reply {
+            words: REPLY_WORDS.get(..len).unwrap_or(&REPLY_WORDS),
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        self.words.len() as u64
+    }
+
+    fn text(&self) -> String {
+        self.words.join(" ")
+    }
+
+    /// One piece per word, each after the first with its leading space.
+    fn pieces(&self) -> impl Iterator<Item = String> + '_ {
+        self.words.iter().enumerate().map(|(i, w)| {
+            if i == 0 {
+                (*w).to_owned()
+            } else {
+                format!(" {w}")
+            }
+        })
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.words.len() < REPLY_WORDS.len() {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+}
+
+fn require_model(body: &Value) -> Result<&str, Rejection> {
+    body.get("model").and_then(Value::as_str).ok_or_else(|| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            None,
+            None,
+        )
+    })
+}
+
+/// `None` for a non-stream request, else whether usage was asked for.
+fn check_stream(body: &Value) -> Result<Option<bool>, Rejection> {
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let options = body.get("stream_options").filter(|v| !v.is_null());
+    if !stream {
+        return match options {
+            Some(_) => Err(reject(
+                StatusCode::BAD_REQUEST,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "invalid_request_error",
+                Some("stream_options"),
+                None,
+            )),
+            None => Ok(None),
+        };
+    }
+    let include_usage = options
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Some(include_usage))
+}
+
+fn token_limit(body: &Value, fields: &[&str]) -> Option<u64> {
+    fields
+        .iter()
+        .find_map(|f| body.get(*f).and_then(Value::as_u64))
+}
+
+fn word_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// Words in a chat/responses `content`: a string, or the `text` of every part.
+fn words_in_content(content: Option<&Value>) -> u64 {
+    match content {
+        Some(Value::String(text)) => word_count(text),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .map(word_count)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Words in a `prompt`/`input`: a string, strings in an array, or the length of token arrays.
+fn words_in_input(input: Option<&Value>) -> u64 {
+    match input {
+        Some(Value::String(text)) => word_count(text),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::Number(_) => 1,
+                other => words_in_input(Some(other)),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn json_string(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn to_bytes(value: &Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+fn sse_data(json: &str) -> Bytes {
+    let mut frame = String::with_capacity(json.len() + 8);
+    frame.push_str("data: ");
+    frame.push_str(json);
+    frame.push_str("\n\n");
+    Bytes::from(frame)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<FakeBody> {
+    let mut response = Response::new(FakeBody::Full(Some(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// `preface` frames precede the `content` content frames; the behavior paces or breaks them.
+fn stream_response(
+    frames: Vec<Bytes>,
+    preface: usize,
+    content: usize,
+    behavior: &Behavior,
+) -> Response<FakeBody> {
+    let (delay, break_after) = match behavior {
+        Behavior::SlowStream { chunk_delay } => (Some(*chunk_delay), None),
+        Behavior::BreakStreamAfter(n) => (None, Some(preface + (*n).min(content))),
+        _ => (None, None),
+    };
+    let body = ScriptedBody {
+        frames: frames.into(),
+        sent: 0,
+        immediate: preface + 1,
+        delay,
+        break_after,
+        flushed_before_break: false,
+        sleep: None,
+    };
+    let mut response = Response::new(FakeBody::Scripted(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn error_response(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response<FakeBody> {
+    let body = json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    });
+    json_response(status, to_bytes(&body))
+}
+
+fn reject(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Rejection {
+    Box::new(error_response(status, message, kind, param, code))
+}
+
+fn missing_parameter(name: &str) -> Response<FakeBody> {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        &format!("Missing required parameter: '{name}'."),
+        "invalid_request_error",
+        Some(name),
+        Some("missing_required_parameter"),
+    )
+}
+
+fn invalid_api_key() -> Response<FakeBody> {
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        "Incorrect API key provided. You can find your API key at \
+         https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        None,
+        Some("invalid_api_key"),
+    )
+}
+
+/// The error OpenAI would send with `code`; an invalid code becomes 500.
+fn status_response(code: u16) -> Response<FakeBody> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match status.as_u16() {
+        401 => invalid_api_key(),
+        403 => error_response(
+            status,
+            "You are not allowed to sample from this model.",
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        404 => error_response(
+            status,
+            "The model does not exist or you do not have access to it.",
+            "invalid_request_error",
+            Some("model"),
+            Some("model_not_found"),
+        ),
+        429 => error_response(
+            status,
+            "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. \
+             Please try again in 1s.",
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        ),
+        500 => error_response(
+            status,
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+            None,
+        ),
+        503 => error_response(
+            status,
+            "The engine is currently overloaded, please try again later.",
+            "server_error",
+            None,
+            None,
+        ),
+        c if c >= 500 => error_response(
+            status,
+            "The fake upstream failed on purpose.",
+            "server_error",
+            None,
+            None,
+        ),
+        _ => error_response(
+            status,
+            "The fake upstream rejected this request on purpose.",
+            "invalid_request_error",
+            None,
+            None,
+        ),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("3"));
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1s"));
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------------------------
+
+/// Either a whole body (sent with `content-length`) or a paced event stream (chunked).
+enum FakeBody {
+    Full(Option<Bytes>),
+    Scripted(ScriptedBody),
+}
+
+/// Frames sent in order: the first `immediate` at once, then each after `delay`; after
+/// `break_after` frames the body fails, which makes hyper abort the connection.
+struct ScriptedBody {
+    frames: VecDeque<Bytes>,
+    sent: usize,
+    immediate: usize,
+    delay: Option<Duration>,
+    break_after: Option<usize>,
+    flushed_before_break: bool,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for FakeBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            FakeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            FakeBody::Scripted(body) => body.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FakeBody::Full(data) => data.is_none(),
+            FakeBody::Scripted(body) => body.frames.is_empty() && body.break_after.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FakeBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            FakeBody::Full(None) => SizeHint::with_exact(0),
+            FakeBody::Scripted(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl ScriptedBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.break_after == Some(self.sent) {
+            if !self.flushed_before_break {
+                // hyper writes what it has only when the body stalls; without this the error
+                // would discard the frames before they reach the socket.
+                self.flushed_before_break = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.break_after = None;
+            self.frames.clear();
+            return Poll::Ready(Some(Err(io::Error::other(
+                "fake upstream: stream broken on purpose",
+            ))));
+        }
+        if self.frames.is_empty() {
+            return Poll::Ready(None);
+        }
+        if let Some(delay) = self.delay.filter(|_| self.sent >= self.immediate) {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        self.sent += 1;
+        Poll::Ready(self.frames.pop_front().map(|f| Ok(Frame::data(f))))
+    }
+}
