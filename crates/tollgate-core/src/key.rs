@@ -1,8 +1,8 @@
 //! API keys: the secret's format, its checksum, its digest, and the key record that the
 //! store keeps and the data plane checks.
 //!
-//! Format: `prefix` (default `sk-tg-`) + 30 base62 characters of randomness (178 bits)
-//! + 6 base62 characters encoding the CRC32 of those 30. A typo or a random string fails
+//! Format: `prefix` (default `sk-tg-`), then 30 base62 characters of randomness (178
+//! bits), then 6 base62 characters encoding the CRC32 of those 30. A typo or a random string fails
 //! the checksum and is rejected without any lookup. The secret itself is never stored:
 //! only `HMAC-SHA256(pepper, secret)`.
 
@@ -24,7 +24,9 @@ pub struct KeyFormat {
 
 impl Default for KeyFormat {
     fn default() -> Self {
-        Self { prefix: DEFAULT_PREFIX.to_owned() }
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
     }
 }
 
@@ -32,9 +34,13 @@ impl KeyFormat {
     /// A prefix is 1–16 characters of `[A-Za-z0-9_-]`.
     pub fn new(prefix: &str) -> Result<Self, String> {
         let ok = (1..=16).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
-            Ok(Self { prefix: prefix.to_owned() })
+            Ok(Self {
+                prefix: prefix.to_owned(),
+            })
         } else {
             Err("must be 1-16 characters of letters, digits, '-' or '_'".to_owned())
         }
@@ -91,7 +97,11 @@ pub struct KeyDigest(pub [u8; 32]);
 impl std::fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Eight hex characters identify a digest in debugging without being useful to anyone.
-        write!(f, "KeyDigest({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -110,8 +120,8 @@ pub struct Digester {
 impl Digester {
     pub fn new(pepper: &[u8]) -> Self {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper)
-            .unwrap_or_else(|_| unreachable_hmac());
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(pepper).unwrap_or_else(|_| unreachable_hmac());
         Self { mac }
     }
 
@@ -186,7 +196,11 @@ impl KeyRecord {
 
 /// The status a caller sees at `now`: `expired` is derived from the clock at every
 /// request, never written by a sweeper.
-pub fn effective_status(stored: KeyStatus, expires_at: Option<UnixMillis>, now: UnixMillis) -> KeyStatus {
+pub fn effective_status(
+    stored: KeyStatus,
+    expires_at: Option<UnixMillis>,
+    now: UnixMillis,
+) -> KeyStatus {
     match (stored, expires_at) {
         (KeyStatus::Active, Some(exp)) if exp <= now => KeyStatus::Expired,
         (s, _) => s,

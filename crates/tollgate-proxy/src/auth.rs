@@ -22,17 +22,33 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
-pub(crate) fn authenticate(dp: &DataPlane, headers: &HeaderMap, now: UnixMillis) -> Result<Arc<KeyEntry>, ApiError> {
+pub(crate) fn authenticate(
+    dp: &DataPlane,
+    headers: &HeaderMap,
+    now: UnixMillis,
+) -> Result<Arc<KeyEntry>, ApiError> {
     let secret = presented_key(headers).ok_or_else(ApiError::invalid_api_key)?;
     if !dp.key_format.is_well_formed(secret) {
         return Err(ApiError::invalid_api_key());
     }
     let digest = dp.digester.digest(secret);
-    let key = dp.snapshot.load().keys.get(&digest).cloned().ok_or_else(ApiError::invalid_api_key)?;
+    let key = dp
+        .snapshot
+        .load()
+        .keys
+        .get(&digest)
+        .cloned()
+        .ok_or_else(ApiError::invalid_api_key)?;
     match effective_status(key.status, key.expires_at, now) {
         KeyStatus::Active => Ok(key),
-        KeyStatus::Expired => Err(ApiError::new(ErrorCode::KeyExpired, "This API key has expired.")),
-        KeyStatus::Inactive => Err(ApiError::new(ErrorCode::KeyDisabled, "This API key is disabled.")),
+        KeyStatus::Expired => Err(ApiError::new(
+            ErrorCode::KeyExpired,
+            "This API key has expired.",
+        )),
+        KeyStatus::Inactive => Err(ApiError::new(
+            ErrorCode::KeyDisabled,
+            "This API key is disabled.",
+        )),
         KeyStatus::Revoked => Err(ApiError::invalid_api_key()),
         KeyStatus::Exhausted => Err(ApiError::new(
             ErrorCode::InsufficientQuota,
@@ -54,8 +70,14 @@ mod tests {
 
     #[test]
     fn key_comes_from_bearer_or_x_api_key() {
-        assert_eq!(presented_key(&headers("authorization", "Bearer sk-1")), Some("sk-1"));
-        assert_eq!(presented_key(&headers("authorization", "bearer  sk-1 ")), Some("sk-1"));
+        assert_eq!(
+            presented_key(&headers("authorization", "Bearer sk-1")),
+            Some("sk-1")
+        );
+        assert_eq!(
+            presented_key(&headers("authorization", "bearer  sk-1 ")),
+            Some("sk-1")
+        );
         assert_eq!(presented_key(&headers("authorization", "Basic abc")), None);
         assert_eq!(presented_key(&headers("x-api-key", "sk-2")), Some("sk-2"));
         assert_eq!(presented_key(&HeaderMap::new()), None);

@@ -34,8 +34,14 @@ struct Pending {
 
 impl Pending {
     fn new(req: &Request, endpoint: &str) -> Self {
-        let request_id = req.extensions().get::<RequestId>().map_or_else(String::new, |r| r.0.to_string());
-        let client_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip().to_string());
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map_or_else(String::new, |r| r.0.to_string());
+        let client_ip = req
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip().to_string());
         let event = UsageEvent {
             request_id,
             created_at: now_millis(),
@@ -55,7 +61,10 @@ impl Pending {
             client_ip,
             billing_reason: BillingReason::NotBilled,
         };
-        Self { event: Some(event), started: Instant::now() }
+        Self {
+            event: Some(event),
+            started: Instant::now(),
+        }
     }
 
     fn event(&mut self) -> Option<&mut UsageEvent> {
@@ -80,7 +89,11 @@ impl Pending {
     }
 }
 
-pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, req: Request) -> Response {
+pub(crate) async fn proxy(
+    State(dp): State<Arc<DataPlane>>,
+    endpoint: Endpoint,
+    req: Request,
+) -> Response {
     let mut pending = Pending::new(&req, endpoint.path());
     match serve(&dp, endpoint, req, &mut pending).await {
         Ok(res) => {
@@ -97,7 +110,12 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
     }
 }
 
-async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
+async fn serve(
+    dp: &DataPlane,
+    endpoint: Endpoint,
+    req: Request,
+    pending: &mut Pending,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let key = auth::authenticate(dp, &parts.headers, now_millis())?;
     pending.identify(&key);
@@ -110,7 +128,10 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     }
 
     let snapshot = dp.snapshot.load();
-    let model = snapshot.models.get(&parsed.model).ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+    let model = snapshot
+        .models
+        .get(&parsed.model)
+        .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
     if endpoint.model_type() != Some(model.model_type) {
         return Err(ApiError::invalid_request(format!(
             "The model '{}' is a {} model and cannot be used with {}.",
@@ -122,7 +143,10 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     }
     // Routing across channels (priority, weight, health, failover) comes with the
     // providers work; for now the first channel serves.
-    let channel = model.channels.first().ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+    let channel = model
+        .channels
+        .first()
+        .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
     if let Some(e) = pending.event() {
         e.provider = Some(channel.provider.name.clone());
     }
@@ -134,7 +158,11 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
             event: pending.event.take()?,
             started: pending.started,
             pricing: model.pricing,
-            images: if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 },
+            images: if endpoint == Endpoint::ImagesGenerations {
+                parsed.images
+            } else {
+                0
+            },
             prompt_estimate: parsed.prompt_token_estimate(),
             usage: None,
             output_bytes: 0,
@@ -177,7 +205,10 @@ where
 {
     let (parts, inner) = res.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let is_sse = content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let body = if is_sse {
         Body::new(MeteredBody::sse(inner, meter, hide_usage_only))
     } else {
@@ -188,14 +219,19 @@ where
     let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
     out.headers_mut().insert(header::CONTENT_TYPE, content_type);
     if is_sse {
-        out.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     out
 }
 
 /// An upstream answered with an error status: relay the request's own mistakes as the
 /// provider worded them, replace everything else with the gateway's error.
-async fn upstream_error(res: http::Response<hyper::body::Incoming>, provider: &str, pending: &mut Pending) -> Result<Response, ApiError> {
+async fn upstream_error(
+    res: http::Response<hyper::body::Incoming>,
+    provider: &str,
+    pending: &mut Pending,
+) -> Result<Response, ApiError> {
     let status = res.status();
     let retry_after = res
         .headers()
@@ -211,18 +247,31 @@ async fn upstream_error(res: http::Response<hyper::body::Incoming>, provider: &s
         None => {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(|m| m.chars().take(500).collect::<String>()));
+                .and_then(|v| {
+                    v["error"]["message"]
+                        .as_str()
+                        .map(|m| m.chars().take(500).collect::<String>())
+                });
             if let Some(e) = pending.event() {
                 e.error = Some(message.unwrap_or_else(|| format!("upstream answered {status}")));
             }
             let mut out = Response::new(Body::from(body));
             *out.status_mut() = status;
-            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Ok(out)
         }
         Some(mut err) => {
-            tracing::warn!(provider, status = status.as_u16(), "upstream answered with an error status");
-            if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) = (&mut err.code, retry_after) {
+            tracing::warn!(
+                provider,
+                status = status.as_u16(),
+                "upstream answered with an error status"
+            );
+            if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) =
+                (&mut err.code, retry_after)
+            {
                 *retry_after_secs = secs;
             }
             Err(err)
@@ -239,7 +288,11 @@ pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) 
     finish(&dp, pending, result)
 }
 
-pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<String>, req: Request) -> Response {
+pub(crate) async fn get_model(
+    State(dp): State<Arc<DataPlane>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     let mut pending = Pending::new(&req, Endpoint::Models.path());
     let result = auth::authenticate(&dp, req.headers(), now_millis()).and_then(|key| {
         pending.identify(&key);
@@ -247,7 +300,10 @@ pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<S
             e.model = Some(id.clone());
         }
         let snapshot = dp.snapshot.load();
-        let model = snapshot.models.get(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
+        let model = snapshot
+            .models
+            .get(&id)
+            .ok_or_else(|| ApiError::model_not_found(&id))?;
         Ok(json_response(Bytes::from(model.to_json().to_string())))
     });
     finish(&dp, pending, result)
@@ -256,14 +312,20 @@ pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<S
 pub(crate) async fn not_found(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
     let shown: String = req.uri().path().chars().take(128).collect();
     let pending = Pending::new(&req, &shown);
-    let err = ApiError::new(ErrorCode::NotFound, format!("Unknown endpoint: {} {shown}", req.method()));
+    let err = ApiError::new(
+        ErrorCode::NotFound,
+        format!("Unknown endpoint: {} {shown}", req.method()),
+    );
     finish(&dp, pending, Err(err))
 }
 
 pub(crate) async fn method_not_allowed(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
     let shown: String = req.uri().path().chars().take(128).collect();
     let pending = Pending::new(&req, &shown);
-    let err = ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {shown}", req.method()));
+    let err = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {shown}", req.method()),
+    );
     finish(&dp, pending, Err(err))
 }
 
@@ -282,6 +344,9 @@ fn finish(dp: &DataPlane, pending: Pending, result: Result<Response, ApiError>) 
 
 fn json_response(body: Bytes) -> Response {
     let mut res = Response::new(Body::from(body));
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }

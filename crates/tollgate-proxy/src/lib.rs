@@ -62,11 +62,26 @@ pub struct DataPlane {
 pub fn router(data_plane: Arc<DataPlane>) -> Router {
     use tollgate_core::model::Endpoint as E;
     Router::new()
-        .route("/v1/chat/completions", post(|s, r| handler::proxy(s, E::ChatCompletions, r)))
-        .route("/v1/completions", post(|s, r| handler::proxy(s, E::Completions, r)))
-        .route("/v1/embeddings", post(|s, r| handler::proxy(s, E::Embeddings, r)))
-        .route("/v1/images/generations", post(|s, r| handler::proxy(s, E::ImagesGenerations, r)))
-        .route("/v1/responses", post(|s, r| handler::proxy(s, E::Responses, r)))
+        .route(
+            "/v1/chat/completions",
+            post(|s, r| handler::proxy(s, E::ChatCompletions, r)),
+        )
+        .route(
+            "/v1/completions",
+            post(|s, r| handler::proxy(s, E::Completions, r)),
+        )
+        .route(
+            "/v1/embeddings",
+            post(|s, r| handler::proxy(s, E::Embeddings, r)),
+        )
+        .route(
+            "/v1/images/generations",
+            post(|s, r| handler::proxy(s, E::ImagesGenerations, r)),
+        )
+        .route(
+            "/v1/responses",
+            post(|s, r| handler::proxy(s, E::Responses, r)),
+        )
         .route("/v1/models", get(handler::list_models))
         .route("/v1/models/{*id}", get(handler::get_model))
         .route("/v1/{*rest}", axum::routing::any(handler::not_found))

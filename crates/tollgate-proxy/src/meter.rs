@@ -52,7 +52,10 @@ impl Meter {
         let reported = self.usage;
         let (prompt, completion) = match reported {
             Some(u) => (u.prompt, u.completion),
-            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN)),
+            None => (
+                self.prompt_estimate,
+                self.output_bytes.div_ceil(BYTES_PER_TOKEN),
+            ),
         };
         let e = &mut self.event;
         e.billing_reason = match outcome {
@@ -81,7 +84,11 @@ enum Framing {
     /// Passed through frame by frame; a copy is kept to read `usage` at the end.
     Json { copy: Vec<u8> },
     /// Cut at event boundaries; `pending` holds an incomplete event.
-    Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes> },
+    Sse {
+        pending: BytesMut,
+        hide_usage_only: bool,
+        closing: Option<Bytes>,
+    },
 }
 
 pub(crate) struct MeteredBody<B> {
@@ -92,21 +99,31 @@ pub(crate) struct MeteredBody<B> {
 
 impl<B> MeteredBody<B> {
     pub fn json(inner: B, meter: Meter) -> Self {
-        Self { inner, framing: Framing::Json { copy: Vec::new() }, meter: Some(meter) }
+        Self {
+            inner,
+            framing: Framing::Json { copy: Vec::new() },
+            meter: Some(meter),
+        }
     }
 
     /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
     pub fn sse(inner: B, meter: Meter, hide_usage_only: bool) -> Self {
-        let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None };
-        Self { inner, framing, meter: Some(meter) }
+        let framing = Framing::Sse {
+            pending: BytesMut::new(),
+            hide_usage_only,
+            closing: None,
+        };
+        Self {
+            inner,
+            framing,
+            meter: Some(meter),
+        }
     }
 
     fn finish(&mut self, outcome: Outcome) {
         if let Some(mut meter) = self.meter.take() {
-            if let Framing::Json { copy } = &self.framing {
-                if matches!(outcome, Outcome::Complete) {
-                    meter.usage = json_usage(copy);
-                }
+            if let (Framing::Json { copy }, Outcome::Complete) = (&self.framing, &outcome) {
+                meter.usage = json_usage(copy);
             }
             meter.finish(outcome);
         }
@@ -146,13 +163,16 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            if let Framing::Sse { closing, .. } = &mut this.framing {
-                if let Some(last) = closing.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(last))));
-                }
+            if let Framing::Sse { closing, .. } = &mut this.framing
+                && let Some(last) = closing.take()
+            {
+                return Poll::Ready(Some(Ok(Frame::data(last))));
             }
             if this.meter.is_none() {
                 return Poll::Ready(None);
@@ -163,12 +183,17 @@ where
                     this.finish(Outcome::UpstreamFailed);
                     return match &mut this.framing {
                         // An SSE client gets a proper error event and a clean end.
-                        Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT))))),
+                        Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(
+                            Bytes::from_static(INTERRUPTED_EVENT),
+                        )))),
                         Framing::Json { .. } => Poll::Ready(Some(Err(e.into()))),
                     };
                 }
                 None => {
-                    if let Framing::Sse { pending, closing, .. } = &mut this.framing {
+                    if let Framing::Sse {
+                        pending, closing, ..
+                    } = &mut this.framing
+                    {
                         // An unterminated last event still belongs to the client.
                         if !pending.is_empty() {
                             *closing = Some(pending.split().freeze());
@@ -182,24 +207,50 @@ where
                 Ok(data) => data,
                 Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
             };
-            let Some(meter) = this.meter.as_mut() else { continue };
+            let Some(meter) = this.meter.as_mut() else {
+                continue;
+            };
             meter.first_byte.get_or_insert_with(Instant::now);
-            match &mut this.framing {
+            // With a Content-Length, hyper stops polling once the last byte is written and
+            // drops the body: the end must be recognised here, not only at `None`.
+            let ended = this.inner.is_end_stream();
+            let out = match &mut this.framing {
                 Framing::Json { copy } => {
                     if copy.len() + data.len() <= MAX_JSON_INSPECT {
                         copy.extend_from_slice(&data);
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    data
                 }
-                Framing::Sse { pending, hide_usage_only, .. } => {
+                Framing::Sse {
+                    pending,
+                    hide_usage_only,
+                    ..
+                } => {
                     pending.extend_from_slice(&data);
-                    let out = Self::drain_events(pending, *hide_usage_only, meter);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    let mut out = Self::drain_events(pending, *hide_usage_only, meter);
+                    if ended && !pending.is_empty() {
+                        let mut all = BytesMut::from(out);
+                        all.extend_from_slice(&pending.split());
+                        out = all.freeze();
                     }
+                    out
                 }
+            };
+            if ended {
+                this.finish(Outcome::Complete);
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.meter.is_none()
+            && matches!(
+                &self.framing,
+                Framing::Json { .. } | Framing::Sse { closing: None, .. }
+            )
     }
 
     fn size_hint(&self) -> SizeHint {

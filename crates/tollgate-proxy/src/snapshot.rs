@@ -23,7 +23,12 @@ pub struct KeyEntry {
 
 impl From<&KeyRecord> for KeyEntry {
     fn from(k: &KeyRecord) -> Self {
-        Self { id: k.id.clone(), name: k.name.clone(), status: k.status, expires_at: k.expires_at }
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            status: k.status,
+            expires_at: k.expires_at,
+        }
     }
 }
 
@@ -64,7 +69,10 @@ pub struct ModelRoute {
 impl ModelRoute {
     /// The OpenAI model object for `/v1/models`.
     pub fn to_json(&self) -> serde_json::Value {
-        let owned_by = self.channels.first().map_or("tollgate", |c| c.provider.name.as_str());
+        let owned_by = self
+            .channels
+            .first()
+            .map_or("tollgate", |c| c.provider.name.as_str());
         serde_json::json!({ "id": self.id, "object": "model", "created": self.created, "owned_by": owned_by })
     }
 }
@@ -80,26 +88,41 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(keys: &[KeyRecord], models: Vec<ModelRoute>) -> Self {
-        let keys = keys.iter().map(|k| (k.digest, Arc::new(KeyEntry::from(k)))).collect();
+        let keys = keys
+            .iter()
+            .map(|k| (k.digest, Arc::new(KeyEntry::from(k))))
+            .collect();
         let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
         let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
-        let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
+        let model_list =
+            Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
         let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
-        Self { keys, models, model_list }
+        Self {
+            keys,
+            models,
+            model_list,
+        }
     }
 
     /// A copy with these keys inserted or replaced (by id: a key whose digest changed
     /// loses its old digest) and these key ids removed. Models are shared, not copied.
     pub fn with_key_changes(&self, upserts: &[KeyRecord], removed_ids: &[String]) -> Self {
         let mut keys = self.keys.clone();
-        let gone: std::collections::HashSet<&str> =
-            upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
+        let gone: std::collections::HashSet<&str> = upserts
+            .iter()
+            .map(|k| k.id.as_str())
+            .chain(removed_ids.iter().map(String::as_str))
+            .collect();
         keys.retain(|_, entry| !gone.contains(entry.id.as_str()));
         for k in upserts {
             keys.insert(k.digest, Arc::new(KeyEntry::from(k)));
         }
-        Self { keys, models: self.models.clone(), model_list: self.model_list.clone() }
+        Self {
+            keys,
+            models: self.models.clone(),
+            model_list: self.model_list.clone(),
+        }
     }
 }
 
@@ -131,7 +154,10 @@ mod tests {
         a2.status = KeyStatus::Inactive;
         let s2 = s.with_key_changes(&[a2], &["b".to_owned()]);
         assert_eq!(s2.keys.len(), 1);
-        assert!(!s2.keys.contains_key(&KeyDigest([1; 32])), "old digest of a rotated key must go");
+        assert!(
+            !s2.keys.contains_key(&KeyDigest([1; 32])),
+            "old digest of a rotated key must go"
+        );
         assert_eq!(s2.keys[&KeyDigest([9; 32])].status, KeyStatus::Inactive);
         assert_eq!(s.keys.len(), 2, "the original snapshot is untouched");
     }

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tollgate_core::Secret;
 use tollgate_core::key::KeyFormat;
 use tollgate_core::model::ModelType;
 use tollgate_core::money::{MicroUsd, Pricing};
-use tollgate_core::Secret;
 
 /// The file as written (after environment overrides), before validation.
 #[derive(Debug, Deserialize, Serialize)]
@@ -69,7 +69,9 @@ pub struct RawKeys {
 
 impl Default for RawKeys {
     fn default() -> Self {
-        Self { prefix: tollgate_core::key::DEFAULT_PREFIX.into() }
+        Self {
+            prefix: tollgate_core::key::DEFAULT_PREFIX.into(),
+        }
     }
 }
 
@@ -82,7 +84,10 @@ pub struct RawUpstream {
 
 impl Default for RawUpstream {
     fn default() -> Self {
-        Self { connect_timeout_ms: 5_000, first_byte_timeout_ms: 600_000 }
+        Self {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 600_000,
+        }
     }
 }
 
@@ -96,7 +101,11 @@ pub struct RawUsage {
 
 impl Default for RawUsage {
     fn default() -> Self {
-        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 65_536 }
+        Self {
+            batch_size: 500,
+            flush_interval_ms: 200,
+            queue_capacity: 65_536,
+        }
     }
 }
 
@@ -108,7 +117,9 @@ pub struct RawChangeFeed {
 
 impl Default for RawChangeFeed {
     fn default() -> Self {
-        Self { poll_interval_ms: 250 }
+        Self {
+            poll_interval_ms: 250,
+        }
     }
 }
 
@@ -224,25 +235,37 @@ pub fn load(
     let one = |m: String| ConfigErrors(vec![m]);
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| one(format!("{}: cannot read: {e}", path.display())))?;
-            text.parse::<toml::Table>().map_err(|e| one(format!("{}: {}", path.display(), e.message())))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| one(format!("{}: cannot read: {e}", path.display())))?;
+            text.parse::<toml::Table>()
+                .map_err(|e| one(format!("{}: {}", path.display(), e.message())))?
         }
         None => toml::Table::new(),
     };
     apply_env(&mut table, env)?;
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let path = e.path().to_string();
-        one(if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) })
-    })?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            one(if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("{path}: {}", e.into_inner())
+            })
+        })?;
     validate(raw, &|name| std::env::var(name).ok())
 }
 
 /// Overlays `TOLLGATE_*` variables on the file's table, typed by the field's default.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigErrors> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigErrors> {
     let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
     let mut errors = Vec::new();
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if NON_FIELD_VARS.contains(&name.as_str()) {
             continue;
         }
@@ -252,7 +275,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             continue;
         };
         let typed = match default {
-            serde_json::Value::Bool(_) | serde_json::Value::Null if matches!(value.as_str(), "true" | "false") => {
+            serde_json::Value::Bool(_) | serde_json::Value::Null
+                if matches!(value.as_str(), "true" | "false") =>
+            {
                 toml::Value::Boolean(value == "true")
             }
             serde_json::Value::Number(_) => match value.trim().parse::<i64>() {
@@ -267,16 +292,24 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
                 continue;
             }
             serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                errors.push(format!("{name}: this section is set in the config file, not the environment"));
+                errors.push(format!(
+                    "{name}: this section is set in the config file, not the environment"
+                ));
                 continue;
             }
             serde_json::Value::String(_) | serde_json::Value::Null => toml::Value::String(value),
         };
         if let Err(section) = insert_path(table, &path, typed) {
-            errors.push(format!("{name}: `{section}` is not a section in the config file"));
+            errors.push(format!(
+                "{name}: `{section}` is not a section in the config file"
+            ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// Sets `path` in `table`, creating sections; fails with the name of a path element that
@@ -289,7 +322,10 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
             Ok(())
         }
         [first, rest @ ..] => {
-            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+            match table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
                 toml::Value::Table(t) => insert_path(t, rest, value),
                 _ => Err(first.clone()),
             }
@@ -298,10 +334,16 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 }
 
 /// Checks everything and resolves defaults. `lookup_env` resolves `api_key_env`.
-pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn validate(
+    raw: RawConfig,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        errors.push(format!("listen: {:?} is not an address such as 127.0.0.1:8080", raw.listen));
+        errors.push(format!(
+            "listen: {:?} is not an address such as 127.0.0.1:8080",
+            raw.listen
+        ));
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
     if raw.data_dir.trim().is_empty() {
@@ -309,9 +351,16 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
     }
     let data_dir = PathBuf::from(&raw.data_dir);
     let database_url = match raw.database_url.filter(|u| !u.is_empty()) {
-        Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
+        Some(u)
+            if u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://") =>
+        {
+            u
+        }
         Some(_) => {
-            errors.push("database_url: must start with sqlite:, postgres:// or postgresql://".into());
+            errors
+                .push("database_url: must start with sqlite:, postgres:// or postgresql://".into());
             String::new()
         }
         None => tollgate_store::Store::sqlite_url(&data_dir.join("tollgate.db")),
@@ -324,7 +373,9 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
         "text" => false,
         "json" => true,
         other => {
-            errors.push(format!("log_format: must be \"text\" or \"json\", got {other:?}"));
+            errors.push(format!(
+                "log_format: must be \"text\" or \"json\", got {other:?}"
+            ));
             false
         }
     };
@@ -335,32 +386,55 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
         v
     };
     let max_body_bytes = positive("max_body_bytes", raw.max_body_bytes);
-    let connect_timeout = positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms);
-    let first_byte_timeout = positive("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms);
+    let connect_timeout = positive(
+        "upstream.connect_timeout_ms",
+        raw.upstream.connect_timeout_ms,
+    );
+    let first_byte_timeout = positive(
+        "upstream.first_byte_timeout_ms",
+        raw.upstream.first_byte_timeout_ms,
+    );
     let batch = positive("usage.batch_size", raw.usage.batch_size);
     let flush = positive("usage.flush_interval_ms", raw.usage.flush_interval_ms);
     let capacity = positive("usage.queue_capacity", raw.usage.queue_capacity);
-    let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
+    let poll = positive(
+        "change_feed.poll_interval_ms",
+        raw.change_feed.poll_interval_ms,
+    );
 
     let demo = raw.demo.unwrap_or(raw.models.is_empty());
     let mut providers = Vec::new();
     if demo {
-        providers.push(ProviderConfig { name: "demo".into(), kind: ProviderConfigKind::Demo { word_delay: Duration::from_millis(15) } });
+        providers.push(ProviderConfig {
+            name: "demo".into(),
+            kind: ProviderConfigKind::Demo {
+                word_delay: Duration::from_millis(15),
+            },
+        });
     }
     for (i, p) in raw.providers.iter().enumerate() {
         let at = format!("providers[{i}]");
         if !valid_name(&p.name) {
-            errors.push(format!("{at}.name: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+            errors.push(format!(
+                "{at}.name: must be 1-64 characters of letters, digits, '-', '_' or '.'"
+            ));
         }
         if providers.iter().any(|q: &ProviderConfig| q.name == p.name) {
-            errors.push(format!("{at}.name: provider {:?} is defined twice (\"demo\" is built in while demo is on)", p.name));
+            errors.push(format!(
+                "{at}.name: provider {:?} is defined twice (\"demo\" is built in while demo is on)",
+                p.name
+            ));
         }
         let kind = match p.kind.as_str() {
             "demo" => {
                 if p.base_url.is_some() || p.api_key.is_some() || p.api_key_env.is_some() {
-                    errors.push(format!("{at}: a demo provider takes no base_url or api key"));
+                    errors.push(format!(
+                        "{at}: a demo provider takes no base_url or api key"
+                    ));
                 }
-                ProviderConfigKind::Demo { word_delay: Duration::from_millis(p.word_delay_ms.unwrap_or(15)) }
+                ProviderConfigKind::Demo {
+                    word_delay: Duration::from_millis(p.word_delay_ms.unwrap_or(15)),
+                }
             }
             "openai" => {
                 if p.word_delay_ms.is_some() {
@@ -386,7 +460,9 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
                     (None, Some(var)) => match lookup_env(var).filter(|v| !v.is_empty()) {
                         Some(v) => Secret::new(v),
                         None => {
-                            errors.push(format!("{at}.api_key_env: environment variable {var} is not set"));
+                            errors.push(format!(
+                                "{at}.api_key_env: environment variable {var} is not set"
+                            ));
                             Secret::default()
                         }
                     },
@@ -396,11 +472,16 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
                 ProviderConfigKind::OpenAi { base_url, api_key }
             }
             other => {
-                errors.push(format!("{at}.kind: unknown provider kind {other:?} (known: openai, demo)"));
+                errors.push(format!(
+                    "{at}.kind: unknown provider kind {other:?} (known: openai, demo)"
+                ));
                 continue;
             }
         };
-        providers.push(ProviderConfig { name: p.name.clone(), kind });
+        providers.push(ProviderConfig {
+            name: p.name.clone(),
+            kind,
+        });
     }
 
     let mut models: Vec<ModelConfig> = Vec::new();
@@ -409,19 +490,29 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
         models.push(ModelConfig {
             id: "demo-chat".into(),
             model_type: ModelType::Chat,
-            pricing: Pricing { input_per_mtok: price(0.5), output_per_mtok: price(1.5), per_image: MicroUsd::ZERO },
+            pricing: Pricing {
+                input_per_mtok: price(0.5),
+                output_per_mtok: price(1.5),
+                per_image: MicroUsd::ZERO,
+            },
             channels: vec![("demo".into(), "demo-chat".into())],
         });
         models.push(ModelConfig {
             id: "demo-embed".into(),
             model_type: ModelType::Embedding,
-            pricing: Pricing { input_per_mtok: price(0.02), ..Pricing::default() },
+            pricing: Pricing {
+                input_per_mtok: price(0.02),
+                ..Pricing::default()
+            },
             channels: vec![("demo".into(), "demo-embed".into())],
         });
     }
     for (i, m) in raw.models.iter().enumerate() {
         let at = format!("models[{i}]");
-        if m.id.is_empty() || m.id.len() > 256 || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if m.id.is_empty()
+            || m.id.len() > 256
+            || m.id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             errors.push(format!("{at}.id: must be 1-256 characters without spaces"));
         }
         if models.iter().any(|q| q.id == m.id) {
@@ -444,11 +535,22 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
         let mut channels = Vec::new();
         for (j, c) in m.channels.iter().enumerate() {
             if !providers.iter().any(|p| p.name == c.provider) {
-                errors.push(format!("{at}.channels[{j}].provider: no provider named {:?}", c.provider));
+                errors.push(format!(
+                    "{at}.channels[{j}].provider: no provider named {:?}",
+                    c.provider
+                ));
             }
-            channels.push((c.provider.clone(), c.model.clone().unwrap_or_else(|| m.id.clone())));
+            channels.push((
+                c.provider.clone(),
+                c.model.clone().unwrap_or_else(|| m.id.clone()),
+            ));
         }
-        models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, channels });
+        models.push(ModelConfig {
+            id: m.id.clone(),
+            model_type: m.model_type,
+            pricing,
+            channels,
+        });
     }
 
     if !errors.is_empty() {
@@ -476,7 +578,9 @@ pub fn validate(raw: RawConfig, lookup_env: &dyn Fn(&str) -> Option<String>) -> 
 }
 
 fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `http(s)://host[:port][/path]` without credentials, query or fragment; no trailing `/`.
@@ -503,7 +607,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
         std::fs::write(&path, text).unwrap();
-        load(Some(&path), env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        load(
+            Some(&path),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
     }
 
     fn errors(r: Result<Config, ConfigErrors>) -> String {
@@ -514,7 +621,10 @@ mod tests {
     fn zero_config_serves_the_demo() {
         let c = load(None, Vec::new()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert!(c.database_url.starts_with("sqlite://./tollgate-data/tollgate.db"));
+        assert!(
+            c.database_url
+                .starts_with("sqlite://./tollgate-data/tollgate.db")
+        );
         let ids: Vec<_> = c.models.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["demo-chat", "demo-embed"]);
     }
@@ -554,8 +664,14 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         assert!(errors(from_toml("lissen = \"x\"", &[])).contains("unknown field `lissen`"));
-        let e = errors(from_toml("[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = []\nprice = 1", &[]));
-        assert!(e.contains("models[0]") && e.contains("unknown field `price`"), "{e}");
+        let e = errors(from_toml(
+            "[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = []\nprice = 1",
+            &[],
+        ));
+        assert!(
+            e.contains("models[0]") && e.contains("unknown field `price`"),
+            "{e}"
+        );
         let e = errors(from_toml("[upstream]\nconnect_timeout_ms = \"soon\"", &[]));
         assert!(e.contains("upstream.connect_timeout_ms"), "{e}");
     }
@@ -612,13 +728,19 @@ mod tests {
         assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("12345"));
         assert!(c.models.is_empty());
         let e = errors(from_toml("", &[("TOLLGATE_MAX_BODY_BYTES", "lots")]));
-        assert!(e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"), "{e}");
+        assert!(
+            e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"),
+            "{e}"
+        );
     }
 
     #[test]
     fn base_urls_never_carry_credentials() {
         assert!(normalize_base_url("https://user:pw@api.example.com/v1").is_err());
         assert!(normalize_base_url("https://api.example.com/v1?x=1").is_err());
-        assert_eq!(normalize_base_url("https://api.example.com/v1/").as_deref(), Ok("https://api.example.com/v1"));
+        assert_eq!(
+            normalize_base_url("https://api.example.com/v1/").as_deref(),
+            Ok("https://api.example.com/v1")
+        );
     }
 }

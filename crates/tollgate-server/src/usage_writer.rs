@@ -108,7 +108,9 @@ impl UsageWriter {
                 batch.clear();
             }
             // Keep the batch in memory; the next write tries the store again.
-            Err(e) => tracing::error!(error = %e, rows = batch.len(), "could not spill usage rows; keeping them in memory"),
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "could not spill usage rows; keeping them in memory")
+            }
         }
     }
 
@@ -120,7 +122,10 @@ impl UsageWriter {
         }
         let path = self.spill_path();
         tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             f.write_all(&lines)?;
             f.sync_data()
         })
@@ -150,11 +155,17 @@ impl UsageWriter {
             }
         };
         let mut events = Vec::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             match serde_json::from_str::<UsageEvent>(line) {
                 Ok(ev) => events.push(ev),
                 // A torn last line from a crash mid-write: report it, keep the rest.
-                Err(e) => tracing::error!(line = n + 1, error = %e, "unreadable line in the usage spill file"),
+                Err(e) => {
+                    tracing::error!(line = n + 1, error = %e, "unreadable line in the usage spill file")
+                }
             }
         }
         let size = self.batch_size.max(1);
@@ -169,7 +180,9 @@ impl UsageWriter {
                     }
                 }
                 let tmp = replaying.with_extension("tmp");
-                if let Err(e) = std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying)) {
+                if let Err(e) =
+                    std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying))
+                {
                     tracing::error!(error = %e, "could not rewrite the usage spill file");
                 }
                 return;

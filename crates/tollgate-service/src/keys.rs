@@ -84,14 +84,18 @@ impl Services {
         let now = now_millis();
         let expires_at = match (new.expires_in.as_deref(), new.expires_at.as_deref()) {
             (Some(_), Some(_)) => {
-                return Err(ServiceError::invalid("expires_at", "give either expires_in or expires_at, not both"));
+                return Err(ServiceError::invalid(
+                    "expires_at",
+                    "give either expires_in or expires_at, not both",
+                ));
             }
-            (Some(preset), None) => {
-                parse_expires_in(preset).map_err(|m| ServiceError::invalid("expires_in", m))?.map(|d| now + d)
-            }
+            (Some(preset), None) => parse_expires_in(preset)
+                .map_err(|m| ServiceError::invalid("expires_in", m))?
+                .map(|d| now + d),
             (None, Some(at)) => {
-                let at = parse_rfc3339(at)
-                    .ok_or_else(|| ServiceError::invalid("expires_at", "must be an RFC 3339 datetime"))?;
+                let at = parse_rfc3339(at).ok_or_else(|| {
+                    ServiceError::invalid("expires_at", "must be an RFC 3339 datetime")
+                })?;
                 if at <= now {
                     return Err(ServiceError::invalid("expires_at", "must be in the future"));
                 }
@@ -115,18 +119,27 @@ impl Services {
         };
         self.store.insert_key(&record).await?;
         tracing::info!(key_id = %record.id, "key created");
-        Ok(CreatedKey { key: KeyView::new(&record, now), secret })
+        Ok(CreatedKey {
+            key: KeyView::new(&record, now),
+            secret,
+        })
     }
 
     pub async fn list_keys(&self, q: ListKeys) -> Result<KeyList> {
         let limit = q.limit.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+            return Err(ServiceError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
         }
         let status = match q.status.as_deref() {
             None | Some("" | "all") => None,
             Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
-                ServiceError::invalid("status", "must be one of all, active, inactive, expired, revoked, exhausted")
+                ServiceError::invalid(
+                    "status",
+                    "must be one of all, active, inactive, expired, revoked, exhausted",
+                )
             })?),
         };
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -135,7 +148,12 @@ impl Services {
             Some(KeyStatus::Expired) => Some(KeyStatus::Active),
             s => s,
         };
-        let query = KeyListQuery { search: q.search.filter(|s| !s.is_empty()), status: stored_status, after, limit };
+        let query = KeyListQuery {
+            search: q.search.filter(|s| !s.is_empty()),
+            status: stored_status,
+            after,
+            limit,
+        };
         let now = now_millis();
         let mut data = Vec::new();
         let mut page = self.store.list_keys(&query).await?;
@@ -143,11 +161,21 @@ impl Services {
         // Derived statuses can thin a page out; keep reading until it is full or done.
         loop {
             let full_page = page.len() as i64 == limit;
-            data.extend(page.iter().map(|k| KeyView::new(k, now)).filter(|v| status.is_none_or(|s| v.status == s)));
+            data.extend(
+                page.iter()
+                    .map(|k| KeyView::new(k, now))
+                    .filter(|v| status.is_none_or(|s| v.status == s)),
+            );
             if data.len() as i64 >= limit || !full_page {
                 break;
             }
-            page = self.store.list_keys(&KeyListQuery { after: last.clone(), ..query.clone() }).await?;
+            page = self
+                .store
+                .list_keys(&KeyListQuery {
+                    after: last.clone(),
+                    ..query.clone()
+                })
+                .await?;
             last = page.last().map(|k| (k.name.clone(), k.id.clone())).or(last);
         }
         data.truncate(limit as usize);
@@ -166,27 +194,40 @@ fn validate_name(name: &str) -> Result<String> {
         return Err(ServiceError::invalid("name", "is required"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ServiceError::invalid("name", format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(ServiceError::invalid(
+            "name",
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("name", "must not contain control characters"));
+        return Err(ServiceError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
 
 /// Cursors are opaque to callers: hex of `name \0 id`.
 fn encode_cursor(name: &str, id: &str) -> String {
-    format!("{name}\0{id}").bytes().map(|b| format!("{b:02x}")).collect()
+    format!("{name}\0{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode_cursor(c: &str) -> Result<(String, String)> {
     let bad = || ServiceError::invalid("cursor", "is not a cursor this server issued");
-    if c.len() % 2 != 0 {
+    if !c.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..c.len())
         .step_by(2)
-        .map(|i| c.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
+        .map(|i| {
+            c.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)
+        })
         .collect::<Result<_>>()?;
     let s = String::from_utf8(bytes).map_err(|_| bad())?;
     let (name, id) = s.split_once('\0').ok_or_else(bad)?;
@@ -201,16 +242,29 @@ mod tests {
 
     async fn services() -> (Services, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db"))).await.unwrap();
+        let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db")))
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
-        let s = Services { store, key_format: Default::default(), digester: Digester::new(b"pepper") };
+        let s = Services {
+            store,
+            key_format: Default::default(),
+            digester: Digester::new(b"pepper"),
+        };
         (s, dir)
     }
 
     #[tokio::test]
     async fn create_keeps_only_the_digest() {
         let (s, _dir) = services().await;
-        let created = s.create_key(NewKey { name: " dev ".into(), expires_in: Some("30d".into()), ..Default::default() }).await.unwrap();
+        let created = s
+            .create_key(NewKey {
+                name: " dev ".into(),
+                expires_in: Some("30d".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(created.key.name, "dev");
         assert!(s.key_format.is_well_formed(&created.secret));
         let stored = s.store.get_key(&created.key.id).await.unwrap();
@@ -226,24 +280,88 @@ mod tests {
             Err(ServiceError::Invalid { field, .. }) => field,
             other => panic!("expected invalid, got {other:?}"),
         };
-        assert_eq!(field(s.create_key(NewKey { name: "  ".into(), ..Default::default() }).await), "name");
-        assert_eq!(field(s.create_key(NewKey { name: "a".into(), expires_in: Some("7d".into()), ..Default::default() }).await), "expires_in");
-        let past = NewKey { name: "a".into(), expires_at: Some("2001-01-01T00:00:00Z".into()), ..Default::default() };
+        assert_eq!(
+            field(
+                s.create_key(NewKey {
+                    name: "  ".into(),
+                    ..Default::default()
+                })
+                .await
+            ),
+            "name"
+        );
+        assert_eq!(
+            field(
+                s.create_key(NewKey {
+                    name: "a".into(),
+                    expires_in: Some("7d".into()),
+                    ..Default::default()
+                })
+                .await
+            ),
+            "expires_in"
+        );
+        let past = NewKey {
+            name: "a".into(),
+            expires_at: Some("2001-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
         assert_eq!(field(s.create_key(past).await), "expires_at");
-        assert!(matches!(s.list_keys(ListKeys { limit: Some(0), ..Default::default() }).await, Err(ServiceError::Invalid { field: "limit", .. })));
-        assert!(matches!(s.list_keys(ListKeys { cursor: Some("zz".into()), ..Default::default() }).await, Err(ServiceError::Invalid { field: "cursor", .. })));
+        assert!(matches!(
+            s.list_keys(ListKeys {
+                limit: Some(0),
+                ..Default::default()
+            })
+            .await,
+            Err(ServiceError::Invalid { field: "limit", .. })
+        ));
+        assert!(matches!(
+            s.list_keys(ListKeys {
+                cursor: Some("zz".into()),
+                ..Default::default()
+            })
+            .await,
+            Err(ServiceError::Invalid {
+                field: "cursor",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]
     async fn list_pages_with_cursors() {
         let (s, _dir) = services().await;
         for name in ["c", "a", "b"] {
-            s.create_key(NewKey { name: name.into(), ..Default::default() }).await.unwrap();
+            s.create_key(NewKey {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
-        let p1 = s.list_keys(ListKeys { limit: Some(2), ..Default::default() }).await.unwrap();
-        assert_eq!(p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        let p2 = s.list_keys(ListKeys { limit: Some(2), cursor: p1.next_cursor, ..Default::default() }).await.unwrap();
-        assert_eq!(p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["c"]);
+        let p1 = s
+            .list_keys(ListKeys {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let p2 = s
+            .list_keys(ListKeys {
+                limit: Some(2),
+                cursor: p1.next_cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
         assert_eq!(p2.next_cursor, None);
     }
 }

@@ -15,7 +15,10 @@ pub use keys::{CreatedKey, KeyList, KeyView, ListKeys, NewKey};
 pub enum ServiceError {
     /// Bad input; names the field.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("not found")]
     NotFound,
     #[error("conflicts with an existing object")]
@@ -36,7 +39,10 @@ impl From<StoreError> for ServiceError {
 
 impl ServiceError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { field, message: message.into() }
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Change {
     pub entity_id: String,
 }
 
-const FEED_LOCK: i64 = 0x6368_616e_6765_73;
+const FEED_LOCK: i64 = 0x0063_6861_6e67_6573;
 
 /// Appends a change inside the caller's transaction.
 pub(crate) async fn record(
@@ -47,7 +47,10 @@ pub(crate) async fn record(
     entity_id: &str,
 ) -> Result<()> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FEED_LOCK)
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query("INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3)")
         .bind(entity.as_str())
@@ -73,7 +76,11 @@ impl Store {
         for row in rows {
             let entity: String = row.try_get("entity")?;
             if let Some(entity) = Entity::parse(&entity) {
-                out.push(Change { seq: row.try_get("seq")?, entity, entity_id: row.try_get("entity_id")? });
+                out.push(Change {
+                    seq: row.try_get("seq")?,
+                    entity,
+                    entity_id: row.try_get("entity_id")?,
+                });
             }
         }
         Ok(out)
@@ -81,7 +88,9 @@ impl Store {
 
     /// The newest `seq`, or 0 for an empty feed: where a freshly loaded snapshot starts.
     pub async fn latest_change_seq(&self) -> Result<i64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes").fetch_one(&self.pool).await?;
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(seq.unwrap_or(0))
     }
 }

@@ -73,10 +73,15 @@ impl Store {
             n += 1;
             n
         };
-        let pattern = q.search.as_ref().map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
+        let pattern = q
+            .search
+            .as_ref()
+            .map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
         if pattern.is_some() {
             let (a, b) = (next(), next());
-            sql += &format!(" AND (LOWER(name) LIKE ${a} ESCAPE '\\' OR LOWER(preview) LIKE ${b} ESCAPE '\\')");
+            sql += &format!(
+                " AND (LOWER(name) LIKE ${a} ESCAPE '\\' OR LOWER(preview) LIKE ${b} ESCAPE '\\')"
+            );
         }
         if q.status.is_some() {
             sql += &format!(" AND status = ${}", next());
@@ -103,7 +108,9 @@ impl Store {
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
@@ -112,9 +119,11 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        digest: KeyDigest::from_slice(&digest).ok_or_else(|| StoreError::Corrupt("key digest length".into()))?,
+        digest: KeyDigest::from_slice(&digest)
+            .ok_or_else(|| StoreError::Corrupt("key digest length".into()))?,
         preview: row.try_get("preview")?,
-        status: KeyStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("key status {status}")))?,
+        status: KeyStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("key status {status}")))?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,

@@ -117,7 +117,11 @@ impl Store {
     pub async fn list_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
         let mut sql = format!("SELECT id, {USAGE_COLUMNS} FROM usage_log WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
-        for (column, value) in [("request_id", &q.request_id), ("key_id", &q.key_id), ("model", &q.model)] {
+        for (column, value) in [
+            ("request_id", &q.request_id),
+            ("key_id", &q.key_id),
+            ("model", &q.model),
+        ] {
             if let Some(v) = value {
                 binds.push(v.clone());
                 sql += &format!(" AND {column} = ${}", binds.len());
@@ -126,7 +130,10 @@ impl Store {
         if q.before_id.is_some() {
             sql += &format!(" AND id < ${}", binds.len() + 1);
         }
-        sql += &format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1 + usize::from(q.before_id.is_some()));
+        sql += &format!(
+            " ORDER BY id DESC LIMIT ${}",
+            binds.len() + 1 + usize::from(q.before_id.is_some())
+        );
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(b);
@@ -149,10 +156,19 @@ struct KeyTotals {
 fn totals_by_key(events: &[UsageEvent]) -> HashMap<&str, KeyTotals> {
     let mut out: HashMap<&str, KeyTotals> = HashMap::new();
     for e in events {
-        let Some(key_id) = e.key_id.as_deref() else { continue };
-        let t = out.entry(key_id).or_insert(KeyTotals { requests: 0, tokens: 0, spend: 0, last_used: 0 });
+        let Some(key_id) = e.key_id.as_deref() else {
+            continue;
+        };
+        let t = out.entry(key_id).or_insert(KeyTotals {
+            requests: 0,
+            tokens: 0,
+            spend: 0,
+            last_used: 0,
+        });
         t.requests += 1;
-        t.tokens = t.tokens.saturating_add(to_i64(e.prompt_tokens.saturating_add(e.completion_tokens)));
+        t.tokens = t
+            .tokens
+            .saturating_add(to_i64(e.prompt_tokens.saturating_add(e.completion_tokens)));
         t.spend = t.spend.saturating_add(e.cost.0);
         t.last_used = t.last_used.max(e.created_at);
     }
@@ -160,7 +176,8 @@ fn totals_by_key(events: &[UsageEvent]) -> HashMap<&str, KeyTotals> {
 }
 
 fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
-    let opt_u64 = |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
+    let opt_u64 =
+        |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
     Ok(UsageRow {
         id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,

@@ -20,7 +20,10 @@ impl TestDb {
         self.store.close().await;
         if let Some((admin_url, name)) = self.pg_drop {
             let admin = Store::connect(&admin_url).await.expect("admin connect");
-            admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop");
+            admin
+                .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .expect("drop");
             admin.close().await;
         }
     }
@@ -28,9 +31,15 @@ impl TestDb {
 
 async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&Store::sqlite_url(&dir.path().join("t.db"))).await.expect("connect");
+    let store = Store::connect(&Store::sqlite_url(&dir.path().join("t.db")))
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
-    TestDb { store, _dir: Some(dir), pg_drop: None }
+    TestDb {
+        store,
+        _dir: Some(dir),
+        pg_drop: None,
+    }
 }
 
 async fn postgres() -> Option<TestDb> {
@@ -40,13 +49,24 @@ async fn postgres() -> Option<TestDb> {
         return None;
     }
     let name = tollgate_core::ids::new_id("tgtest").to_lowercase();
-    let admin = Store::connect(&admin_url).await.expect("PostgreSQL for tests (set TOLLGATE_TEST_POSTGRES_URL=off to skip)");
-    admin.execute_admin(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let admin = Store::connect(&admin_url)
+        .await
+        .expect("PostgreSQL for tests (set TOLLGATE_TEST_POSTGRES_URL=off to skip)");
+    admin
+        .execute_admin(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
     admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').expect("url has a database");
-    let store = Store::connect(&format!("{base}/{name}")).await.expect("connect");
+    let store = Store::connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(TestDb { store, _dir: None, pg_drop: Some((admin_url, name)) })
+    Some(TestDb {
+        store,
+        _dir: None,
+        pg_drop: Some((admin_url, name)),
+    })
 }
 
 macro_rules! on_every_backend {
@@ -88,11 +108,16 @@ async fn keys_round_trip_and_feed_records_each_insert(s: &Store) {
     let start = s.latest_change_seq().await.expect("seq");
     let k = key("key_a", "alpha", 1);
     s.insert_key(&k).await.expect("insert");
-    s.insert_key(&key("key_b", "beta", 2)).await.expect("insert");
+    s.insert_key(&key("key_b", "beta", 2))
+        .await
+        .expect("insert");
     assert_eq!(s.get_key("key_a").await.expect("get"), k);
     assert!(matches!(s.get_key("nope").await, Err(StoreError::NotFound)));
     let feed = s.changes_since(start, 10).await.expect("feed");
-    let ids: Vec<_> = feed.iter().map(|c| (c.entity, c.entity_id.as_str())).collect();
+    let ids: Vec<_> = feed
+        .iter()
+        .map(|c| (c.entity, c.entity_id.as_str()))
+        .collect();
     assert_eq!(ids, [(Entity::Key, "key_a"), (Entity::Key, "key_b")]);
     assert!(feed[0].seq < feed[1].seq);
     assert_eq!(s.changes_since(feed[1].seq, 10).await.expect("feed"), []);
@@ -102,29 +127,80 @@ async fn keys_round_trip_and_feed_records_each_insert(s: &Store) {
 
 async fn duplicate_digest_is_a_conflict(s: &Store) {
     s.insert_key(&key("key_a", "a", 7)).await.expect("insert");
-    assert!(matches!(s.insert_key(&key("key_b", "b", 7)).await, Err(StoreError::Conflict)));
-    assert!(matches!(s.insert_key(&key("key_a", "c", 8)).await, Err(StoreError::Conflict)));
+    assert!(matches!(
+        s.insert_key(&key("key_b", "b", 7)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        s.insert_key(&key("key_a", "c", 8)).await,
+        Err(StoreError::Conflict)
+    ));
 }
 
 async fn list_keys_searches_filters_and_pages(s: &Store) {
-    for (i, name) in ["prod-api", "dev-api", "dev-batch", "stage_x", "100%"].iter().enumerate() {
-        s.insert_key(&key(&format!("key_{i}"), name, i as u8)).await.expect("insert");
+    for (i, name) in ["prod-api", "dev-api", "dev-batch", "stage_x", "100%"]
+        .iter()
+        .enumerate()
+    {
+        s.insert_key(&key(&format!("key_{i}"), name, i as u8))
+            .await
+            .expect("insert");
     }
     let names = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.name).collect::<Vec<_>>();
-    let all = s.list_keys(&KeyListQuery { limit: 10, ..Default::default() }).await.expect("list");
-    assert_eq!(names(all), ["100%", "dev-api", "dev-batch", "prod-api", "stage_x"]);
-    let dev = s.list_keys(&KeyListQuery { search: Some("DEV".into()), limit: 10, ..Default::default() }).await.expect("list");
+    let all = s
+        .list_keys(&KeyListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        names(all),
+        ["100%", "dev-api", "dev-batch", "prod-api", "stage_x"]
+    );
+    let dev = s
+        .list_keys(&KeyListQuery {
+            search: Some("DEV".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(names(dev), ["dev-api", "dev-batch"]);
     // LIKE wildcards in the search are literal.
-    let pct = s.list_keys(&KeyListQuery { search: Some("%".into()), limit: 10, ..Default::default() }).await.expect("list");
+    let pct = s
+        .list_keys(&KeyListQuery {
+            search: Some("%".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(names(pct), ["100%"]);
-    let page1 = s.list_keys(&KeyListQuery { limit: 2, ..Default::default() }).await.expect("list");
+    let page1 = s
+        .list_keys(&KeyListQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
     let last = page1.last().map(|k| (k.name.clone(), k.id.clone()));
-    let page2 = s.list_keys(&KeyListQuery { limit: 2, after: last, ..Default::default() }).await.expect("list");
+    let page2 = s
+        .list_keys(&KeyListQuery {
+            limit: 2,
+            after: last,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(names(page1), ["100%", "dev-api"]);
     assert_eq!(names(page2), ["dev-batch", "prod-api"]);
     let revoked = s
-        .list_keys(&KeyListQuery { status: Some(KeyStatus::Revoked), limit: 10, ..Default::default() })
+        .list_keys(&KeyListQuery {
+            status: Some(KeyStatus::Revoked),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .expect("list");
     assert!(revoked.is_empty());
@@ -153,23 +229,59 @@ fn event(request_id: &str, key_id: Option<&str>, at: i64, cost: i64) -> UsageEve
 }
 
 async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
-    s.insert_key(&key("key_a", "alpha", 1)).await.expect("insert");
-    let mut batch: Vec<UsageEvent> = (0..250).map(|i| event(&format!("req_{i}"), Some("key_a"), 5_000 + i, 7)).collect();
+    s.insert_key(&key("key_a", "alpha", 1))
+        .await
+        .expect("insert");
+    let mut batch: Vec<UsageEvent> = (0..250)
+        .map(|i| event(&format!("req_{i}"), Some("key_a"), 5_000 + i, 7))
+        .collect();
     batch.push(event("req_anon", None, 9_999, 0));
     s.insert_usage(&batch).await.expect("usage");
 
     let k = s.get_key("key_a").await.expect("key");
-    assert_eq!((k.request_count, k.tokens_used, k.spend, k.last_used_at), (250, 250 * 15, MicroUsd(250 * 7), Some(5_249)));
+    assert_eq!(
+        (k.request_count, k.tokens_used, k.spend, k.last_used_at),
+        (250, 250 * 15, MicroUsd(250 * 7), Some(5_249))
+    );
 
-    let one = s.list_usage(&UsageQuery { request_id: Some("req_17".into()), limit: 10, ..Default::default() }).await.expect("q");
+    let one = s
+        .list_usage(&UsageQuery {
+            request_id: Some("req_17".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("q");
     assert_eq!(one.len(), 1);
     let r = &one[0];
-    assert_eq!((r.status, r.prompt_tokens, r.completion_tokens, r.cost, r.ttft_ms, r.stream), (200, 10, 5, MicroUsd(7), Some(3), true));
+    assert_eq!(
+        (
+            r.status,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost,
+            r.ttft_ms,
+            r.stream
+        ),
+        (200, 10, 5, MicroUsd(7), Some(3), true)
+    );
     assert_eq!(r.billing_reason, "completed");
 
-    let page1 = s.list_usage(&UsageQuery { key_id: Some("key_a".into()), limit: 100, ..Default::default() }).await.expect("q");
+    let page1 = s
+        .list_usage(&UsageQuery {
+            key_id: Some("key_a".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("q");
     let page2 = s
-        .list_usage(&UsageQuery { key_id: Some("key_a".into()), limit: 1000, before_id: page1.last().map(|r| r.id), ..Default::default() })
+        .list_usage(&UsageQuery {
+            key_id: Some("key_a".into()),
+            limit: 1000,
+            before_id: page1.last().map(|r| r.id),
+            ..Default::default()
+        })
         .await
         .expect("q");
     assert_eq!((page1.len(), page2.len()), (100, 150));

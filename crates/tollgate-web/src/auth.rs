@@ -13,7 +13,11 @@ use tollgate_core::{ApiError, ErrorCode};
 
 use crate::WebState;
 
-pub(crate) async fn require_admin(State(state): State<Arc<WebState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_admin(
+    State(state): State<Arc<WebState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = state.admin_token.as_ref().filter(|t| !t.is_empty()) else {
         return ApiError::new(
             ErrorCode::Unauthorized,
@@ -29,10 +33,16 @@ pub(crate) async fn require_admin(State(state): State<Arc<WebState>>, req: Reque
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let ok = presented.is_some_and(|p| {
-        Sha256::digest(p.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes())).into()
+        Sha256::digest(p.as_bytes())
+            .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
+            .into()
     });
     if !ok {
-        return ApiError::new(ErrorCode::Unauthorized, "Missing or invalid management token.").into_response();
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "Missing or invalid management token.",
+        )
+        .into_response();
     }
     next.run(req).await
 }

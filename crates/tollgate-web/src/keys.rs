@@ -30,7 +30,11 @@ struct CreateBody {
 
 async fn create(State(state): State<Arc<WebState>>, body: Bytes) -> Result<Response, ApiError> {
     let body: CreateBody = parse_json(&body)?;
-    let new = NewKey { name: body.name, expires_in: body.expires_in, expires_at: body.expires_at };
+    let new = NewKey {
+        name: body.name,
+        expires_in: body.expires_in,
+        expires_at: body.expires_at,
+    };
     let created = state.services.create_key(new).await.map_err(api_error)?;
     let mut json = serde_json::to_value(&created.key).map_err(|_| ApiError::internal())?;
     json["key"] = created.secret.into();
@@ -46,9 +50,17 @@ struct ListParams {
     limit: Option<i64>,
 }
 
-async fn list(State(state): State<Arc<WebState>>, params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<Arc<WebState>>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::invalid_request(e.body_text()))?;
-    let q = ListKeys { search: p.search, status: p.status, cursor: p.cursor, limit: p.limit };
+    let q = ListKeys {
+        search: p.search,
+        status: p.status,
+        cursor: p.cursor,
+        limit: p.limit,
+    };
     let list = state.services.list_keys(q).await.map_err(api_error)?;
     Ok(axum::Json(list).into_response())
 }

@@ -11,7 +11,11 @@ use tollgate_server::{Config, Server};
 use tollgate_service::{ListKeys, NewKey};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "An OpenAI-compatible LLM API gateway")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An OpenAI-compatible LLM API gateway"
+)]
 struct Cli {
     /// TOML config file. Without one, defaults and TOLLGATE_* variables apply.
     #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
@@ -88,7 +92,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config, matches!(cli.command, Command::Serve { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -110,7 +117,9 @@ fn init_logging(config: &Config, serving: bool) {
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log_json {
         builder.json().init();
     } else {
@@ -126,13 +135,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             println!(
                 "configuration is valid: listen {}, {} provider(s), {} model(s), database {}",
                 config.listen,
                 config.providers.len(),
                 config.models.len(),
-                if config.database_url.starts_with("sqlite:") { "sqlite" } else { "postgres" }
+                if config.database_url.starts_with("sqlite:") {
+                    "sqlite"
+                } else {
+                    "postgres"
+                }
             );
             Ok(())
         }
@@ -161,7 +176,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -182,10 +200,24 @@ async fn shutdown_signal() {
 async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     let services = tollgate_server::open_services(config).await?;
     match command {
-        KeysCommand::Create { name, expires_in, expires_at, json } => {
-            let created = services.create_key(NewKey { name, expires_in, expires_at }).await?;
+        KeysCommand::Create {
+            name,
+            expires_in,
+            expires_at,
+            json,
+        } => {
+            let created = services
+                .create_key(NewKey {
+                    name,
+                    expires_in,
+                    expires_at,
+                })
+                .await?;
             if json {
-                println!("{}", serde_json::json!({ "id": created.key.id, "key": created.secret }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": created.key.id, "key": created.secret })
+                );
             } else {
                 println!("Created key {} ({}).", created.key.id, created.key.name);
                 println!();
@@ -194,12 +226,27 @@ async fn keys(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 println!("This key will not be shown again. Store it in a secret manager now.");
             }
         }
-        KeysCommand::List { search, status, limit, json } => {
-            let list = services.list_keys(ListKeys { search, status, cursor: None, limit: Some(limit) }).await?;
+        KeysCommand::List {
+            search,
+            status,
+            limit,
+            json,
+        } => {
+            let list = services
+                .list_keys(ListKeys {
+                    search,
+                    status,
+                    cursor: None,
+                    limit: Some(limit),
+                })
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<30} {:<28} {:<16} {:<10} {:>9}  expires", "id", "name", "key", "status", "requests");
+                println!(
+                    "{:<30} {:<28} {:<16} {:<10} {:>9}  expires",
+                    "id", "name", "key", "status", "requests"
+                );
                 for k in &list.data {
                     println!(
                         "{:<30} {:<28} {:<16} {:<10} {:>9}  {}",

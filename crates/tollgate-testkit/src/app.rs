@@ -1,0 +1,225 @@
+//! `TestApp`: the real server, in process, on `127.0.0.1:0`, with a temporary data
+//! directory and a fake OpenAI upstream on its own random port. The config is written to
+//! a file so that the real CLI binary can share the app's database and pepper.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tollgate_server::{Config, Server};
+use tollgate_service::NewKey;
+use tollgate_store::{Store, UsageQuery, UsageRow};
+
+use crate::client::{ClientResult, TestClient};
+use crate::fake_openai::FakeOpenAi;
+
+/// A provider key only the fake upstream knows; tests assert it never leaks.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-0123456789";
+
+pub struct TestApp {
+    server: Option<Server>,
+    pub base_url: String,
+    pub fake: FakeOpenAi,
+    pub client: TestClient,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// The default test config: the demo models, and the fake upstream serving `gpt-4o-mini`
+/// (upstream name `fake-mini`, to see renaming), `text-embedding-3-small` and
+/// `gpt-image-1`. `extra` is appended verbatim (TOML).
+pub fn default_config(dir: &std::path::Path, fake_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+admin_token = "test-admin-token"
+demo = true
+max_body_bytes = 65536
+shutdown_grace_secs = 10
+[usage]
+flush_interval_ms = 20
+[change_feed]
+poll_interval_ms = 50
+[upstream]
+first_byte_timeout_ms = 3000
+
+[[providers]]
+name = "fake"
+kind = "openai"
+base_url = "{fake_url}"
+api_key = "{UPSTREAM_KEY}"
+
+[[models]]
+id = "gpt-4o-mini"
+type = "chat"
+input_price_per_mtok = 0.15
+output_price_per_mtok = 0.60
+channels = [{{ provider = "fake", model = "fake-mini" }}]
+
+[[models]]
+id = "text-embedding-3-small"
+type = "embedding"
+input_price_per_mtok = 0.02
+channels = [{{ provider = "fake" }}]
+
+[[models]]
+id = "gpt-image-1"
+type = "image"
+price_per_image = 0.04
+channels = [{{ provider = "fake" }}]
+{extra}
+"#,
+        data = dir.join("data").display(),
+    )
+}
+
+impl TestApp {
+    pub async fn start() -> ClientResult<Self> {
+        Self::start_with("").await
+    }
+
+    /// Starts with `extra` TOML appended to the default config.
+    pub async fn start_with(extra: &str) -> ClientResult<Self> {
+        let fake = FakeOpenAi::start().await;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &config_path,
+            default_config(dir.path(), &fake.base_url(), extra),
+        )
+        .map_err(|e| e.to_string())?;
+        let config = tollgate_server::config::load(Some(&config_path), Vec::new())
+            .map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let server = Server::start(config.clone(), listener)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let base_url = format!("http://{}", server.addr());
+        Ok(Self {
+            server: Some(server),
+            base_url,
+            fake,
+            client: TestClient::default(),
+            config,
+            config_path,
+            dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn server(&self) -> ClientResult<&Server> {
+        self.server
+            .as_ref()
+            .ok_or_else(|| "the server has been stopped".to_owned())
+    }
+
+    /// Creates a key through the service layer; returns the secret. The running server
+    /// learns of it through the change feed: [`TestApp::key_accepted`] waits for that.
+    pub async fn create_key(&self, name: &str) -> ClientResult<String> {
+        let created = self
+            .server()?
+            .services()
+            .create_key(NewKey {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.key_accepted(&created.secret, Duration::from_secs(5))
+            .await?;
+        Ok(created.secret)
+    }
+
+    /// Polls `GET /v1/models` with `key` until it is accepted; returns how long it took.
+    pub async fn key_accepted(&self, key: &str, within: Duration) -> ClientResult<Duration> {
+        let start = Instant::now();
+        loop {
+            let res = self.client.get(&self.url("/v1/models"), Some(key)).await?;
+            if res.status.is_success() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                return Err(format!(
+                    "key not accepted within {within:?}: {} {}",
+                    res.status,
+                    res.text()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A separate handle on the app's database.
+    pub async fn store(&self) -> ClientResult<Store> {
+        Store::connect(&self.config.database_url)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until the usage row of `request_id` is written, and returns it.
+    pub async fn usage_row(&self, request_id: &str) -> ClientResult<UsageRow> {
+        let store = self.store().await?;
+        let start = Instant::now();
+        loop {
+            let q = UsageQuery {
+                request_id: Some(request_id.to_owned()),
+                limit: 2,
+                ..Default::default()
+            };
+            let mut rows = store.list_usage(&q).await.map_err(|e| e.to_string())?;
+            if let Some(row) = rows.pop() {
+                if !rows.is_empty() {
+                    return Err(format!("more than one usage row for {request_id}"));
+                }
+                store.close().await;
+                return Ok(row);
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(format!("no usage row for {request_id} after 5 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every usage row, newest first.
+    pub async fn all_usage(&self) -> ClientResult<Vec<UsageRow>> {
+        let store = self.store().await?;
+        let rows = store
+            .list_usage(&UsageQuery {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string());
+        store.close().await;
+        rows
+    }
+
+    /// Stops gracefully and waits until every usage row is written.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+            server.wait().await;
+        }
+    }
+
+    /// Begins the graceful stop without waiting (to test draining).
+    pub fn begin_stop(&self) {
+        if let Some(s) = &self.server {
+            s.stop();
+        }
+    }
+
+    /// Waits for a stop begun with [`TestApp::begin_stop`].
+    pub async fn wait_stopped(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.wait().await;
+        }
+    }
+}

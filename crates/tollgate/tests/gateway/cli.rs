@@ -1,0 +1,202 @@
+//! The real `tollgate` binary: the CLI writing beside a running server, `config check`,
+//! and `serve` stopping on SIGTERM with nothing lost and no secret in its log.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{Value, json};
+use tollgate_testkit::app::{TestApp, UPSTREAM_KEY, default_config};
+use tollgate_testkit::client::{TestClient, next_data};
+use tollgate_testkit::fake_openai::FakeOpenAi;
+
+fn tollgate(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("TOLLGATE_CONFIG");
+    cmd
+}
+
+fn create_key_with_cli(config: &Path, name: &str) -> String {
+    let out = tollgate(config)
+        .args(["keys", "create", "--name", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with("key_"));
+    v["key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_key_created_by_the_cli_works_on_the_running_server_within_a_second() {
+    let app = TestApp::start().await.unwrap();
+    let key = tokio::task::spawn_blocking({
+        let path = app.config_path.clone();
+        move || create_key_with_cli(&path, "from-cli")
+    })
+    .await
+    .unwrap();
+    let took = app
+        .key_accepted(&key, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(took <= Duration::from_secs(1));
+}
+
+#[test]
+fn config_check_names_the_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:1\"\n[upstream]\nconect_timeout_ms = 5\n",
+    )
+    .unwrap();
+    let out = tollgate(&path).args(["config", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upstream") && err.contains("conect_timeout_ms"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        default_config(dir.path(), "http://127.0.0.1:9/v1", ""),
+    )
+    .unwrap();
+    let out = tollgate(&path).args(["config", "check"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tollgate(&path)
+        .args(["config", "check"])
+        .env("TOLLGATE_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_stream_flushes_usage_and_logs_no_secret() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    // A slow demo provider so that the stream is still running when SIGTERM arrives.
+    let extra = "[[providers]]\nname = \"slow-demo\"\nkind = \"demo\"\nword_delay_ms = 40\n\
+                 [[models]]\nid = \"slow-chat\"\ntype = \"chat\"\ninput_price_per_mtok = 1\n\
+                 output_price_per_mtok = 2\nchannels = [{ provider = \"slow-demo\" }]\n";
+    std::fs::write(&config, default_config(dir.path(), &fake.base_url(), extra)).unwrap();
+    let ready = dir.path().join("ready");
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut server = tollgate(&config)
+        .args(["serve", "--ready-file"])
+        .arg(&ready)
+        .env("TOLLGATE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let base = std::fs::read_to_string(&ready).unwrap();
+    let key = create_key_with_cli(&config, "sigterm");
+    let client = TestClient::default();
+    let start = Instant::now();
+    while !client
+        .get(&format!("{base}/v1/models"), Some(&key))
+        .await
+        .unwrap()
+        .status
+        .is_success()
+    {
+        assert!(start.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Failures too must not leak: an upstream 401 and a bad key.
+    fake.set_behavior(tollgate_testkit::fake_openai::Behavior::Status(401));
+    let failed = client
+        .post_json(
+            &format!("{base}/v1/chat/completions"),
+            Some(&key),
+            &json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "x" }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, 502);
+    let _ = client
+        .get(&format!("{base}/v1/models"), Some(&format!("{key}x")))
+        .await
+        .unwrap();
+
+    let auth = format!("Bearer {key}");
+    let req = json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": "one two three" }] });
+    let res = client
+        .send(
+            Method::POST,
+            &format!("{base}/v1/chat/completions"),
+            &[("authorization", &auth)],
+            req.to_string(),
+        )
+        .await
+        .unwrap();
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut body = res.into_body();
+    let mut text =
+        String::from_utf8_lossy(&next_data(&mut body).await.unwrap().unwrap()).into_owned();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while let Some(chunk) = next_data(&mut body).await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "stream completed during the drain"
+    );
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let store = tollgate_store::Store::connect(&tollgate_store::Store::sqlite_url(
+        &dir.path().join("data/tollgate.db"),
+    ))
+    .await
+    .unwrap();
+    let q = tollgate_store::UsageQuery {
+        request_id: Some(request_id),
+        limit: 5,
+        ..Default::default()
+    };
+    let rows = store.list_usage(&q).await.unwrap();
+    assert_eq!(rows.len(), 1, "the usage row was flushed before exit");
+    assert_eq!(rows[0].billing_reason, "completed");
+
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("usage writer drained"), "{log}");
+    for secret in [key.as_str(), UPSTREAM_KEY, "test-admin-token"] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    // Even a fragment of the key body must not appear.
+    assert!(!log.contains(&key[6..20]));
+}
