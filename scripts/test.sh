@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command; .ci/run calls it).
+# Runs: the architecture check, every Rust test (SQLite and PostgreSQL), and the
+# official OpenAI SDK suites (Python and Node) against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> architecture: the data plane must not depend on a SQL driver"
+if cargo tree -p tollgate-proxy -e normal --prefix none | grep -qE '^sqlx'; then
+  echo "tollgate-proxy depends on sqlx: the hot path must never reach SQL" >&2
+  exit 1
+fi
+
+echo "==> Rust tests (SQLite; PostgreSQL at \${TOLLGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres})"
+cargo nextest run --workspace --no-fail-fast
+
+echo "==> official SDK suites"
+scripts/sdk-tests.sh
