@@ -306,7 +306,7 @@ declare -A RPS P50 P99 ERRS PEAK
 RUN=()
 for target in fake forwarder tollgate; do
   wants "$target" && [[ -n "${URL[$target]:-}" ]] || continue
-  status="$(http_status "${URL[$target]}" "${AUTH[$target]}")"
+  status="$(http_status "${URL[$target]}" "${AUTH[$target]:-}")"
   if [[ "$status" != 200 ]]; then
     [[ "$target" == tollgate ]] || die "$target answers the benchmark request with HTTP $status, not 200"
     TOLLGATE_PROBLEM="it answers the benchmark request with HTTP $status, not 200"

@@ -227,10 +227,20 @@ const ENV_PREFIX: &str = "TOLLGATE_";
 /// Variables with the prefix that are not config fields.
 const NON_FIELD_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
+/// Whether a missing `api_key_env` variable is an error. Serving and `config check`
+/// need every credential; commands that only touch the database (keys, migrate) do not,
+/// so an operator can run them without the providers' secrets in their shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    Required,
+    Optional,
+}
+
 /// Loads from an optional file plus the given environment (pass `std::env::vars()`).
 pub fn load(
     file: Option<&std::path::Path>,
     env: impl IntoIterator<Item = (String, String)>,
+    credentials: Credentials,
 ) -> Result<Config, ConfigErrors> {
     let one = |m: String| ConfigErrors(vec![m]);
     let mut table = match file {
@@ -252,7 +262,7 @@ pub fn load(
                 format!("{path}: {}", e.into_inner())
             })
         })?;
-    validate(raw, &|name| std::env::var(name).ok())
+    validate(raw, &|name| std::env::var(name).ok(), credentials)
 }
 
 /// Overlays `TOLLGATE_*` variables on the file's table, typed by the field's default.
@@ -337,6 +347,7 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 pub fn validate(
     raw: RawConfig,
     lookup_env: &dyn Fn(&str) -> Option<String>,
+    credentials: Credentials,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -459,6 +470,7 @@ pub fn validate(
                     (Some(k), None) => k.clone(),
                     (None, Some(var)) => match lookup_env(var).filter(|v| !v.is_empty()) {
                         Some(v) => Secret::new(v),
+                        None if credentials == Credentials::Optional => Secret::default(),
                         None => {
                             errors.push(format!(
                                 "{at}.api_key_env: environment variable {var} is not set"
@@ -610,6 +622,7 @@ mod tests {
         load(
             Some(&path),
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            Credentials::Required,
         )
     }
 
@@ -619,7 +632,7 @@ mod tests {
 
     #[test]
     fn zero_config_serves_the_demo() {
-        let c = load(None, Vec::new()).unwrap();
+        let c = load(None, Vec::new(), Credentials::Required).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert!(
             c.database_url

@@ -89,8 +89,12 @@ impl TestApp {
             default_config(dir.path(), &fake.base_url(), extra),
         )
         .map_err(|e| e.to_string())?;
-        let config = tollgate_server::config::load(Some(&config_path), Vec::new())
-            .map_err(|e| e.to_string())?;
+        let config = tollgate_server::config::load(
+            Some(&config_path),
+            Vec::new(),
+            tollgate_server::config::Credentials::Required,
+        )
+        .map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tollgate_server::config::Credentials;
 use tollgate_server::{Config, Server};
 use tollgate_service::{ListKeys, NewKey};
 
@@ -84,13 +85,18 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match tollgate_server::config::load(cli.config.as_deref(), std::env::vars()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
-        }
+    let credentials = match cli.command {
+        Command::Serve { .. } | Command::Config { .. } => Credentials::Required,
+        Command::Migrate | Command::Keys { .. } => Credentials::Optional,
     };
+    let config =
+        match tollgate_server::config::load(cli.config.as_deref(), std::env::vars(), credentials) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(2);
+            }
+        };
     init_logging(&config, matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -200,3 +200,19 @@ async fn sigterm_drains_the_stream_flushes_usage_and_logs_no_secret() {
     // Even a fragment of the key body must not appear.
     assert!(!log.contains(&key[6..20]));
 }
+
+#[test]
+fn database_commands_do_not_need_provider_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    let text = format!(
+        "data_dir = \"{}\"\n[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         api_key_env = \"TOLLGATE_TEST_UNSET_UPSTREAM_KEY\"\n[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = [{{ provider = \"p\" }}]\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    create_key_with_cli(&path, "ops");
+    let out = tollgate(&path).args(["config", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("providers[0].api_key_env"));
+}
