@@ -22,12 +22,34 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
-/// A new time-ordered id such as `key_01JD7W5Q0R3XJ8Y2C4K6M8P0RT`.
+thread_local! {
+    /// SplitMix64 state, seeded once per thread from the OS. Ids need uniqueness, not
+    /// secrecy: a syscall per request id was measurable on the hot path. Secrets (API
+    /// keys) never use this; they come from [`fill_random`].
+    static ID_STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+        let mut seed = [0u8; 8];
+        fill_random(&mut seed);
+        u64::from_le_bytes(seed)
+    });
+}
+
+fn next_id_bits() -> u64 {
+    ID_STATE.with(|state| {
+        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// A new time-ordered id such as `key_01JD7W5Q0R3XJ8Y2C4K6M8P0RT`. Unique, not secret.
 pub fn new_id(prefix: &str) -> String {
-    let mut rnd = [0u8; 10];
-    fill_random(&mut rnd);
     let ms = u128::try_from(now_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
-    let value = (ms << 80) | rnd.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let rnd =
+        (u128::from(next_id_bits()) << 16 | u128::from(next_id_bits() >> 48)) & ((1 << 80) - 1);
+    let value = (ms << 80) | rnd;
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');

@@ -8,7 +8,7 @@ use sqlx::{Acquire, Row};
 use tollgate_core::MicroUsd;
 use tollgate_core::usage::UsageEvent;
 
-use crate::{Result, Store, to_i64, to_u64};
+use crate::{Backend, Result, Store, to_i64, to_u64};
 
 const USAGE_COLUMNS: &str = "request_id, created_at, key_id, key_name, model, provider, endpoint, \
      status, error, prompt_tokens, completion_tokens, cost_micros, latency_ms, ttft_ms, stream, \
@@ -68,7 +68,16 @@ impl Store {
                     if c > 0 {
                         sql.push_str(", ");
                     }
-                    sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1));
+                    match self.backend {
+                        // SQLite resolves each named parameter by a linear scan of the
+                        // statement's names: with `$n` a 1,700-parameter insert is
+                        // quadratic (it was 28% of the gateway's CPU under load). `?`
+                        // parameters are positional and free.
+                        Backend::Sqlite => sql.push('?'),
+                        Backend::Postgres => {
+                            sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1))
+                        }
+                    }
                 }
                 sql.push(')');
             }
