@@ -127,6 +127,63 @@ impl TestClient {
     }
 }
 
+/// An opened streaming response: its request id and its unread body.
+pub struct OpenStream {
+    pub request_id: String,
+    pub body: Incoming,
+}
+
+impl TestClient {
+    /// `POST url` with `body` as `key`, returning as soon as the response head arrives.
+    pub async fn open_stream(
+        &self,
+        url: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> ClientResult<OpenStream> {
+        let auth = format!("Bearer {key}");
+        let res = self
+            .send(
+                Method::POST,
+                url,
+                &[("authorization", &auth)],
+                body.to_string(),
+            )
+            .await?;
+        let request_id = res
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("no x-request-id from {url}"))?
+            .to_owned();
+        Ok(OpenStream {
+            request_id,
+            body: res.into_body(),
+        })
+    }
+}
+
+/// Reads the body until `text` has been seen; returns everything read.
+pub async fn read_until(body: &mut Incoming, text: &str) -> ClientResult<String> {
+    let mut seen = String::new();
+    while !seen.contains(text) {
+        let chunk = next_data(body)
+            .await?
+            .ok_or_else(|| format!("stream ended before {text:?}: {seen}"))?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(seen)
+}
+
+/// Reads the body to its end; returns everything read.
+pub async fn read_to_end(body: &mut Incoming) -> ClientResult<String> {
+    let mut all = String::new();
+    while let Some(chunk) = next_data(body).await? {
+        all.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(all)
+}
+
 /// Reads the next data frame of a streaming body; `None` at the end.
 pub async fn next_data(body: &mut Incoming) -> ClientResult<Option<Bytes>> {
     loop {

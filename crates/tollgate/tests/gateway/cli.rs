@@ -5,10 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http::Method;
 use serde_json::{Value, json};
 use tollgate_testkit::app::{TestApp, UPSTREAM_KEY, default_config};
-use tollgate_testkit::client::{TestClient, next_data};
+use tollgate_testkit::client::{OpenStream, TestClient, read_to_end, read_until};
 use tollgate_testkit::fake_openai::FakeOpenAi;
 
 fn tollgate(config: &Path) -> Command {
@@ -144,30 +143,24 @@ async fn sigterm_drains_the_stream_flushes_usage_and_logs_no_secret() {
         .await
         .unwrap();
 
-    let auth = format!("Bearer {key}");
     let req = json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": "one two three" }] });
-    let res = client
-        .send(
-            Method::POST,
-            &format!("{base}/v1/chat/completions"),
-            &[("authorization", &auth)],
-            req.to_string(),
-        )
+    let OpenStream {
+        request_id,
+        mut body,
+    } = client
+        .open_stream(&format!("{base}/v1/chat/completions"), &key, &req)
         .await
         .unwrap();
-    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let mut body = res.into_body();
-    let mut text =
-        String::from_utf8_lossy(&next_data(&mut body).await.unwrap().unwrap()).into_owned();
+    let mut text = read_until(&mut body, "chat.completion.chunk")
+        .await
+        .unwrap();
 
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    while let Some(chunk) = next_data(&mut body).await.unwrap() {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    text.push_str(&read_to_end(&mut body).await.unwrap());
     assert!(
         text.ends_with("data: [DONE]\n\n"),
         "stream completed during the drain"

@@ -9,11 +9,27 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{Value, json};
 use tollgate_testkit::app::{TestApp, UPSTREAM_KEY};
-use tollgate_testkit::client::{next_data, sse_data};
+use tollgate_testkit::client::{OpenStream, next_data, read_to_end, read_until, sse_data};
 use tollgate_testkit::fake_openai::{Behavior, REPLY_TEXT};
 
 fn chat(model: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": "hello there" }] })
+}
+
+trait ChatStream {
+    /// Opens a streamed `gpt-4o-mini` chat completion (served by the fake upstream).
+    async fn open_chat_stream(&self, key: &str) -> OpenStream;
+}
+
+impl ChatStream for TestApp {
+    async fn open_chat_stream(&self, key: &str) -> OpenStream {
+        let mut req = chat("gpt-4o-mini");
+        req["stream"] = true.into();
+        self.client
+            .open_stream(&self.url("/v1/chat/completions"), key, &req)
+            .await
+            .unwrap()
+    }
 }
 
 async fn app_and_key() -> (TestApp, String) {
@@ -239,28 +255,8 @@ async fn stream_bytes_reach_the_client_before_the_upstream_finishes() {
     app.fake.set_behavior(Behavior::SlowStream {
         chunk_delay: Duration::from_secs(2),
     });
-    let mut req = chat("gpt-4o-mini");
-    req["stream"] = true.into();
-    let auth = format!("Bearer {key}");
-    let res = app
-        .client
-        .send(
-            Method::POST,
-            &app.url("/v1/chat/completions"),
-            &[("authorization", &auth)],
-            req.to_string(),
-        )
-        .await
-        .unwrap();
-    let mut body = res.into_body();
-    let mut seen = String::new();
-    while !seen.contains("Hello") {
-        let chunk = next_data(&mut body)
-            .await
-            .unwrap()
-            .expect("a first content chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let OpenStream { mut body, .. } = app.open_chat_stream(&key).await;
+    read_until(&mut body, "Hello").await.unwrap();
     // The upstream now waits 2 s before its next chunk: nothing more may be buffered here.
     let more = tokio::time::timeout(Duration::from_millis(300), next_data(&mut body)).await;
     assert!(
@@ -275,27 +271,11 @@ async fn a_client_that_leaves_mid_stream_is_billed_for_what_was_delivered() {
     app.fake.set_behavior(Behavior::SlowStream {
         chunk_delay: Duration::from_secs(2),
     });
-    let mut req = chat("gpt-4o-mini");
-    req["stream"] = true.into();
-    let auth = format!("Bearer {key}");
-    let res = app
-        .client
-        .send(
-            Method::POST,
-            &app.url("/v1/chat/completions"),
-            &[("authorization", &auth)],
-            req.to_string(),
-        )
-        .await
-        .unwrap();
-    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let mut body = res.into_body();
-    let mut seen = String::new();
-    while !seen.contains("Hello") {
-        seen.push_str(&String::from_utf8_lossy(
-            &next_data(&mut body).await.unwrap().unwrap(),
-        ));
-    }
+    let OpenStream {
+        request_id,
+        mut body,
+    } = app.open_chat_stream(&key).await;
+    read_until(&mut body, "Hello").await.unwrap();
     drop(body);
     let row = app.usage_row(&request_id).await.unwrap();
     assert_eq!(row.billing_reason, "client_disconnected");
@@ -596,27 +576,15 @@ async fn shutdown_drains_in_flight_streams_and_flushes_usage() {
     app.fake.set_behavior(Behavior::SlowStream {
         chunk_delay: Duration::from_millis(100),
     });
-    let mut req = chat("gpt-4o-mini");
-    req["stream"] = true.into();
-    let auth = format!("Bearer {key}");
-    let res = app
-        .client
-        .send(
-            Method::POST,
-            &app.url("/v1/chat/completions"),
-            &[("authorization", &auth)],
-            req.to_string(),
-        )
+    let OpenStream {
+        request_id,
+        mut body,
+    } = app.open_chat_stream(&key).await;
+    let mut text = read_until(&mut body, "chat.completion.chunk")
         .await
         .unwrap();
-    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let mut body = res.into_body();
-    let mut text =
-        String::from_utf8_lossy(&next_data(&mut body).await.unwrap().unwrap()).into_owned();
     app.begin_stop();
-    while let Some(chunk) = next_data(&mut body).await.unwrap() {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    text.push_str(&read_to_end(&mut body).await.unwrap());
     assert!(
         text.ends_with("data: [DONE]\n\n"),
         "the in-flight stream completed: {text}"
