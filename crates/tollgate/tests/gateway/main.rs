@@ -42,7 +42,9 @@ async fn app_and_key() -> (TestApp, String) {
 async fn keys_are_checked_before_anything_else() {
     let (app, key) = app_and_key().await;
     let url = app.url("/v1/chat/completions");
-    let typo = format!("{}x{}", &key[..10], &key[11..]);
+    // One character changed (always to a different one): the checksum must catch it.
+    let swapped = if &key[10..11] == "x" { "y" } else { "x" };
+    let typo = format!("{}{swapped}{}", &key[..10], &key[11..]);
     let unknown = app.config.key_format.generate();
     for (label, auth) in [
         ("missing", None),
