@@ -39,10 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("bare-forwarder: cannot start the runtime: {err}");
@@ -81,9 +78,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         tokio::spawn(async move {
             let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
             // A client that goes away ends only its own connection.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -107,9 +102,7 @@ async fn forward(
 }
 
 fn bad_gateway() -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        b"bad gateway\n",
-    ))));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(b"bad gateway\n"))));
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     response
 }
@@ -121,15 +114,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         match arg.as_str() {
             "--listen" => {
                 let value = args.next().ok_or("--listen needs an address")?;
-                listen = value
-                    .parse()
-                    .map_err(|err| format!("bad --listen address {value:?}: {err}"))?;
+                listen = value.parse().map_err(|err| format!("bad --listen address {value:?}: {err}"))?;
             }
             "--upstream" => {
                 let value = args.next().ok_or("--upstream needs a URL")?;
-                let uri: Uri = value
-                    .parse()
-                    .map_err(|err| format!("bad --upstream URL {value:?}: {err}"))?;
+                let uri: Uri = value.parse().map_err(|err| format!("bad --upstream URL {value:?}: {err}"))?;
                 if uri.scheme() != Some(&Scheme::HTTP) {
                     return Err(format!("--upstream must be an http:// URL, got {value:?}"));
                 }

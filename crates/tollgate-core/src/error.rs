@@ -48,90 +48,26 @@ impl ErrorCode {
     pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
         use ErrorCode as E;
         match self {
-            E::InvalidApiKey => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "invalid_api_key",
-            ),
-            E::KeyExpired => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "key_expired",
-            ),
-            E::KeyDisabled => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "key_disabled",
-            ),
-            E::IpNotAllowed => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "ip_not_allowed",
-            ),
-            E::EndpointNotAllowed => (
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                "endpoint_not_allowed",
-            ),
-            E::ProviderNotAllowed => (
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                "provider_not_allowed",
-            ),
-            E::ModelNotFound => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            E::RateLimitExceeded { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            ),
-            E::InsufficientQuota => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "insufficient_quota",
-                "insufficient_quota",
-            ),
-            E::InvalidRequest => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-            ),
-            E::RequestTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request_too_large",
-            ),
+            E::InvalidApiKey => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
+            E::KeyExpired => (StatusCode::UNAUTHORIZED, "authentication_error", "key_expired"),
+            E::KeyDisabled => (StatusCode::UNAUTHORIZED, "authentication_error", "key_disabled"),
+            E::IpNotAllowed => (StatusCode::UNAUTHORIZED, "authentication_error", "ip_not_allowed"),
+            E::EndpointNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "endpoint_not_allowed"),
+            E::ProviderNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "provider_not_allowed"),
+            E::ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            E::RateLimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+            E::InsufficientQuota => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota"),
+            E::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
+            E::RequestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large"),
             E::UpstreamError => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
-            E::UpstreamTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
-                "upstream_error",
-            ),
-            E::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "unauthorized",
-            ),
+            E::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_error"),
+            E::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized"),
             E::Forbidden => (StatusCode::FORBIDDEN, "permission_error", "forbidden"),
             E::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             E::Conflict => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
-            E::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request_error",
-                "method_not_allowed",
-            ),
-            E::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "unavailable",
-            ),
-            E::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal_error",
-            ),
+            E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed"),
+            E::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable"),
+            E::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
         }
     }
 }
@@ -147,11 +83,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            param: None,
-        }
+        Self { code, message: message.into(), param: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -172,11 +104,7 @@ impl ApiError {
 
     pub fn model_not_found(model: &str) -> Self {
         // Model ids come from the caller; keep the echo short and printable.
-        let shown: String = model
-            .chars()
-            .take(128)
-            .filter(|c| !c.is_control())
-            .collect();
+        let shown: String = model.chars().take(128).filter(|c| !c.is_control()).collect();
         Self::new(
             ErrorCode::ModelNotFound,
             format!("The model '{shown}' does not exist or you do not have access to it."),
@@ -186,10 +114,7 @@ impl ApiError {
 
     /// 500 with a fixed message; the caller logs the cause.
     pub fn internal() -> Self {
-        Self::new(
-            ErrorCode::Internal,
-            "Internal server error. The request id identifies it in the server log.",
-        )
+        Self::new(ErrorCode::Internal, "Internal server error. The request id identifies it in the server log.")
     }
 
     pub fn status(&self) -> StatusCode {
@@ -211,15 +136,9 @@ impl IntoResponse for ApiError {
         let mut res = Response::new(axum_core::body::Body::from(self.body()));
         *res.status_mut() = self.status();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let ErrorCode::RateLimitExceeded { retry_after_secs } = self.code {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs.max(1)),
-            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
         res
     }
@@ -241,19 +160,8 @@ mod tests {
 
     #[test]
     fn rate_limit_sets_retry_after() {
-        let res = ApiError::new(
-            ErrorCode::RateLimitExceeded {
-                retry_after_secs: 7,
-            },
-            "slow down",
-        )
-        .into_response();
+        let res = ApiError::new(ErrorCode::RateLimitExceeded { retry_after_secs: 7 }, "slow down").into_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(
-            res.headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-            Some("7")
-        );
+        assert_eq!(res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("7"));
     }
 }

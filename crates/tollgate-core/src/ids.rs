@@ -7,8 +7,7 @@
 use crate::time::now_millis;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-pub(crate) const BASE62: &[u8; 62] =
-    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Fills `buf` from the operating system's CSPRNG. Failure of the OS generator is not
 /// recoverable in any meaningful way for a gateway that mints secrets.
@@ -47,8 +46,7 @@ fn next_id_bits() -> u64 {
 /// A new time-ordered id such as `key_01JD7W5Q0R3XJ8Y2C4K6M8P0RT`. Unique, not secret.
 pub fn new_id(prefix: &str) -> String {
     let ms = u128::try_from(now_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
-    let rnd =
-        (u128::from(next_id_bits()) << 16 | u128::from(next_id_bits() >> 48)) & ((1 << 80) - 1);
+    let rnd = (u128::from(next_id_bits()) << 16 | u128::from(next_id_bits() >> 48)) & ((1 << 80) - 1);
     let value = (ms << 80) | rnd;
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
@@ -79,8 +77,7 @@ pub fn random_base62(len: usize) -> String {
 pub fn is_valid_request_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]

@@ -24,9 +24,7 @@ pub struct KeyFormat {
 
 impl Default for KeyFormat {
     fn default() -> Self {
-        Self {
-            prefix: DEFAULT_PREFIX.to_owned(),
-        }
+        Self { prefix: DEFAULT_PREFIX.to_owned() }
     }
 }
 
@@ -34,13 +32,9 @@ impl KeyFormat {
     /// A prefix is 1–16 characters of `[A-Za-z0-9_-]`.
     pub fn new(prefix: &str) -> Result<Self, String> {
         let ok = (1..=16).contains(&prefix.len())
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
-            Ok(Self {
-                prefix: prefix.to_owned(),
-            })
+            Ok(Self { prefix: prefix.to_owned() })
         } else {
             Err("must be 1-16 characters of letters, digits, '-' or '_'".to_owned())
         }
@@ -60,13 +54,35 @@ impl KeyFormat {
         s
     }
 
+    /// A secret derived from `seed` (at least 32 bytes of keyed-hash output). Used for
+    /// idempotent rotation: a retried request with the same idempotency key re-derives the
+    /// same secret instead of minting another. The seed must be unpredictable.
+    pub fn derive(&self, seed: &[u8; 32]) -> String {
+        let mut body = String::with_capacity(BODY_LEN);
+        let mut counter = 0u8;
+        while body.len() < BODY_LEN {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).unwrap_or_else(|_| unreachable_hmac());
+            mac.update(&[counter]);
+            for b in mac.finalize().into_bytes() {
+                if b < 248 && body.len() < BODY_LEN {
+                    body.push(BASE62[usize::from(b % 62)] as char);
+                }
+            }
+            counter = counter.wrapping_add(1);
+        }
+        let mut s = String::with_capacity(self.prefix.len() + BODY_LEN + CHECKSUM_LEN);
+        s.push_str(&self.prefix);
+        s.push_str(&body);
+        s.push_str(&checksum(body.as_bytes()));
+        s
+    }
+
     /// Whether `candidate` has this format and a correct checksum. Pure CPU, no lookup.
     pub fn is_well_formed(&self, candidate: &str) -> bool {
         let Some(rest) = candidate.strip_prefix(self.prefix.as_str()) else {
             return false;
         };
-        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return false;
         }
         let (body, sum) = rest.split_at(BODY_LEN);
@@ -97,11 +113,7 @@ pub struct KeyDigest(pub [u8; 32]);
 impl std::fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Eight hex characters identify a digest in debugging without being useful to anyone.
-        write!(
-            f,
-            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "KeyDigest({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
 }
 
@@ -120,9 +132,19 @@ pub struct Digester {
 impl Digester {
     pub fn new(pepper: &[u8]) -> Self {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(pepper).unwrap_or_else(|_| unreachable_hmac());
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper).unwrap_or_else(|_| unreachable_hmac());
         Self { mac }
+    }
+
+    /// A keyed hash of `parts` under the pepper, for derivations other than key digests
+    /// (each caller passes its own domain label first).
+    pub fn keyed(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        for p in parts {
+            mac.update(&(p.len() as u64).to_le_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
     }
 
     pub fn digest(&self, secret: &str) -> KeyDigest {
@@ -180,11 +202,57 @@ pub struct KeyRecord {
     pub preview: String,
     pub status: KeyStatus,
     pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
     pub expires_at: Option<UnixMillis>,
     pub last_used_at: Option<UnixMillis>,
     pub request_count: i64,
     pub tokens_used: i64,
     pub spend: crate::MicroUsd,
+    pub settings: KeySettings,
+    /// After a rotation with a grace period: the old secret's digest and when it stops.
+    pub previous_digest: Option<(KeyDigest, UnixMillis)>,
+    /// SHA-256 (hex) of the `Idempotency-Key` of the last rotation, to recognise retries.
+    pub rotation_key: Option<String>,
+}
+
+/// A key's scopes and limits as stored (one JSON document). Every list empty and every
+/// limit `None` means an unrestricted key. Validated by the service layer before storing.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KeySettings {
+    pub model_scope: crate::scope::ModelScope,
+    pub models: Vec<String>,
+    /// Paths such as `/v1/embeddings`.
+    pub allowed_endpoints: Vec<String>,
+    pub allowed_providers: Vec<String>,
+    /// IPs and CIDRs, normalised (`10.0.0.0/8`).
+    pub ip_allowlist: Vec<String>,
+    pub group: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub mcp: serde_json::Map<String, serde_json::Value>,
+    /// Hard USD cap in micro-USD; `None` draws on the organization's balance.
+    pub budget_micros: Option<i64>,
+    pub budget_alert_thresholds: Vec<u8>,
+    pub token_quota: Option<i64>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+}
+
+impl KeySettings {
+    /// The checkable form. Settings are validated before they are stored; should an
+    /// entry still not parse, an allow-list only ever becomes narrower, never open.
+    pub fn scopes(&self) -> crate::scope::KeyScopes {
+        use crate::scope::{IpNet, KeyScopes, parse_endpoint};
+        KeyScopes {
+            model_scope: self.model_scope,
+            models: self.models.iter().cloned().collect(),
+            endpoints: self.allowed_endpoints.iter().filter_map(|e| parse_endpoint(e).ok()).collect(),
+            endpoints_restricted: !self.allowed_endpoints.is_empty(),
+            providers: self.allowed_providers.iter().cloned().collect(),
+            ip_allowlist: self.ip_allowlist.iter().filter_map(|s| IpNet::parse(s).ok()).collect(),
+            ip_restricted: !self.ip_allowlist.is_empty(),
+        }
+    }
 }
 
 impl KeyRecord {
@@ -196,11 +264,7 @@ impl KeyRecord {
 
 /// The status a caller sees at `now`: `expired` is derived from the clock at every
 /// request, never written by a sweeper.
-pub fn effective_status(
-    stored: KeyStatus,
-    expires_at: Option<UnixMillis>,
-    now: UnixMillis,
-) -> KeyStatus {
+pub fn effective_status(stored: KeyStatus, expires_at: Option<UnixMillis>, now: UnixMillis) -> KeyStatus {
     match (stored, expires_at) {
         (KeyStatus::Active, Some(exp)) if exp <= now => KeyStatus::Expired,
         (s, _) => s,
@@ -250,6 +314,15 @@ mod tests {
     }
 
     #[test]
+    fn derived_secrets_are_stable_well_formed_and_seed_bound() {
+        let f = KeyFormat::default();
+        let a = f.derive(&[1; 32]);
+        assert_eq!(a, f.derive(&[1; 32]));
+        assert_ne!(a, f.derive(&[2; 32]));
+        assert!(f.is_well_formed(&a));
+    }
+
+    #[test]
     fn custom_prefix() {
         let f = KeyFormat::new("acme-").unwrap_or_default();
         let key = f.generate();
@@ -282,11 +355,15 @@ mod tests {
             preview: String::new(),
             status: KeyStatus::Active,
             created_at: 0,
+            updated_at: 0,
             expires_at: Some(1000),
             last_used_at: None,
             request_count: 0,
             tokens_used: 0,
             spend: crate::MicroUsd::ZERO,
+            settings: KeySettings::default(),
+            previous_digest: None,
+            rotation_key: None,
         };
         assert_eq!(k.effective_status(999), KeyStatus::Active);
         assert_eq!(k.effective_status(1000), KeyStatus::Expired);

@@ -87,8 +87,7 @@ impl Pricing {
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64, images: u64) -> MicroUsd {
         let pico = i128::from(prompt_tokens) * i128::from(self.input_per_mtok.0)
             + i128::from(completion_tokens) * i128::from(self.output_per_mtok.0);
-        let micros =
-            (pico + 500_000) / 1_000_000 + i128::from(images) * i128::from(self.per_image.0);
+        let micros = (pico + 500_000) / 1_000_000 + i128::from(images) * i128::from(self.per_image.0);
         MicroUsd(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 }

@@ -1,7 +1,9 @@
 //! Who is calling: the key from `Authorization: Bearer` or `x-api-key`, checked in order
-//! of cost — format and checksum (pure CPU, no lookup), then the snapshot by digest, then
-//! status and expiry against the clock.
+//! of cost — format and checksum (pure CPU, no lookup), then the snapshot by digest
+//! (including a rotated-out secret still in its grace period), then status and expiry
+//! against the clock, then the source address against the key's allowlist.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -22,9 +24,11 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
+/// The calling key, checked for status, expiry and source address.
 pub(crate) fn authenticate(
     dp: &DataPlane,
     headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
     now: UnixMillis,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let secret = presented_key(headers).ok_or_else(ApiError::invalid_api_key)?;
@@ -32,29 +36,31 @@ pub(crate) fn authenticate(
         return Err(ApiError::invalid_api_key());
     }
     let digest = dp.digester.digest(secret);
-    let key = dp
-        .snapshot
-        .load()
-        .keys
-        .get(&digest)
-        .cloned()
-        .ok_or_else(ApiError::invalid_api_key)?;
-    match effective_status(key.status, key.expires_at, now) {
-        KeyStatus::Active => Ok(key),
-        KeyStatus::Expired => Err(ApiError::new(
-            ErrorCode::KeyExpired,
-            "This API key has expired.",
-        )),
-        KeyStatus::Inactive => Err(ApiError::new(
-            ErrorCode::KeyDisabled,
-            "This API key is disabled.",
-        )),
-        KeyStatus::Revoked => Err(ApiError::invalid_api_key()),
-        KeyStatus::Exhausted => Err(ApiError::new(
-            ErrorCode::InsufficientQuota,
-            "This API key has used its whole budget or token quota.",
-        )),
+    let auth = dp.snapshot.load().keys.get(&digest).cloned().ok_or_else(ApiError::invalid_api_key)?;
+    if auth.valid_until.is_some_and(|until| until <= now) {
+        // A secret rotated out whose grace period is over.
+        return Err(ApiError::invalid_api_key());
     }
+    let key = auth.key;
+    match effective_status(key.status, key.expires_at, now) {
+        KeyStatus::Active => {}
+        KeyStatus::Expired => return Err(ApiError::new(ErrorCode::KeyExpired, "This API key has expired.")),
+        KeyStatus::Inactive => return Err(ApiError::new(ErrorCode::KeyDisabled, "This API key is disabled.")),
+        KeyStatus::Revoked => return Err(ApiError::invalid_api_key()),
+        KeyStatus::Exhausted => {
+            return Err(ApiError::new(
+                ErrorCode::InsufficientQuota,
+                "This API key has used its whole budget or token quota.",
+            ));
+        }
+    }
+    if key.scopes.ip_restricted && !client_ip.is_some_and(|ip| key.scopes.allows_ip(ip)) {
+        return Err(ApiError::new(
+            ErrorCode::IpNotAllowed,
+            "Requests from this address are not allowed for this API key.",
+        ));
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -70,14 +76,8 @@ mod tests {
 
     #[test]
     fn key_comes_from_bearer_or_x_api_key() {
-        assert_eq!(
-            presented_key(&headers("authorization", "Bearer sk-1")),
-            Some("sk-1")
-        );
-        assert_eq!(
-            presented_key(&headers("authorization", "bearer  sk-1 ")),
-            Some("sk-1")
-        );
+        assert_eq!(presented_key(&headers("authorization", "Bearer sk-1")), Some("sk-1"));
+        assert_eq!(presented_key(&headers("authorization", "bearer  sk-1 ")), Some("sk-1"));
         assert_eq!(presented_key(&headers("authorization", "Basic abc")), None);
         assert_eq!(presented_key(&headers("x-api-key", "sk-2")), Some("sk-2"));
         assert_eq!(presented_key(&HeaderMap::new()), None);

@@ -22,88 +22,48 @@ use tollgate_core::ApiError;
 use tollgate_core::ids::random_base62;
 use tollgate_core::model::Endpoint;
 
-pub(crate) type DemoBody =
-    StreamBody<Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>>;
+pub(crate) type DemoBody = StreamBody<Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>>;
 
 const DEFAULT_DIMENSIONS: u64 = 256;
 const MAX_DIMENSIONS: u64 = 4096;
 
 /// Answers one request. `body` is what an upstream would receive (model already renamed,
 /// `stream_options.include_usage` already set for streams).
-pub(crate) fn respond(
-    endpoint: Endpoint,
-    body: &[u8],
-    word_delay: Duration,
-) -> Result<Response<DemoBody>, ApiError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::invalid_request("Request body must be a JSON object."))?;
+pub(crate) fn respond(endpoint: Endpoint, body: &[u8], word_delay: Duration) -> Result<Response<DemoBody>, ApiError> {
+    let req: Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::invalid_request("Request body must be a JSON object."))?;
     let model = req["model"].as_str().unwrap_or_default().to_owned();
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages = req["messages"]
-                .as_array()
-                .filter(|m| !m.is_empty())
-                .ok_or_else(|| {
-                    ApiError::invalid_request("'messages' must be a non-empty array.")
-                        .with_param("messages")
-                })?;
+            let messages = req["messages"].as_array().filter(|m| !m.is_empty()).ok_or_else(|| {
+                ApiError::invalid_request("'messages' must be a non-empty array.").with_param("messages")
+            })?;
             let prompt_tokens: u64 = messages.iter().map(|m| words(&message_text(m)) + 3).sum();
-            let last_user = messages
-                .iter()
-                .rev()
-                .find(|m| m["role"] == "user")
-                .map(message_text)
-                .unwrap_or_default();
-            Ok(text_response(
-                TextKind::Chat,
-                &req,
-                model,
-                &last_user,
-                prompt_tokens,
-                word_delay,
-            ))
+            let last_user = messages.iter().rev().find(|m| m["role"] == "user").map(message_text).unwrap_or_default();
+            Ok(text_response(TextKind::Chat, &req, model, &last_user, prompt_tokens, word_delay))
         }
         Endpoint::Completions => {
             let prompt = match &req["prompt"] {
                 Value::String(s) => s.clone(),
-                Value::Array(parts) => parts
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
                 _ => {
-                    return Err(ApiError::invalid_request(
-                        "'prompt' must be a string or an array of strings.",
-                    )
-                    .with_param("prompt"));
+                    return Err(ApiError::invalid_request("'prompt' must be a string or an array of strings.")
+                        .with_param("prompt"));
                 }
             };
-            Ok(text_response(
-                TextKind::Completion,
-                &req,
-                model,
-                &prompt,
-                words(&prompt),
-                word_delay,
-            ))
+            Ok(text_response(TextKind::Completion, &req, model, &prompt, words(&prompt), word_delay))
         }
         Endpoint::Embeddings => embeddings(&req, model),
-        Endpoint::Responses | Endpoint::ImagesGenerations | Endpoint::Models => {
-            Err(ApiError::invalid_request(
-                "The demo provider serves chat completions, completions and embeddings only.",
-            ))
-        }
+        Endpoint::Responses | Endpoint::ImagesGenerations | Endpoint::Models => Err(ApiError::invalid_request(
+            "The demo provider serves chat completions, completions and embeddings only.",
+        )),
     }
 }
 
 fn message_text(m: &Value) -> String {
     match &m["content"] {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
         _ => String::new(),
     }
 }
@@ -114,10 +74,11 @@ fn words(s: &str) -> u64 {
 
 /// The deterministic reply to a prompt.
 fn reply_words(prompt: &str) -> Vec<String> {
-    let mut out: Vec<String> = "Hello! This is the Tollgate demo model, answering locally without any provider account. You said:"
-        .split(' ')
-        .map(str::to_owned)
-        .collect();
+    let mut out: Vec<String> =
+        "Hello! This is the Tollgate demo model, answering locally without any provider account. You said:"
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
     let echoed: Vec<&str> = prompt.split_whitespace().take(12).collect();
     if echoed.is_empty() {
         out.push("nothing.".to_owned());
@@ -142,9 +103,7 @@ fn text_response(
     delay: Duration,
 ) -> Response<DemoBody> {
     let mut reply = reply_words(prompt);
-    let limit = req["max_completion_tokens"]
-        .as_u64()
-        .or(req["max_tokens"].as_u64());
+    let limit = req["max_completion_tokens"].as_u64().or(req["max_tokens"].as_u64());
     let mut finish = "stop";
     if let Some(limit) = limit.filter(|&l| (l as usize) < reply.len()) {
         reply.truncate(limit as usize);
@@ -157,16 +116,8 @@ fn text_response(
     });
     let created = tollgate_core::time::now_millis() / 1000;
     let (id, object, chunk_object) = match kind {
-        TextKind::Chat => (
-            format!("chatcmpl-{}", random_base62(24)),
-            "chat.completion",
-            "chat.completion.chunk",
-        ),
-        TextKind::Completion => (
-            format!("cmpl-{}", random_base62(24)),
-            "text_completion",
-            "text_completion",
-        ),
+        TextKind::Chat => (format!("chatcmpl-{}", random_base62(24)), "chat.completion", "chat.completion.chunk"),
+        TextKind::Completion => (format!("cmpl-{}", random_base62(24)), "text_completion", "text_completion"),
     };
     let choice = |text: Option<&str>, finish: Option<&str>, first: bool| match kind {
         TextKind::Chat => {
@@ -219,15 +170,9 @@ fn text_response(
     }
     for (i, w) in reply.iter().enumerate() {
         let piece = if i == 0 { w.clone() } else { format!(" {w}") };
-        events.push(chunk(
-            json!([choice(Some(&piece), None, false)]),
-            Value::Null,
-        ));
+        events.push(chunk(json!([choice(Some(&piece), None, false)]), Value::Null));
     }
-    events.push(chunk(
-        json!([choice(None, Some(finish), false)]),
-        Value::Null,
-    ));
+    events.push(chunk(json!([choice(None, Some(finish), false)]), Value::Null));
     if include_usage {
         events.push(chunk(json!([]), usage));
     }
@@ -239,42 +184,25 @@ fn text_response(
         }
         Ok::<_, Infallible>(Frame::data(ev))
     });
-    let mut res = Response::new(StreamBody::new(
-        Box::pin(stream) as Pin<Box<dyn Stream<Item = _> + Send>>
-    ));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
+    let mut res = Response::new(StreamBody::new(Box::pin(stream) as Pin<Box<dyn Stream<Item = _> + Send>>));
+    res.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     res
 }
 
 fn embeddings(req: &Value, model: String) -> Result<Response<DemoBody>, ApiError> {
     let bad_input = || {
-        ApiError::invalid_request(
-            "'input' must be a string, an array of strings, or an array of token arrays.",
-        )
-        .with_param("input")
+        ApiError::invalid_request("'input' must be a string, an array of strings, or an array of token arrays.")
+            .with_param("input")
     };
     let inputs: Vec<(String, u64)> = match &req["input"] {
         Value::String(s) => vec![(s.clone(), words(s))],
         Value::Array(items) if !items.is_empty() => {
             if items.iter().all(Value::is_string) {
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(|s| (s.to_owned(), words(s)))
-                    .collect()
+                items.iter().filter_map(Value::as_str).map(|s| (s.to_owned(), words(s))).collect()
             } else if items.iter().all(Value::is_u64) {
                 vec![(Value::Array(items.clone()).to_string(), items.len() as u64)]
-            } else if items
-                .iter()
-                .all(|i| i.as_array().is_some_and(|a| a.iter().all(Value::is_u64)))
-            {
-                items
-                    .iter()
-                    .map(|a| (a.to_string(), a.as_array().map_or(0, Vec::len) as u64))
-                    .collect()
+            } else if items.iter().all(|i| i.as_array().is_some_and(|a| a.iter().all(Value::is_u64))) {
+                items.iter().map(|a| (a.to_string(), a.as_array().map_or(0, Vec::len) as u64)).collect()
             } else {
                 return Err(bad_input());
             }
@@ -283,24 +211,17 @@ fn embeddings(req: &Value, model: String) -> Result<Response<DemoBody>, ApiError
     };
     let dims = match &req["dimensions"] {
         Value::Null => DEFAULT_DIMENSIONS,
-        v => v
-            .as_u64()
-            .filter(|d| (1..=MAX_DIMENSIONS).contains(d))
-            .ok_or_else(|| {
-                ApiError::invalid_request(format!(
-                    "'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."
-                ))
+        v => v.as_u64().filter(|d| (1..=MAX_DIMENSIONS).contains(d)).ok_or_else(|| {
+            ApiError::invalid_request(format!("'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."))
                 .with_param("dimensions")
-            })?,
+        })?,
     };
     let base64 = match req["encoding_format"].as_str() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(_) => {
-            return Err(ApiError::invalid_request(
-                "'encoding_format' must be 'float' or 'base64'.",
-            )
-            .with_param("encoding_format"));
+            return Err(ApiError::invalid_request("'encoding_format' must be 'float' or 'base64'.")
+                .with_param("encoding_format"));
         }
     };
     let data: Vec<Value> = inputs
@@ -328,9 +249,7 @@ fn embeddings(req: &Value, model: String) -> Result<Response<DemoBody>, ApiError
 /// A unit vector that depends only on `text` and `dims`.
 pub(crate) fn embedding_vector(text: &str, dims: u64) -> Vec<f32> {
     // FNV-1a for the seed, SplitMix64 for the stream: fixed, portable, no dependency.
-    let seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let seed = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let mut state = seed;
     let mut v: Vec<f32> = (0..dims)
         .map(|_| {
@@ -352,14 +271,9 @@ pub(crate) fn embedding_vector(text: &str, dims: u64) -> Vec<f32> {
 fn json_body(status: StatusCode, body: &Value) -> Response<DemoBody> {
     let bytes = Bytes::from(body.to_string());
     let stream = stream::once(async move { Ok::<_, Infallible>(Frame::data(bytes)) });
-    let mut res = Response::new(StreamBody::new(
-        Box::pin(stream) as Pin<Box<dyn Stream<Item = _> + Send>>
-    ));
+    let mut res = Response::new(StreamBody::new(Box::pin(stream) as Pin<Box<dyn Stream<Item = _> + Send>>));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     res
 }
 

@@ -14,12 +14,13 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use tollgate_core::model::Endpoint;
+use tollgate_core::scope::ModelScope;
 use tollgate_core::time::now_millis;
 use tollgate_core::usage::{BillingReason, UsageEvent};
 use tollgate_core::{ApiError, ErrorCode, MicroUsd};
 
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
-use crate::snapshot::{KeyEntry, ProviderKind};
+use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind};
 use crate::upstream::relay_status;
 use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request};
 
@@ -30,18 +31,14 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 struct Pending {
     event: Option<UsageEvent>,
     started: Instant,
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl Pending {
-    fn new(req: &Request, endpoint: &str) -> Self {
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .map_or_else(String::new, |r| r.0.to_string());
-        let client_ip = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip().to_string());
+    fn new(dp: &DataPlane, req: &Request, endpoint: &str) -> Self {
+        let request_id = req.extensions().get::<RequestId>().map_or_else(String::new, |r| r.0.to_string());
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let client_ip = tollgate_core::scope::client_ip(peer, req.headers(), &dp.trusted_proxies);
         let event = UsageEvent {
             request_id,
             created_at: now_millis(),
@@ -58,13 +55,10 @@ impl Pending {
             latency_ms: 0,
             ttft_ms: None,
             stream: false,
-            client_ip,
+            client_ip: client_ip.map(|ip| ip.to_string()),
             billing_reason: BillingReason::NotBilled,
         };
-        Self {
-            event: Some(event),
-            started: Instant::now(),
-        }
+        Self { event: Some(event), started: Instant::now(), client_ip }
     }
 
     fn event(&mut self) -> Option<&mut UsageEvent> {
@@ -89,12 +83,8 @@ impl Pending {
     }
 }
 
-pub(crate) async fn proxy(
-    State(dp): State<Arc<DataPlane>>,
-    endpoint: Endpoint,
-    req: Request,
-) -> Response {
-    let mut pending = Pending::new(&req, endpoint.path());
+pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, req: Request) -> Response {
+    let mut pending = Pending::new(&dp, &req, endpoint.path());
     match serve(&dp, endpoint, req, &mut pending).await {
         Ok(res) => {
             // A relayed upstream error has not been recorded yet; a metered body has
@@ -110,15 +100,16 @@ pub(crate) async fn proxy(
     }
 }
 
-async fn serve(
-    dp: &DataPlane,
-    endpoint: Endpoint,
-    req: Request,
-    pending: &mut Pending,
-) -> Result<Response, ApiError> {
+async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let key = auth::authenticate(dp, &parts.headers, now_millis())?;
+    let key = auth::authenticate(dp, &parts.headers, pending.client_ip, now_millis())?;
     pending.identify(&key);
+    if !key.scopes.allows_endpoint(endpoint) {
+        return Err(ApiError::new(
+            ErrorCode::EndpointNotAllowed,
+            format!("This API key may not call {}.", endpoint.path()),
+        ));
+    }
 
     let body = request::read_body(body, &parts.headers, dp.limits.max_body_bytes).await?;
     let parsed = request::parse(body)?;
@@ -131,6 +122,7 @@ async fn serve(
     let model = snapshot
         .models
         .get(&parsed.model)
+        .filter(|m| key.scopes.allows_model(&m.id, m.model_type))
         .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
     if endpoint.model_type() != Some(model.model_type) {
         return Err(ApiError::invalid_request(format!(
@@ -142,11 +134,13 @@ async fn serve(
         .with_param("model"));
     }
     // Routing across channels (priority, weight, health, failover) comes with the
-    // providers work; for now the first channel serves.
-    let channel = model
-        .channels
-        .first()
-        .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
+    // providers work; for now the first channel the key's provider scope allows serves.
+    let channel = model.channels.iter().find(|c| key.scopes.allows_provider(&c.provider.name)).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ProviderNotAllowed,
+            format!("This API key may not use the providers that serve '{}'.", model.id),
+        )
+    })?;
     if let Some(e) = pending.event() {
         e.provider = Some(channel.provider.name.clone());
     }
@@ -158,11 +152,7 @@ async fn serve(
             event: pending.event.take()?,
             started: pending.started,
             pricing: model.pricing,
-            images: if endpoint == Endpoint::ImagesGenerations {
-                parsed.images
-            } else {
-                0
-            },
+            images: if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 },
             prompt_estimate: parsed.prompt_token_estimate(),
             usage: None,
             output_bytes: 0,
@@ -205,10 +195,8 @@ where
 {
     let (parts, inner) = res.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let is_sse = content_type
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse =
+        content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
     let body = if is_sse {
         Body::new(MeteredBody::sse(inner, meter, hide_usage_only))
     } else {
@@ -219,8 +207,7 @@ where
     let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
     out.headers_mut().insert(header::CONTENT_TYPE, content_type);
     if is_sse {
-        out.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     out
 }
@@ -233,11 +220,8 @@ async fn upstream_error(
     pending: &mut Pending,
 ) -> Result<Response, ApiError> {
     let status = res.status();
-    let retry_after = res
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after =
+        res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let body = http_body_util::Limited::new(res.into_body(), MAX_ERROR_BODY)
         .collect()
         .await
@@ -247,31 +231,18 @@ async fn upstream_error(
         None => {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| {
-                    v["error"]["message"]
-                        .as_str()
-                        .map(|m| m.chars().take(500).collect::<String>())
-                });
+                .and_then(|v| v["error"]["message"].as_str().map(|m| m.chars().take(500).collect::<String>()));
             if let Some(e) = pending.event() {
                 e.error = Some(message.unwrap_or_else(|| format!("upstream answered {status}")));
             }
             let mut out = Response::new(Body::from(body));
             *out.status_mut() = status;
-            out.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(out)
         }
         Some(mut err) => {
-            tracing::warn!(
-                provider,
-                status = status.as_u16(),
-                "upstream answered with an error status"
-            );
-            if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) =
-                (&mut err.code, retry_after)
-            {
+            tracing::warn!(provider, status = status.as_u16(), "upstream answered with an error status");
+            if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) = (&mut err.code, retry_after) {
                 *retry_after_secs = secs;
             }
             Err(err)
@@ -280,52 +251,54 @@ async fn upstream_error(
 }
 
 pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
-    let mut pending = Pending::new(&req, Endpoint::Models.path());
-    let result = auth::authenticate(&dp, req.headers(), now_millis()).map(|key| {
+    let mut pending = Pending::new(&dp, &req, Endpoint::Models.path());
+    let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).map(|key| {
         pending.identify(&key);
-        json_response(dp.snapshot.load().model_list.clone())
+        let snapshot = dp.snapshot.load();
+        if key.scopes.model_scope == ModelScope::All && key.scopes.providers.is_empty() {
+            return json_response(snapshot.model_list.clone());
+        }
+        let mut visible: Vec<&ModelRoute> =
+            snapshot.models.values().filter(|m| may_use(&key, m)).map(|m| &**m).collect();
+        visible.sort_by(|a, b| a.id.cmp(&b.id));
+        let data: Vec<_> = visible.iter().map(|m| m.to_json()).collect();
+        json_response(Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string()))
     });
     finish(&dp, pending, result)
 }
 
-pub(crate) async fn get_model(
-    State(dp): State<Arc<DataPlane>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let mut pending = Pending::new(&req, Endpoint::Models.path());
-    let result = auth::authenticate(&dp, req.headers(), now_millis()).and_then(|key| {
+pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<String>, req: Request) -> Response {
+    let mut pending = Pending::new(&dp, &req, Endpoint::Models.path());
+    let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).and_then(|key| {
         pending.identify(&key);
         if let Some(e) = pending.event() {
             e.model = Some(id.clone());
         }
         let snapshot = dp.snapshot.load();
-        let model = snapshot
-            .models
-            .get(&id)
-            .ok_or_else(|| ApiError::model_not_found(&id))?;
+        let model =
+            snapshot.models.get(&id).filter(|m| may_use(&key, m)).ok_or_else(|| ApiError::model_not_found(&id))?;
         Ok(json_response(Bytes::from(model.to_json().to_string())))
     });
     finish(&dp, pending, result)
 }
 
+/// Whether the key's model and provider scopes leave it a way to call `model`.
+fn may_use(key: &KeyEntry, model: &ModelRoute) -> bool {
+    key.scopes.allows_model(&model.id, model.model_type)
+        && model.channels.iter().any(|c| key.scopes.allows_provider(&c.provider.name))
+}
+
 pub(crate) async fn not_found(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
     let shown: String = req.uri().path().chars().take(128).collect();
-    let pending = Pending::new(&req, &shown);
-    let err = ApiError::new(
-        ErrorCode::NotFound,
-        format!("Unknown endpoint: {} {shown}", req.method()),
-    );
+    let pending = Pending::new(&dp, &req, &shown);
+    let err = ApiError::new(ErrorCode::NotFound, format!("Unknown endpoint: {} {shown}", req.method()));
     finish(&dp, pending, Err(err))
 }
 
 pub(crate) async fn method_not_allowed(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
     let shown: String = req.uri().path().chars().take(128).collect();
-    let pending = Pending::new(&req, &shown);
-    let err = ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{} is not allowed on {shown}", req.method()),
-    );
+    let pending = Pending::new(&dp, &req, &shown);
+    let err = ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {shown}", req.method()));
     finish(&dp, pending, Err(err))
 }
 
@@ -344,9 +317,6 @@ fn finish(dp: &DataPlane, pending: Pending, result: Result<Response, ApiError>) 
 
 fn json_response(body: Bytes) -> Response {
     let mut res = Response::new(Body::from(body));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }

@@ -18,7 +18,6 @@ mod sse;
 mod upstream;
 mod usage_sink;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tollgate_core::key::{Digester, KeyFormat};
 
-pub use snapshot::{Channel, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
+pub use snapshot::{Channel, KeyAuth, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
 pub use upstream::UpstreamClient;
 pub use usage_sink::{UsageReceiver, UsageSink, usage_channel};
 
@@ -35,9 +34,7 @@ pub use usage_sink::{UsageReceiver, UsageSink, usage_channel};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-/// The TCP peer of the connection, set by the server's accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub use tollgate_core::PeerAddr;
 
 /// Limits that shape every request.
 #[derive(Debug, Clone)]
@@ -56,32 +53,19 @@ pub struct DataPlane {
     pub client: UpstreamClient,
     pub usage: UsageSink,
     pub limits: Limits,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of Tollgate).
+    pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
 }
 
 /// The `/v1` route table.
 pub fn router(data_plane: Arc<DataPlane>) -> Router {
     use tollgate_core::model::Endpoint as E;
     Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(|s, r| handler::proxy(s, E::ChatCompletions, r)),
-        )
-        .route(
-            "/v1/completions",
-            post(|s, r| handler::proxy(s, E::Completions, r)),
-        )
-        .route(
-            "/v1/embeddings",
-            post(|s, r| handler::proxy(s, E::Embeddings, r)),
-        )
-        .route(
-            "/v1/images/generations",
-            post(|s, r| handler::proxy(s, E::ImagesGenerations, r)),
-        )
-        .route(
-            "/v1/responses",
-            post(|s, r| handler::proxy(s, E::Responses, r)),
-        )
+        .route("/v1/chat/completions", post(|s, r| handler::proxy(s, E::ChatCompletions, r)))
+        .route("/v1/completions", post(|s, r| handler::proxy(s, E::Completions, r)))
+        .route("/v1/embeddings", post(|s, r| handler::proxy(s, E::Embeddings, r)))
+        .route("/v1/images/generations", post(|s, r| handler::proxy(s, E::ImagesGenerations, r)))
+        .route("/v1/responses", post(|s, r| handler::proxy(s, E::Responses, r)))
         .route("/v1/models", get(handler::list_models))
         .route("/v1/models/{*id}", get(handler::get_model))
         .route("/v1/{*rest}", axum::routing::any(handler::not_found))

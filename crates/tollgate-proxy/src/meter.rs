@@ -52,10 +52,7 @@ impl Meter {
         let reported = self.usage;
         let (prompt, completion) = match reported {
             Some(u) => (u.prompt, u.completion),
-            None => (
-                self.prompt_estimate,
-                self.output_bytes.div_ceil(BYTES_PER_TOKEN),
-            ),
+            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN)),
         };
         let e = &mut self.event;
         e.billing_reason = match outcome {
@@ -84,11 +81,7 @@ enum Framing {
     /// Passed through frame by frame; a copy is kept to read `usage` at the end.
     Json { copy: Vec<u8> },
     /// Cut at event boundaries; `pending` holds an incomplete event.
-    Sse {
-        pending: BytesMut,
-        hide_usage_only: bool,
-        closing: Option<Bytes>,
-    },
+    Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes> },
 }
 
 pub(crate) struct MeteredBody<B> {
@@ -99,25 +92,13 @@ pub(crate) struct MeteredBody<B> {
 
 impl<B> MeteredBody<B> {
     pub fn json(inner: B, meter: Meter) -> Self {
-        Self {
-            inner,
-            framing: Framing::Json { copy: Vec::new() },
-            meter: Some(meter),
-        }
+        Self { inner, framing: Framing::Json { copy: Vec::new() }, meter: Some(meter) }
     }
 
     /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
     pub fn sse(inner: B, meter: Meter, hide_usage_only: bool) -> Self {
-        let framing = Framing::Sse {
-            pending: BytesMut::new(),
-            hide_usage_only,
-            closing: None,
-        };
-        Self {
-            inner,
-            framing,
-            meter: Some(meter),
-        }
+        let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None };
+        Self { inner, framing, meter: Some(meter) }
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -163,10 +144,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
             if let Framing::Sse { closing, .. } = &mut this.framing
@@ -183,17 +161,14 @@ where
                     this.finish(Outcome::UpstreamFailed);
                     return match &mut this.framing {
                         // An SSE client gets a proper error event and a clean end.
-                        Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(
-                            Bytes::from_static(INTERRUPTED_EVENT),
-                        )))),
+                        Framing::Sse { .. } => {
+                            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT)))))
+                        }
                         Framing::Json { .. } => Poll::Ready(Some(Err(e.into()))),
                     };
                 }
                 None => {
-                    if let Framing::Sse {
-                        pending, closing, ..
-                    } = &mut this.framing
-                    {
+                    if let Framing::Sse { pending, closing, .. } = &mut this.framing {
                         // An unterminated last event still belongs to the client.
                         if !pending.is_empty() {
                             *closing = Some(pending.split().freeze());
@@ -221,11 +196,7 @@ where
                     }
                     data
                 }
-                Framing::Sse {
-                    pending,
-                    hide_usage_only,
-                    ..
-                } => {
+                Framing::Sse { pending, hide_usage_only, .. } => {
                     pending.extend_from_slice(&data);
                     let mut out = Self::drain_events(pending, *hide_usage_only, meter);
                     if ended && !pending.is_empty() {
@@ -246,11 +217,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.meter.is_none()
-            && matches!(
-                &self.framing,
-                Framing::Json { .. } | Framing::Sse { closing: None, .. }
-            )
+        self.meter.is_none() && matches!(&self.framing, Framing::Json { .. } | Framing::Sse { closing: None, .. })
     }
 
     fn size_hint(&self) -> SizeHint {

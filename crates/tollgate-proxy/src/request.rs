@@ -18,24 +18,17 @@ pub(crate) async fn read_body(
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError::new(
-            ErrorCode::RequestTooLarge,
-            format!("Request body is larger than the limit of {limit} bytes."),
-        )
+        ApiError::new(ErrorCode::RequestTooLarge, format!("Request body is larger than the limit of {limit} bytes."))
     };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiError::invalid_request(
-            "Could not read the request body.",
-        )),
+        Err(_) => Err(ApiError::invalid_request("Could not read the request body.")),
     }
 }
 
@@ -81,56 +74,34 @@ pub(crate) fn parse(body: Bytes) -> Result<ParsedRequest, ApiError> {
     let model = match head.model {
         Some(m) if !m.is_empty() => m.into_owned(),
         _ => {
-            return Err(
-                ApiError::invalid_request("You must provide a model parameter.")
-                    .with_param("model"),
-            );
+            return Err(ApiError::invalid_request("You must provide a model parameter.").with_param("model"));
         }
     };
     let stream = head.stream.unwrap_or(false);
-    let client_wants_usage = stream
-        && head
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-    Ok(ParsedRequest {
-        model,
-        stream,
-        client_wants_usage,
-        images: head.n.unwrap_or(1),
-        body,
-    })
+    let client_wants_usage = stream && head.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    Ok(ParsedRequest { model, stream, client_wants_usage, images: head.n.unwrap_or(1), body })
 }
 
 impl ParsedRequest {
     /// The body to send upstream. Unchanged bytes when nothing needs rewriting (the common
     /// case: same model name, no stream), otherwise re-serialized once.
-    pub fn upstream_body(
-        &self,
-        endpoint: Endpoint,
-        upstream_model: &str,
-    ) -> Result<Bytes, ApiError> {
+    pub fn upstream_body(&self, endpoint: Endpoint, upstream_model: &str) -> Result<Bytes, ApiError> {
         let ask_usage = self.stream
             && !self.client_wants_usage
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         if upstream_model == self.model && !ask_usage {
             return Ok(self.body.clone());
         }
-        let mut map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&self.body)
-                .map_err(|_| ApiError::invalid_request("Request body must be a JSON object."))?;
+        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&self.body)
+            .map_err(|_| ApiError::invalid_request("Request body must be a JSON object."))?;
         map.insert("model".into(), upstream_model.into());
         if ask_usage {
-            let opts = map
-                .entry("stream_options")
-                .or_insert_with(|| serde_json::json!({}));
+            let opts = map.entry("stream_options").or_insert_with(|| serde_json::json!({}));
             if let Some(o) = opts.as_object_mut() {
                 o.insert("include_usage".into(), true.into());
             }
         }
-        serde_json::to_vec(&map)
-            .map(Bytes::from)
-            .map_err(|_| ApiError::internal())
+        serde_json::to_vec(&map).map(Bytes::from).map_err(|_| ApiError::internal())
     }
 
     /// A rough prompt size for billing when the provider reports none: ~4 bytes a token.
@@ -149,31 +120,17 @@ mod tests {
 
     #[test]
     fn parses_the_fields_it_needs() {
-        let r = p(
-            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (r.model.as_str(), r.stream, r.client_wants_usage),
-            ("m", true, true)
-        );
+        let r = p(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#).unwrap();
+        assert_eq!((r.model.as_str(), r.stream, r.client_wants_usage), ("m", true, true));
         let r = p(r#"{"model":"m\u0031","messages":[]}"#).unwrap();
-        assert_eq!(
-            (r.model.as_str(), r.stream, r.client_wants_usage),
-            ("m1", false, false)
-        );
+        assert_eq!((r.model.as_str(), r.stream, r.client_wants_usage), ("m1", false, false));
     }
 
     #[test]
     fn rejects_bad_bodies_with_invalid_request() {
-        for bad in [
-            "{",
-            "[]",
-            r#"{"messages":[]}"#,
-            r#"{"model":""}"#,
-            r#"{"model":5}"#,
-            r#"{"model":"m","stream":"yes"}"#,
-        ] {
+        for bad in
+            ["{", "[]", r#"{"messages":[]}"#, r#"{"model":""}"#, r#"{"model":5}"#, r#"{"model":"m","stream":"yes"}"#]
+        {
             let e = p(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
         }
@@ -182,10 +139,7 @@ mod tests {
     #[test]
     fn upstream_body_untouched_when_possible() {
         let r = p(r#"{"model":"m","messages":[]}"#).unwrap();
-        assert_eq!(
-            r.upstream_body(Endpoint::ChatCompletions, "m").unwrap(),
-            r.body
-        );
+        assert_eq!(r.upstream_body(Endpoint::ChatCompletions, "m").unwrap(), r.body);
     }
 
     #[test]

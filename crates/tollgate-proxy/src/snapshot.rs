@@ -10,6 +10,7 @@ use tollgate_core::Secret;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 use tollgate_core::model::ModelType;
 use tollgate_core::money::Pricing;
+use tollgate_core::scope::KeyScopes;
 use tollgate_core::time::UnixMillis;
 
 /// What the data plane needs to know about a key.
@@ -19,6 +20,7 @@ pub struct KeyEntry {
     pub name: String,
     pub status: KeyStatus,
     pub expires_at: Option<UnixMillis>,
+    pub scopes: KeyScopes,
 }
 
 impl From<&KeyRecord> for KeyEntry {
@@ -28,8 +30,17 @@ impl From<&KeyRecord> for KeyEntry {
             name: k.name.clone(),
             status: k.status,
             expires_at: k.expires_at,
+            scopes: k.settings.scopes(),
         }
     }
+}
+
+/// A digest the data plane accepts: the key it belongs to and, for a secret rotated out
+/// with a grace period, the moment it stops working.
+#[derive(Debug, Clone)]
+pub struct KeyAuth {
+    pub key: Arc<KeyEntry>,
+    pub valid_until: Option<UnixMillis>,
 }
 
 /// How a provider is reached.
@@ -69,10 +80,7 @@ pub struct ModelRoute {
 impl ModelRoute {
     /// The OpenAI model object for `/v1/models`.
     pub fn to_json(&self) -> serde_json::Value {
-        let owned_by = self
-            .channels
-            .first()
-            .map_or("tollgate", |c| c.provider.name.as_str());
+        let owned_by = self.channels.first().map_or("tollgate", |c| c.provider.name.as_str());
         serde_json::json!({ "id": self.id, "object": "model", "created": self.created, "owned_by": owned_by })
     }
 }
@@ -80,7 +88,7 @@ impl ModelRoute {
 /// Everything the data plane reads, as of one moment.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub keys: HashMap<KeyDigest, Arc<KeyEntry>>,
+    pub keys: HashMap<KeyDigest, KeyAuth>,
     pub models: HashMap<String, Arc<ModelRoute>>,
     /// `GET /v1/models`, rendered once per snapshot.
     pub model_list: Bytes,
@@ -88,41 +96,37 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(keys: &[KeyRecord], models: Vec<ModelRoute>) -> Self {
-        let keys = keys
-            .iter()
-            .map(|k| (k.digest, Arc::new(KeyEntry::from(k))))
-            .collect();
+        let mut map = HashMap::with_capacity(keys.len());
+        insert_key_digests(&mut map, keys);
+        let keys = map;
         let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
         let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
-        let model_list =
-            Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
+        let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
         let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
-        Self {
-            keys,
-            models,
-            model_list,
-        }
+        Self { keys, models, model_list }
     }
 
     /// A copy with these keys inserted or replaced (by id: a key whose digest changed
     /// loses its old digest) and these key ids removed. Models are shared, not copied.
     pub fn with_key_changes(&self, upserts: &[KeyRecord], removed_ids: &[String]) -> Self {
         let mut keys = self.keys.clone();
-        let gone: std::collections::HashSet<&str> = upserts
-            .iter()
-            .map(|k| k.id.as_str())
-            .chain(removed_ids.iter().map(String::as_str))
-            .collect();
-        keys.retain(|_, entry| !gone.contains(entry.id.as_str()));
-        for k in upserts {
-            keys.insert(k.digest, Arc::new(KeyEntry::from(k)));
+        let gone: std::collections::HashSet<&str> =
+            upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
+        keys.retain(|_, auth| !gone.contains(auth.key.id.as_str()));
+        insert_key_digests(&mut keys, upserts);
+        Self { keys, models: self.models.clone(), model_list: self.model_list.clone() }
+    }
+}
+
+/// Maps each key's current digest, and its previous one while in grace.
+fn insert_key_digests(map: &mut HashMap<KeyDigest, KeyAuth>, keys: &[KeyRecord]) {
+    for k in keys {
+        let entry = Arc::new(KeyEntry::from(k));
+        if let Some((old, until)) = k.previous_digest {
+            map.insert(old, KeyAuth { key: entry.clone(), valid_until: Some(until) });
         }
-        Self {
-            keys,
-            models: self.models.clone(),
-            model_list: self.model_list.clone(),
-        }
+        map.insert(k.digest, KeyAuth { key: entry, valid_until: None });
     }
 }
 
@@ -139,11 +143,15 @@ mod tests {
             preview: String::new(),
             status: KeyStatus::Active,
             created_at: 0,
+            updated_at: 0,
             expires_at: None,
             last_used_at: None,
             request_count: 0,
             tokens_used: 0,
             spend: MicroUsd::ZERO,
+            settings: Default::default(),
+            previous_digest: None,
+            rotation_key: None,
         }
     }
 
@@ -152,13 +160,15 @@ mod tests {
         let s = Snapshot::new(&[record("a", 1), record("b", 2)], vec![]);
         let mut a2 = record("a", 9);
         a2.status = KeyStatus::Inactive;
-        let s2 = s.with_key_changes(&[a2], &["b".to_owned()]);
+        let s2 = s.with_key_changes(&[a2.clone()], &["b".to_owned()]);
         assert_eq!(s2.keys.len(), 1);
-        assert!(
-            !s2.keys.contains_key(&KeyDigest([1; 32])),
-            "old digest of a rotated key must go"
-        );
-        assert_eq!(s2.keys[&KeyDigest([9; 32])].status, KeyStatus::Inactive);
+        assert!(!s2.keys.contains_key(&KeyDigest([1; 32])), "old digest of a rotated key must go");
+        assert_eq!(s2.keys[&KeyDigest([9; 32])].key.status, KeyStatus::Inactive);
         assert_eq!(s.keys.len(), 2, "the original snapshot is untouched");
+        // Rotated with grace: both digests lead to the key, the old one with its deadline.
+        a2.previous_digest = Some((KeyDigest([1; 32]), 5_000));
+        let s3 = s2.with_key_changes(&[a2], &[]);
+        assert_eq!(s3.keys[&KeyDigest([1; 32])].valid_until, Some(5_000));
+        assert_eq!(s3.keys[&KeyDigest([9; 32])].valid_until, None);
     }
 }

@@ -119,26 +119,15 @@ pub(crate) fn inspect_event(event: &[u8]) -> EventInfo {
     if let Some(choices) = &chunk.choices {
         no_choices = choices.is_empty();
         for c in choices {
-            let delta = c
-                .delta
-                .as_ref()
-                .and_then(|d| d.content.as_deref())
-                .unwrap_or("");
+            let delta = c.delta.as_ref().and_then(|d| d.content.as_deref()).unwrap_or("");
             output_bytes += (delta.len() + c.text.as_deref().unwrap_or("").len()) as u64;
         }
     }
     if let Some(d) = chunk.delta.filter(|d| d.get().starts_with('"')) {
         output_bytes += d.get().len().saturating_sub(2) as u64;
     }
-    let usage = chunk
-        .usage
-        .or(chunk.response.and_then(|r| r.usage))
-        .map(TokenUsage::from);
-    EventInfo {
-        usage_only: usage.is_some() && no_choices,
-        usage,
-        output_bytes,
-    }
+    let usage = chunk.usage.or(chunk.response.and_then(|r| r.usage)).map(TokenUsage::from);
+    EventInfo { usage_only: usage.is_some() && no_choices, usage, output_bytes }
 }
 
 /// Usage from a complete JSON response body, if it has any.
@@ -148,10 +137,7 @@ pub(crate) fn json_usage(body: &[u8]) -> Option<TokenUsage> {
         #[serde(default)]
         usage: Option<UsageView>,
     }
-    serde_json::from_slice::<Body>(body)
-        .ok()?
-        .usage
-        .map(TokenUsage::from)
+    serde_json::from_slice::<Body>(body).ok()?.usage.map(TokenUsage::from)
 }
 
 #[cfg(test)]
@@ -167,27 +153,12 @@ mod tests {
 
     #[test]
     fn reads_chat_chunks() {
-        let e = inspect_event(
-            br#"data: {"choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}"#,
-        );
-        assert_eq!(
-            e,
-            EventInfo {
-                usage: None,
-                usage_only: false,
-                output_bytes: 5
-            }
-        );
+        let e = inspect_event(br#"data: {"choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}"#);
+        assert_eq!(e, EventInfo { usage: None, usage_only: false, output_bytes: 5 });
         let e = inspect_event(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n",
         );
-        assert_eq!(
-            e.usage,
-            Some(TokenUsage {
-                prompt: 9,
-                completion: 3
-            })
-        );
+        assert_eq!(e.usage, Some(TokenUsage { prompt: 9, completion: 3 }));
         assert!(e.usage_only);
         assert_eq!(inspect_event(b"data: [DONE]\n\n"), EventInfo::default());
         assert_eq!(inspect_event(b": keep-alive\n\n"), EventInfo::default());
@@ -198,13 +169,7 @@ mod tests {
         let e = inspect_event(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi there\"}\n\n");
         assert_eq!(e.output_bytes, 8);
         let e = inspect_event(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}}\n\n");
-        assert_eq!(
-            e.usage,
-            Some(TokenUsage {
-                prompt: 4,
-                completion: 2
-            })
-        );
+        assert_eq!(e.usage, Some(TokenUsage { prompt: 4, completion: 2 }));
         assert!(!e.usage_only);
     }
 
@@ -216,10 +181,7 @@ mod tests {
         );
         assert_eq!(
             json_usage(br#"{"data":[],"usage":{"prompt_tokens":7,"total_tokens":7}}"#),
-            Some(TokenUsage {
-                prompt: 7,
-                completion: 0
-            })
+            Some(TokenUsage { prompt: 7, completion: 0 })
         );
         assert_eq!(json_usage(b"not json"), None);
     }

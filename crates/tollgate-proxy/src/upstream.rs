@@ -58,10 +58,7 @@ impl UpstreamClient {
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let mut req = Request::post(format!("{base_url}{path}"))
             .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("tollgate/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body))
             .map_err(|_| UpstreamFailure::BadUrl)?;
         let headers = req.headers_mut();
@@ -117,15 +114,9 @@ pub(crate) enum UpstreamFailure {
 impl UpstreamFailure {
     pub fn to_api_error(&self) -> ApiError {
         match self {
-            Self::Timeout => ApiError::new(
-                ErrorCode::UpstreamTimeout,
-                "The upstream provider did not answer in time.",
-            ),
+            Self::Timeout => ApiError::new(ErrorCode::UpstreamTimeout, "The upstream provider did not answer in time."),
             Self::Connect(_) | Self::Protocol(_) | Self::BadUrl | Self::BadCredential => {
-                ApiError::new(
-                    ErrorCode::UpstreamError,
-                    "The upstream provider could not be reached.",
-                )
+                ApiError::new(ErrorCode::UpstreamError, "The upstream provider could not be reached.")
             }
         }
     }
@@ -138,23 +129,14 @@ impl UpstreamFailure {
 pub(crate) fn relay_status(status: http::StatusCode) -> Option<ApiError> {
     match status.as_u16() {
         400 | 404 | 409 | 413 | 415 | 422 => None,
-        401 | 403 => Some(ApiError::new(
-            ErrorCode::UpstreamError,
-            "The upstream provider rejected the gateway's credentials.",
-        )),
-        408 | 504 => Some(ApiError::new(
-            ErrorCode::UpstreamTimeout,
-            "The upstream provider did not answer in time.",
-        )),
+        401 | 403 => {
+            Some(ApiError::new(ErrorCode::UpstreamError, "The upstream provider rejected the gateway's credentials."))
+        }
+        408 | 504 => Some(ApiError::new(ErrorCode::UpstreamTimeout, "The upstream provider did not answer in time.")),
         429 => Some(ApiError::new(
-            ErrorCode::RateLimitExceeded {
-                retry_after_secs: 1,
-            },
+            ErrorCode::RateLimitExceeded { retry_after_secs: 1 },
             "The upstream provider is rate limiting requests; retry later.",
         )),
-        _ => Some(ApiError::new(
-            ErrorCode::UpstreamError,
-            "The upstream provider failed to answer.",
-        )),
+        _ => Some(ApiError::new(ErrorCode::UpstreamError, "The upstream provider failed to answer.")),
     }
 }

@@ -25,13 +25,7 @@ pub struct UsageReceiver {
 pub fn usage_channel(capacity: usize) -> (UsageSink, UsageReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Mutex::new(Vec::new()));
-    (
-        UsageSink {
-            tx,
-            overflow: overflow.clone(),
-        },
-        UsageReceiver { rx, overflow },
-    )
+    (UsageSink { tx, overflow: overflow.clone() }, UsageReceiver { rx, overflow })
 }
 
 impl UsageSink {
@@ -45,10 +39,7 @@ impl UsageSink {
                 }
             };
             // A poisoned lock still holds valid events: keep using it.
-            let mut parked = self
-                .overflow
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut parked = self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             parked.push(event);
         }
     }
@@ -57,22 +48,12 @@ impl UsageSink {
 impl UsageReceiver {
     /// Events that did not fit in the channel, oldest first.
     pub fn take_overflow(&self) -> Vec<UsageEvent> {
-        std::mem::take(
-            &mut *self
-                .overflow
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        std::mem::take(&mut *self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// How many events are waiting (channel plus overflow), for metrics and tests.
     pub fn pending(&self) -> usize {
-        self.rx.len()
-            + self
-                .overflow
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len()
+        self.rx.len() + self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 }
 
@@ -111,15 +92,8 @@ mod tests {
             sink.emit(ev(&i.to_string()));
         }
         assert_eq!(rx.pending(), 5);
-        let parked: Vec<_> = rx
-            .take_overflow()
-            .into_iter()
-            .map(|e| e.request_id)
-            .collect();
+        let parked: Vec<_> = rx.take_overflow().into_iter().map(|e| e.request_id).collect();
         assert_eq!(parked, ["2", "3", "4"]);
-        assert_eq!(
-            rx.rx.try_recv().map(|e| e.request_id).ok().as_deref(),
-            Some("0")
-        );
+        assert_eq!(rx.rx.try_recv().map(|e| e.request_id).ok().as_deref(), Some("0"));
     }
 }

@@ -31,6 +31,8 @@ pub struct RawConfig {
     /// Serve the built-in demo provider and models. Default: only when no models are
     /// configured.
     pub demo: Option<bool>,
+    /// Load balancers whose `X-Forwarded-For` is believed, as IPs or CIDRs.
+    pub trusted_proxies: Vec<String>,
     pub keys: RawKeys,
     pub upstream: RawUpstream,
     pub usage: RawUsage,
@@ -51,6 +53,7 @@ impl Default for RawConfig {
             shutdown_grace_secs: 30,
             log_format: "text".into(),
             demo: None,
+            trusted_proxies: Vec::new(),
             keys: RawKeys::default(),
             upstream: RawUpstream::default(),
             usage: RawUsage::default(),
@@ -69,9 +72,7 @@ pub struct RawKeys {
 
 impl Default for RawKeys {
     fn default() -> Self {
-        Self {
-            prefix: tollgate_core::key::DEFAULT_PREFIX.into(),
-        }
+        Self { prefix: tollgate_core::key::DEFAULT_PREFIX.into() }
     }
 }
 
@@ -84,10 +85,7 @@ pub struct RawUpstream {
 
 impl Default for RawUpstream {
     fn default() -> Self {
-        Self {
-            connect_timeout_ms: 5_000,
-            first_byte_timeout_ms: 600_000,
-        }
+        Self { connect_timeout_ms: 5_000, first_byte_timeout_ms: 600_000 }
     }
 }
 
@@ -101,11 +99,7 @@ pub struct RawUsage {
 
 impl Default for RawUsage {
     fn default() -> Self {
-        Self {
-            batch_size: 500,
-            flush_interval_ms: 200,
-            queue_capacity: 65_536,
-        }
+        Self { batch_size: 500, flush_interval_ms: 200, queue_capacity: 65_536 }
     }
 }
 
@@ -117,9 +111,7 @@ pub struct RawChangeFeed {
 
 impl Default for RawChangeFeed {
     fn default() -> Self {
-        Self {
-            poll_interval_ms: 250,
-        }
+        Self { poll_interval_ms: 250 }
     }
 }
 
@@ -176,6 +168,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_json: bool,
     pub key_format: KeyFormat,
+    pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub usage_batch_size: usize,
@@ -245,31 +238,22 @@ pub fn load(
     let one = |m: String| ConfigErrors(vec![m]);
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| one(format!("{}: cannot read: {e}", path.display())))?;
-            text.parse::<toml::Table>()
-                .map_err(|e| one(format!("{}: {}", path.display(), e.message())))?
+            let text =
+                std::fs::read_to_string(path).map_err(|e| one(format!("{}: cannot read: {e}", path.display())))?;
+            text.parse::<toml::Table>().map_err(|e| one(format!("{}: {}", path.display(), e.message())))?
         }
         None => toml::Table::new(),
     };
     apply_env(&mut table, env)?;
-    let raw: RawConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            one(if path == "." {
-                e.into_inner().to_string()
-            } else {
-                format!("{path}: {}", e.into_inner())
-            })
-        })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        one(if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) })
+    })?;
     validate(raw, &|name| std::env::var(name).ok(), credentials)
 }
 
 /// Overlays `TOLLGATE_*` variables on the file's table, typed by the field's default.
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigErrors> {
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigErrors> {
     let defaults = serde_json::to_value(RawConfig::default()).unwrap_or_default();
     let mut errors = Vec::new();
     for (name, value) in env {
@@ -285,9 +269,7 @@ fn apply_env(
             continue;
         };
         let typed = match default {
-            serde_json::Value::Bool(_) | serde_json::Value::Null
-                if matches!(value.as_str(), "true" | "false") =>
-            {
+            serde_json::Value::Bool(_) | serde_json::Value::Null if matches!(value.as_str(), "true" | "false") => {
                 toml::Value::Boolean(value == "true")
             }
             serde_json::Value::Number(_) => match value.trim().parse::<i64>() {
@@ -302,24 +284,16 @@ fn apply_env(
                 continue;
             }
             serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                errors.push(format!(
-                    "{name}: this section is set in the config file, not the environment"
-                ));
+                errors.push(format!("{name}: this section is set in the config file, not the environment"));
                 continue;
             }
             serde_json::Value::String(_) | serde_json::Value::Null => toml::Value::String(value),
         };
         if let Err(section) = insert_path(table, &path, typed) {
-            errors.push(format!(
-                "{name}: `{section}` is not a section in the config file"
-            ));
+            errors.push(format!("{name}: `{section}` is not a section in the config file"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
 }
 
 /// Sets `path` in `table`, creating sections; fails with the name of a path element that
@@ -332,10 +306,7 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
             Ok(())
         }
         [first, rest @ ..] => {
-            match table
-                .entry(first.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            {
+            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
                 toml::Value::Table(t) => insert_path(t, rest, value),
                 _ => Err(first.clone()),
             }
@@ -351,10 +322,7 @@ pub fn validate(
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        errors.push(format!(
-            "listen: {:?} is not an address such as 127.0.0.1:8080",
-            raw.listen
-        ));
+        errors.push(format!("listen: {:?} is not an address such as 127.0.0.1:8080", raw.listen));
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
     if raw.data_dir.trim().is_empty() {
@@ -362,16 +330,9 @@ pub fn validate(
     }
     let data_dir = PathBuf::from(&raw.data_dir);
     let database_url = match raw.database_url.filter(|u| !u.is_empty()) {
-        Some(u)
-            if u.starts_with("sqlite:")
-                || u.starts_with("postgres://")
-                || u.starts_with("postgresql://") =>
-        {
-            u
-        }
+        Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
         Some(_) => {
-            errors
-                .push("database_url: must start with sqlite:, postgres:// or postgresql://".into());
+            errors.push("database_url: must start with sqlite:, postgres:// or postgresql://".into());
             String::new()
         }
         None => tollgate_store::Store::sqlite_url(&data_dir.join("tollgate.db")),
@@ -384,9 +345,7 @@ pub fn validate(
         "text" => false,
         "json" => true,
         other => {
-            errors.push(format!(
-                "log_format: must be \"text\" or \"json\", got {other:?}"
-            ));
+            errors.push(format!("log_format: must be \"text\" or \"json\", got {other:?}"));
             false
         }
     };
@@ -397,38 +356,32 @@ pub fn validate(
         v
     };
     let max_body_bytes = positive("max_body_bytes", raw.max_body_bytes);
-    let connect_timeout = positive(
-        "upstream.connect_timeout_ms",
-        raw.upstream.connect_timeout_ms,
-    );
-    let first_byte_timeout = positive(
-        "upstream.first_byte_timeout_ms",
-        raw.upstream.first_byte_timeout_ms,
-    );
+    let connect_timeout = positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms);
+    let first_byte_timeout = positive("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms);
     let batch = positive("usage.batch_size", raw.usage.batch_size);
     let flush = positive("usage.flush_interval_ms", raw.usage.flush_interval_ms);
     let capacity = positive("usage.queue_capacity", raw.usage.queue_capacity);
-    let poll = positive(
-        "change_feed.poll_interval_ms",
-        raw.change_feed.poll_interval_ms,
-    );
+    let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
 
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.iter().enumerate() {
+        match tollgate_core::scope::IpNet::parse(p) {
+            Ok(net) => trusted_proxies.push(net),
+            Err(m) => errors.push(format!("trusted_proxies[{i}]: {m}")),
+        }
+    }
     let demo = raw.demo.unwrap_or(raw.models.is_empty());
     let mut providers = Vec::new();
     if demo {
         providers.push(ProviderConfig {
             name: "demo".into(),
-            kind: ProviderConfigKind::Demo {
-                word_delay: Duration::from_millis(15),
-            },
+            kind: ProviderConfigKind::Demo { word_delay: Duration::from_millis(15) },
         });
     }
     for (i, p) in raw.providers.iter().enumerate() {
         let at = format!("providers[{i}]");
         if !valid_name(&p.name) {
-            errors.push(format!(
-                "{at}.name: must be 1-64 characters of letters, digits, '-', '_' or '.'"
-            ));
+            errors.push(format!("{at}.name: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         if providers.iter().any(|q: &ProviderConfig| q.name == p.name) {
             errors.push(format!(
@@ -439,13 +392,9 @@ pub fn validate(
         let kind = match p.kind.as_str() {
             "demo" => {
                 if p.base_url.is_some() || p.api_key.is_some() || p.api_key_env.is_some() {
-                    errors.push(format!(
-                        "{at}: a demo provider takes no base_url or api key"
-                    ));
+                    errors.push(format!("{at}: a demo provider takes no base_url or api key"));
                 }
-                ProviderConfigKind::Demo {
-                    word_delay: Duration::from_millis(p.word_delay_ms.unwrap_or(15)),
-                }
+                ProviderConfigKind::Demo { word_delay: Duration::from_millis(p.word_delay_ms.unwrap_or(15)) }
             }
             "openai" => {
                 if p.word_delay_ms.is_some() {
@@ -472,9 +421,7 @@ pub fn validate(
                         Some(v) => Secret::new(v),
                         None if credentials == Credentials::Optional => Secret::default(),
                         None => {
-                            errors.push(format!(
-                                "{at}.api_key_env: environment variable {var} is not set"
-                            ));
+                            errors.push(format!("{at}.api_key_env: environment variable {var} is not set"));
                             Secret::default()
                         }
                     },
@@ -484,16 +431,11 @@ pub fn validate(
                 ProviderConfigKind::OpenAi { base_url, api_key }
             }
             other => {
-                errors.push(format!(
-                    "{at}.kind: unknown provider kind {other:?} (known: openai, demo)"
-                ));
+                errors.push(format!("{at}.kind: unknown provider kind {other:?} (known: openai, demo)"));
                 continue;
             }
         };
-        providers.push(ProviderConfig {
-            name: p.name.clone(),
-            kind,
-        });
+        providers.push(ProviderConfig { name: p.name.clone(), kind });
     }
 
     let mut models: Vec<ModelConfig> = Vec::new();
@@ -502,29 +444,19 @@ pub fn validate(
         models.push(ModelConfig {
             id: "demo-chat".into(),
             model_type: ModelType::Chat,
-            pricing: Pricing {
-                input_per_mtok: price(0.5),
-                output_per_mtok: price(1.5),
-                per_image: MicroUsd::ZERO,
-            },
+            pricing: Pricing { input_per_mtok: price(0.5), output_per_mtok: price(1.5), per_image: MicroUsd::ZERO },
             channels: vec![("demo".into(), "demo-chat".into())],
         });
         models.push(ModelConfig {
             id: "demo-embed".into(),
             model_type: ModelType::Embedding,
-            pricing: Pricing {
-                input_per_mtok: price(0.02),
-                ..Pricing::default()
-            },
+            pricing: Pricing { input_per_mtok: price(0.02), ..Pricing::default() },
             channels: vec![("demo".into(), "demo-embed".into())],
         });
     }
     for (i, m) in raw.models.iter().enumerate() {
         let at = format!("models[{i}]");
-        if m.id.is_empty()
-            || m.id.len() > 256
-            || m.id.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if m.id.is_empty() || m.id.len() > 256 || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             errors.push(format!("{at}.id: must be 1-256 characters without spaces"));
         }
         if models.iter().any(|q| q.id == m.id) {
@@ -547,22 +479,11 @@ pub fn validate(
         let mut channels = Vec::new();
         for (j, c) in m.channels.iter().enumerate() {
             if !providers.iter().any(|p| p.name == c.provider) {
-                errors.push(format!(
-                    "{at}.channels[{j}].provider: no provider named {:?}",
-                    c.provider
-                ));
+                errors.push(format!("{at}.channels[{j}].provider: no provider named {:?}", c.provider));
             }
-            channels.push((
-                c.provider.clone(),
-                c.model.clone().unwrap_or_else(|| m.id.clone()),
-            ));
+            channels.push((c.provider.clone(), c.model.clone().unwrap_or_else(|| m.id.clone())));
         }
-        models.push(ModelConfig {
-            id: m.id.clone(),
-            model_type: m.model_type,
-            pricing,
-            channels,
-        });
+        models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, channels });
     }
 
     if !errors.is_empty() {
@@ -578,6 +499,7 @@ pub fn validate(
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
         log_json,
         key_format,
+        trusted_proxies,
         connect_timeout: Duration::from_millis(connect_timeout),
         first_byte_timeout: Duration::from_millis(first_byte_timeout),
         usage_batch_size: usize::try_from(batch).unwrap_or(500),
@@ -590,9 +512,7 @@ pub fn validate(
 }
 
 fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `http(s)://host[:port][/path]` without credentials, query or fragment; no trailing `/`.
@@ -619,11 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
         std::fs::write(&path, text).unwrap();
-        load(
-            Some(&path),
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            Credentials::Required,
-        )
+        load(Some(&path), env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())), Credentials::Required)
     }
 
     fn errors(r: Result<Config, ConfigErrors>) -> String {
@@ -634,10 +550,7 @@ mod tests {
     fn zero_config_serves_the_demo() {
         let c = load(None, Vec::new(), Credentials::Required).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert!(
-            c.database_url
-                .starts_with("sqlite://./tollgate-data/tollgate.db")
-        );
+        assert!(c.database_url.starts_with("sqlite://./tollgate-data/tollgate.db"));
         let ids: Vec<_> = c.models.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["demo-chat", "demo-embed"]);
     }
@@ -677,14 +590,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         assert!(errors(from_toml("lissen = \"x\"", &[])).contains("unknown field `lissen`"));
-        let e = errors(from_toml(
-            "[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = []\nprice = 1",
-            &[],
-        ));
-        assert!(
-            e.contains("models[0]") && e.contains("unknown field `price`"),
-            "{e}"
-        );
+        let e = errors(from_toml("[[models]]\nid = \"m\"\ntype = \"chat\"\nchannels = []\nprice = 1", &[]));
+        assert!(e.contains("models[0]") && e.contains("unknown field `price`"), "{e}");
         let e = errors(from_toml("[upstream]\nconnect_timeout_ms = \"soon\"", &[]));
         assert!(e.contains("upstream.connect_timeout_ms"), "{e}");
     }
@@ -741,19 +648,13 @@ mod tests {
         assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("12345"));
         assert!(c.models.is_empty());
         let e = errors(from_toml("", &[("TOLLGATE_MAX_BODY_BYTES", "lots")]));
-        assert!(
-            e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"),
-            "{e}"
-        );
+        assert!(e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"), "{e}");
     }
 
     #[test]
     fn base_urls_never_carry_credentials() {
         assert!(normalize_base_url("https://user:pw@api.example.com/v1").is_err());
         assert!(normalize_base_url("https://api.example.com/v1?x=1").is_err());
-        assert_eq!(
-            normalize_base_url("https://api.example.com/v1/").as_deref(),
-            Ok("https://api.example.com/v1")
-        );
+        assert_eq!(normalize_base_url("https://api.example.com/v1/").as_deref(), Ok("https://api.example.com/v1"));
     }
 }

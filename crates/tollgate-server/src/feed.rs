@@ -26,18 +26,12 @@ pub fn model_routes(config: &Config) -> Vec<ModelRoute> {
         .iter()
         .map(|p| {
             let kind = match &p.kind {
-                ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo {
-                    word_delay: *word_delay,
-                },
-                ProviderConfigKind::OpenAi { base_url, api_key } => ProviderKind::OpenAi {
-                    base_url: base_url.clone(),
-                    api_key: api_key.clone(),
-                },
+                ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
+                ProviderConfigKind::OpenAi { base_url, api_key } => {
+                    ProviderKind::OpenAi { base_url: base_url.clone(), api_key: api_key.clone() }
+                }
             };
-            Arc::new(Provider {
-                name: p.name.clone(),
-                kind,
-            })
+            Arc::new(Provider { name: p.name.clone(), kind })
         })
         .collect();
     config
@@ -52,10 +46,7 @@ pub fn model_routes(config: &Config) -> Vec<ModelRoute> {
                 .iter()
                 .filter_map(|(provider, upstream_model)| {
                     let provider = providers.iter().find(|p| &p.name == provider)?.clone();
-                    Some(Channel {
-                        provider,
-                        upstream_model: upstream_model.clone(),
-                    })
+                    Some(Channel { provider, upstream_model: upstream_model.clone() })
                 })
                 .collect(),
             created,
@@ -104,22 +95,15 @@ pub async fn follow(
 
 /// One poll: reads pending changes, re-reads the changed keys, swaps the snapshot.
 /// Returns the new feed position.
-pub async fn apply_once(
-    store: &Store,
-    snapshot: &ArcSwap<Snapshot>,
-    mut seq: i64,
-) -> Result<i64, StoreError> {
+pub async fn apply_once(store: &Store, snapshot: &ArcSwap<Snapshot>, mut seq: i64) -> Result<i64, StoreError> {
     loop {
         let changes = store.changes_since(seq, FEED_PAGE).await?;
         let Some(last) = changes.last() else {
             return Ok(seq);
         };
         let next = last.seq;
-        let key_ids: BTreeSet<&str> = changes
-            .iter()
-            .filter(|c| c.entity == Entity::Key)
-            .map(|c| c.entity_id.as_str())
-            .collect();
+        let key_ids: BTreeSet<&str> =
+            changes.iter().filter(|c| c.entity == Entity::Key).map(|c| c.entity_id.as_str()).collect();
         let mut upserts = Vec::new();
         let mut removed = Vec::new();
         for id in key_ids {
@@ -131,11 +115,7 @@ pub async fn apply_once(
         }
         let patched = snapshot.load().with_key_changes(&upserts, &removed);
         snapshot.store(Arc::new(patched));
-        tracing::debug!(
-            changes = changes.len(),
-            seq = next,
-            "applied changes to the snapshot"
-        );
+        tracing::debug!(changes = changes.len(), seq = next, "applied changes to the snapshot");
         seq = next;
         if changes.len() < FEED_PAGE as usize {
             return Ok(seq);

@@ -37,20 +37,13 @@ pub use config::Config;
 /// (what the CLI needs without a server).
 pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
     if config.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("creating the data directory {}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     }
-    let store = Store::connect(&config.database_url)
-        .await
-        .context("connecting to the database")?;
+    let store = Store::connect(&config.database_url).await.context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let pepper = pepper::load_or_create(config.pepper.as_ref(), &config.data_dir)?;
-    Ok(Services {
-        store,
-        key_format: config.key_format.clone(),
-        digester: Digester::new(&pepper),
-    })
+    Ok(Services { store, key_format: config.key_format.clone(), digester: Digester::new(&pepper) })
 }
 
 /// A started server.
@@ -78,14 +71,8 @@ impl Server {
         };
         writer.replay_spill().await;
 
-        let (snapshot, seq) = feed::load(&store, feed::model_routes(&config))
-            .await
-            .context("loading the snapshot")?;
-        tracing::info!(
-            keys = snapshot.keys.len(),
-            models = snapshot.models.len(),
-            "snapshot loaded"
-        );
+        let (snapshot, seq) = feed::load(&store, feed::model_routes(&config)).await.context("loading the snapshot")?;
+        tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
         let data_plane = Arc::new(DataPlane {
@@ -94,16 +81,15 @@ impl Server {
             digester: services.digester.clone(),
             client: UpstreamClient::new(config.connect_timeout),
             usage,
-            limits: Limits {
-                max_body_bytes: config.max_body_bytes,
-                first_byte_timeout: config.first_byte_timeout,
-            },
+            limits: Limits { max_body_bytes: config.max_body_bytes, first_byte_timeout: config.first_byte_timeout },
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
             services: services.clone(),
             admin_token: config.admin_token.clone(),
             ready: ready.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))
@@ -114,20 +100,10 @@ impl Server {
         let stop = CancellationToken::new();
         let feed_stop = CancellationToken::new();
         let writer_stop = CancellationToken::new();
-        let feed_task = tokio::spawn(feed::follow(
-            store.clone(),
-            snapshot,
-            seq,
-            config.change_poll_interval,
-            feed_stop.clone(),
-        ));
+        let feed_task =
+            tokio::spawn(feed::follow(store.clone(), snapshot, seq, config.change_poll_interval, feed_stop.clone()));
         let writer_task = tokio::spawn(writer.run(writer_stop.clone()));
-        let serve_task = tokio::spawn(serve::serve(
-            listener,
-            router,
-            stop.clone(),
-            config.shutdown_grace,
-        ));
+        let serve_task = tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace));
 
         let stop_signal = stop.clone();
         let task = tokio::spawn(async move {
@@ -142,12 +118,7 @@ impl Server {
             tracing::info!("stopped");
         });
         tracing::info!(%addr, "listening");
-        Ok(Self {
-            addr,
-            stop,
-            task,
-            services,
-        })
+        Ok(Self { addr, stop, task, services })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -190,9 +161,5 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 
 async fn not_found(req: Request) -> Response {
     let path: String = req.uri().path().chars().take(128).collect();
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!("Unknown endpoint: {} {path}", req.method()),
-    )
-    .into_response()
+    ApiError::new(ErrorCode::NotFound, format!("Unknown endpoint: {} {path}", req.method())).into_response()
 }

@@ -20,16 +20,11 @@ pub fn load_or_create(configured: Option<&Secret>, data_dir: &Path) -> anyhow::R
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let text = text.trim();
-            anyhow::ensure!(
-                text.len() >= 32,
-                "{} is too short to be a pepper",
-                path.display()
-            );
+            anyhow::ensure!(text.len() >= 32, "{} is too short to be a pepper", path.display());
             Ok(text.as_bytes().to_vec())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let mut bytes = [0u8; 32];
             tollgate_core::ids::fill_random(&mut bytes);
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -45,9 +40,7 @@ pub fn load_or_create(configured: Option<&Secret>, data_dir: &Path) -> anyhow::R
                     Ok(hex.into_bytes())
                 }
                 // Another process (the CLI, a second server) created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    load_or_create(None, data_dir)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(None, data_dir),
                 Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
@@ -67,9 +60,6 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
         let configured = Secret::new("x".repeat(40));
-        assert_eq!(
-            load_or_create(Some(&configured), dir.path()).unwrap(),
-            configured.expose().as_bytes()
-        );
+        assert_eq!(load_or_create(Some(&configured), dir.path()).unwrap(), configured.expose().as_bytes());
     }
 }

@@ -16,12 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_proxy::PeerAddr;
 use tower::ServiceExt;
 
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-    grace: Duration,
-) {
+pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, grace: Duration) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut connections = JoinSet::new();

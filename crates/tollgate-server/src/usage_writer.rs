@@ -122,10 +122,7 @@ impl UsageWriter {
         }
         let path = self.spill_path();
         tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
             f.write_all(&lines)?;
             f.sync_data()
         })
@@ -155,11 +152,7 @@ impl UsageWriter {
             }
         };
         let mut events = Vec::new();
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             match serde_json::from_str::<UsageEvent>(line) {
                 Ok(ev) => events.push(ev),
                 // A torn last line from a crash mid-write: report it, keep the rest.
@@ -180,9 +173,7 @@ impl UsageWriter {
                     }
                 }
                 let tmp = replaying.with_extension("tmp");
-                if let Err(e) =
-                    std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying))
-                {
+                if let Err(e) = std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying)) {
                     tracing::error!(error = %e, "could not rewrite the usage spill file");
                 }
                 return;

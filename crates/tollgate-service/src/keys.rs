@@ -3,15 +3,32 @@
 
 use serde::Serialize;
 use tollgate_core::MicroUsd;
+use tollgate_core::audit::AuditEntry;
 use tollgate_core::ids::new_id;
-use tollgate_core::key::{KeyRecord, KeyStatus, parse_expires_in};
+use tollgate_core::key::{KeyRecord, KeySettings, KeyStatus, parse_expires_in};
+use tollgate_core::scope::ModelScope;
 use tollgate_core::time::{UnixMillis, now_millis, parse_rfc3339, to_rfc3339};
 use tollgate_store::KeyListQuery;
 
+use crate::settings::SettingsInput;
 use crate::{Result, ServiceError, Services};
 
 const MAX_NAME_CHARS: usize = 128;
 const MAX_PAGE: i64 = 1000;
+
+/// Who is acting, for authorization (later) and the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `admin-token`, `cli`, or a user id.
+    pub id: String,
+    pub source_ip: Option<String>,
+}
+
+impl Actor {
+    pub fn cli() -> Self {
+        Self { id: "cli".into(), source_ip: None }
+    }
+}
 
 /// A request to create a key.
 #[derive(Debug, Clone, Default)]
@@ -21,9 +38,20 @@ pub struct NewKey {
     pub expires_in: Option<String>,
     /// An RFC 3339 datetime in the future.
     pub expires_at: Option<String>,
+    pub settings: SettingsInput,
 }
 
-/// The created key and its secret, which exists nowhere else.
+/// A change to a key: only the fields given change.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub expires_in: Option<String>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<String>>,
+    pub settings: SettingsInput,
+}
+
+/// The created (or rotated) key and its secret, which exists nowhere else.
 #[derive(Debug)]
 pub struct CreatedKey {
     pub key: KeyView,
@@ -38,27 +66,63 @@ pub struct KeyView {
     pub preview: String,
     pub status: KeyStatus,
     pub created_at: String,
+    pub updated_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
     pub request_count: i64,
     pub tokens_used: i64,
     pub spend_usd: MicroUsd,
+    pub budget_usd: Option<MicroUsd>,
+    pub budget_alert_thresholds: Vec<u8>,
+    pub token_quota: Option<i64>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub model_scope: ModelScope,
+    pub models: Vec<String>,
+    pub allowed_endpoints: Vec<String>,
+    pub allowed_providers: Vec<String>,
+    pub ip_allowlist: Vec<String>,
+    pub group: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub mcp: serde_json::Map<String, serde_json::Value>,
+    /// While a rotated key's old secret still works: until when.
+    pub previous_secret_expires_at: Option<String>,
 }
 
 impl KeyView {
     pub fn new(k: &KeyRecord, now: UnixMillis) -> Self {
+        let s = &k.settings;
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
             preview: k.preview.clone(),
             status: k.effective_status(now),
             created_at: to_rfc3339(k.created_at),
+            updated_at: to_rfc3339(k.updated_at.max(k.created_at)),
             expires_at: k.expires_at.map(to_rfc3339),
             last_used_at: k.last_used_at.map(to_rfc3339),
             request_count: k.request_count,
             tokens_used: k.tokens_used,
             spend_usd: k.spend,
+            budget_usd: s.budget_micros.map(MicroUsd),
+            budget_alert_thresholds: s.budget_alert_thresholds.clone(),
+            token_quota: s.token_quota,
+            rpm: s.rpm,
+            tpm: s.tpm,
+            model_scope: s.model_scope,
+            models: s.models.clone(),
+            allowed_endpoints: s.allowed_endpoints.clone(),
+            allowed_providers: s.allowed_providers.clone(),
+            ip_allowlist: s.ip_allowlist.clone(),
+            group: s.group.clone(),
+            metadata: s.metadata.clone(),
+            mcp: s.mcp.clone(),
+            previous_secret_expires_at: k.previous_digest.filter(|(_, until)| *until > now).map(|(_, u)| to_rfc3339(u)),
         }
+    }
+
+    fn audit_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
     }
 }
 
@@ -78,31 +142,16 @@ pub struct KeyList {
     pub next_cursor: Option<String>,
 }
 
+/// The longest grace period a rotation may leave the old secret working.
+pub const MAX_ROTATION_GRACE_SECS: u64 = 7 * 86_400;
+
 impl Services {
-    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> Result<CreatedKey> {
         let name = validate_name(&new.name)?;
         let now = now_millis();
-        let expires_at = match (new.expires_in.as_deref(), new.expires_at.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(ServiceError::invalid(
-                    "expires_at",
-                    "give either expires_in or expires_at, not both",
-                ));
-            }
-            (Some(preset), None) => parse_expires_in(preset)
-                .map_err(|m| ServiceError::invalid("expires_in", m))?
-                .map(|d| now + d),
-            (None, Some(at)) => {
-                let at = parse_rfc3339(at).ok_or_else(|| {
-                    ServiceError::invalid("expires_at", "must be an RFC 3339 datetime")
-                })?;
-                if at <= now {
-                    return Err(ServiceError::invalid("expires_at", "must be in the future"));
-                }
-                Some(at)
-            }
-            (None, None) => None,
-        };
+        let expires_at =
+            expiry(new.expires_in.as_deref(), new.expires_at.as_ref().map(|s| Some(s.clone())), now)?.flatten();
+        let settings = new.settings.apply(&KeySettings::default())?;
         let secret = self.key_format.generate();
         let record = KeyRecord {
             id: new_id("key"),
@@ -111,35 +160,172 @@ impl Services {
             preview: self.key_format.preview(&secret),
             status: KeyStatus::Active,
             created_at: now,
+            updated_at: now,
             expires_at,
             last_used_at: None,
             request_count: 0,
             tokens_used: 0,
             spend: MicroUsd::ZERO,
+            settings,
+            previous_digest: None,
+            rotation_key: None,
         };
-        self.store.insert_key(&record).await?;
-        tracing::info!(key_id = %record.id, "key created");
-        Ok(CreatedKey {
-            key: KeyView::new(&record, now),
-            secret,
-        })
+        let view = KeyView::new(&record, now);
+        self.store.insert_key(&record, &audit(actor, "key.create", &record.id, None, Some(&view), now)).await?;
+        tracing::info!(key_id = %record.id, actor = %actor.id, "key created");
+        Ok(CreatedKey { key: view, secret })
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<KeyView> {
+        Ok(KeyView::new(&self.store.get_key(id).await?, now_millis()))
+    }
+
+    pub async fn update_key(&self, actor: &Actor, id: &str, patch: KeyPatch) -> Result<KeyView> {
+        let mut key = self.store.get_key(id).await?;
+        refuse_if_revoked(&key)?;
+        let now = now_millis();
+        let before = KeyView::new(&key, now);
+        if let Some(name) = &patch.name {
+            key.name = validate_name(name)?;
+        }
+        if let Some(exp) = expiry(patch.expires_in.as_deref(), patch.expires_at, now)? {
+            key.expires_at = exp;
+        }
+        key.settings = patch.settings.apply(&key.settings)?;
+        key.updated_at = now;
+        let after = KeyView::new(&key, now);
+        self.store.update_key(&key, &audit(actor, "key.update", id, Some(&before), Some(&after), now)).await?;
+        Ok(after)
+    }
+
+    /// `disable`: stops authenticating until enabled again.
+    pub async fn disable_key(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        self.set_status(actor, id, KeyStatus::Inactive, "key.disable").await
+    }
+
+    pub async fn enable_key(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        self.set_status(actor, id, KeyStatus::Active, "key.enable").await
+    }
+
+    /// `revoke` is terminal: a revoked key can be deleted, never used again.
+    pub async fn revoke_key(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        self.set_status(actor, id, KeyStatus::Revoked, "key.revoke").await
+    }
+
+    async fn set_status(&self, actor: &Actor, id: &str, status: KeyStatus, action: &str) -> Result<KeyView> {
+        let mut key = self.store.get_key(id).await?;
+        refuse_if_revoked(&key)?;
+        let now = now_millis();
+        let before = KeyView::new(&key, now);
+        key.status = status;
+        if status == KeyStatus::Revoked {
+            // A revoked key's rotated-out secret stops with it.
+            key.previous_digest = None;
+        }
+        key.updated_at = now;
+        let after = KeyView::new(&key, now);
+        self.store.update_key(&key, &audit(actor, action, id, Some(&before), Some(&after), now)).await?;
+        tracing::info!(key_id = %id, actor = %actor.id, action, "key status changed");
+        Ok(after)
+    }
+
+    /// Deletes the key permanently.
+    pub async fn delete_key(&self, actor: &Actor, id: &str) -> Result<()> {
+        let key = self.store.get_key(id).await?;
+        let now = now_millis();
+        let before = KeyView::new(&key, now);
+        self.store.delete_key(id, &audit(actor, "key.delete", id, Some(&before), None, now)).await?;
+        tracing::info!(key_id = %id, actor = %actor.id, "key deleted");
+        Ok(())
+    }
+
+    /// Issues a new secret for the same key. The old secret stops at once, or after
+    /// `grace_secs`. With an idempotency key, a retry of the same rotation returns the
+    /// same new secret (re-derived from a pepper-keyed seed, never stored) and does not
+    /// rotate again; reusing the idempotency key after a later rotation is a conflict.
+    pub async fn rotate_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+        grace_secs: u64,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedKey> {
+        if grace_secs > MAX_ROTATION_GRACE_SECS {
+            return Err(ServiceError::invalid("grace_seconds", format!("must be at most {MAX_ROTATION_GRACE_SECS}")));
+        }
+        let mut key = self.store.get_key(id).await?;
+        refuse_if_revoked(&key)?;
+        let now = now_millis();
+        let (secret, rotation_key) = match idempotency_key {
+            Some(idem) => {
+                if idem.is_empty() || idem.len() > 255 {
+                    return Err(ServiceError::invalid("Idempotency-Key", "must be 1-255 characters"));
+                }
+                let tag = hex(&self.digester.keyed(&[b"rotate-idempotency", id.as_bytes(), idem.as_bytes()]));
+                let secret =
+                    self.key_format.derive(&self.digester.keyed(&[b"rotate-secret", id.as_bytes(), idem.as_bytes()]));
+                if key.rotation_key.as_deref() == Some(tag.as_str()) {
+                    if key.digest == self.digester.digest(&secret) {
+                        return Ok(CreatedKey { key: KeyView::new(&key, now), secret });
+                    }
+                    return Err(ServiceError::Conflict);
+                }
+                (secret, Some(tag))
+            }
+            None => (self.key_format.generate(), None),
+        };
+        let before = KeyView::new(&key, now);
+        let grace_ms = i64::try_from(grace_secs).unwrap_or(0) * 1000;
+        key.previous_digest = (grace_secs > 0).then_some((key.digest, now + grace_ms));
+        key.digest = self.digester.digest(&secret);
+        key.preview = self.key_format.preview(&secret);
+        key.rotation_key = rotation_key;
+        key.updated_at = now;
+        let after = KeyView::new(&key, now);
+        self.store.update_key(&key, &audit(actor, "key.rotate", id, Some(&before), Some(&after), now)).await?;
+        tracing::info!(key_id = %id, actor = %actor.id, grace_secs, "key rotated");
+        Ok(CreatedKey { key: after, secret })
+    }
+
+    /// A new key with the same scopes and limits (and expiry, if still ahead).
+    pub async fn duplicate_key(&self, actor: &Actor, id: &str, name: Option<String>) -> Result<CreatedKey> {
+        let source = self.store.get_key(id).await?;
+        let now = now_millis();
+        let name = validate_name(&name.unwrap_or_else(|| format!("{} (copy)", source.name)))?;
+        let secret = self.key_format.generate();
+        let record = KeyRecord {
+            id: new_id("key"),
+            name,
+            digest: self.digester.digest(&secret),
+            preview: self.key_format.preview(&secret),
+            status: KeyStatus::Active,
+            created_at: now,
+            updated_at: now,
+            expires_at: source.expires_at.filter(|e| *e > now),
+            last_used_at: None,
+            request_count: 0,
+            tokens_used: 0,
+            spend: MicroUsd::ZERO,
+            settings: source.settings.clone(),
+            previous_digest: None,
+            rotation_key: None,
+        };
+        let view = KeyView::new(&record, now);
+        let mut entry = audit(actor, "key.duplicate", &record.id, None, Some(&view), now);
+        entry.before = Some(serde_json::json!({ "duplicated_from": id }));
+        self.store.insert_key(&record, &entry).await?;
+        Ok(CreatedKey { key: view, secret })
     }
 
     pub async fn list_keys(&self, q: ListKeys) -> Result<KeyList> {
         let limit = q.limit.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ServiceError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
+            return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
         let status = match q.status.as_deref() {
             None | Some("" | "all") => None,
             Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
-                ServiceError::invalid(
-                    "status",
-                    "must be one of all, active, inactive, expired, revoked, exhausted",
-                )
+                ServiceError::invalid("status", "must be one of all, active, inactive, expired, revoked, exhausted")
             })?),
         };
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -148,12 +334,7 @@ impl Services {
             Some(KeyStatus::Expired) => Some(KeyStatus::Active),
             s => s,
         };
-        let query = KeyListQuery {
-            search: q.search.filter(|s| !s.is_empty()),
-            status: stored_status,
-            after,
-            limit,
-        };
+        let query = KeyListQuery { search: q.search.filter(|s| !s.is_empty()), status: stored_status, after, limit };
         let now = now_millis();
         let mut data = Vec::new();
         let mut page = self.store.list_keys(&query).await?;
@@ -161,31 +342,140 @@ impl Services {
         // Derived statuses can thin a page out; keep reading until it is full or done.
         loop {
             let full_page = page.len() as i64 == limit;
-            data.extend(
-                page.iter()
-                    .map(|k| KeyView::new(k, now))
-                    .filter(|v| status.is_none_or(|s| v.status == s)),
-            );
+            data.extend(page.iter().map(|k| KeyView::new(k, now)).filter(|v| status.is_none_or(|s| v.status == s)));
             if data.len() as i64 >= limit || !full_page {
                 break;
             }
-            page = self
-                .store
-                .list_keys(&KeyListQuery {
-                    after: last.clone(),
-                    ..query.clone()
-                })
-                .await?;
+            page = self.store.list_keys(&KeyListQuery { after: last.clone(), ..query.clone() }).await?;
             last = page.last().map(|k| (k.name.clone(), k.id.clone())).or(last);
         }
         data.truncate(limit as usize);
-        let next_cursor = if data.len() as i64 == limit {
-            data.last().map(|k| encode_cursor(&k.name, &k.id))
-        } else {
-            None
-        };
+        let next_cursor =
+            if data.len() as i64 == limit { data.last().map(|k| encode_cursor(&k.name, &k.id)) } else { None };
         Ok(KeyList { data, next_cursor })
     }
+}
+
+/// Audit filters as callers give them: times are RFC 3339; `cursor` is the previous
+/// page's `next_cursor`.
+#[derive(Debug, Clone, Default)]
+pub struct ListAudit {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// One page of the audit log, newest first.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    pub data: Vec<AuditEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditEntryView {
+    pub id: String,
+    pub at: String,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+impl Services {
+    /// One page of the audit log, newest first.
+    pub async fn list_audit(&self, q: ListAudit) -> Result<AuditPage> {
+        let ListAudit { actor, action, target, from, to, cursor, limit } = q;
+        let limit = limit.unwrap_or(100);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+        }
+        let time = |field: &'static str, v: Option<&str>| {
+            v.map(|t| parse_rfc3339(t).ok_or_else(|| ServiceError::invalid(field, "must be an RFC 3339 datetime")))
+                .transpose()
+        };
+        let before_id = cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| ServiceError::invalid("cursor", "is not a cursor this server issued"))
+            })
+            .transpose()?;
+        let q = tollgate_store::AuditQuery {
+            actor,
+            action,
+            target_id: target,
+            from: time("from", from.as_deref())?,
+            to: time("to", to.as_deref())?,
+            before_id,
+            limit,
+        };
+        let rows = self.store.list_audit(&q).await?;
+        let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+        let data = rows
+            .into_iter()
+            .map(|r| AuditEntryView { id: r.id.to_string(), at: to_rfc3339(r.entry.at), entry: r.entry })
+            .collect();
+        Ok(AuditPage { data, next_cursor })
+    }
+}
+
+fn refuse_if_revoked(key: &KeyRecord) -> Result<()> {
+    if key.status == KeyStatus::Revoked {
+        return Err(ServiceError::invalid("status", "the key is revoked; revocation is permanent"));
+    }
+    Ok(())
+}
+
+/// Resolves expiry input: `None` = unchanged, `Some(None)` = never, `Some(Some(t))`.
+fn expiry(
+    expires_in: Option<&str>,
+    expires_at: Option<Option<String>>,
+    now: UnixMillis,
+) -> Result<Option<Option<UnixMillis>>> {
+    match (expires_in, expires_at) {
+        (Some(_), Some(_)) => {
+            Err(ServiceError::invalid("expires_at", "give either expires_in or expires_at, not both"))
+        }
+        (Some(preset), None) => {
+            Ok(Some(parse_expires_in(preset).map_err(|m| ServiceError::invalid("expires_in", m))?.map(|d| now + d)))
+        }
+        (None, Some(None)) => Ok(Some(None)),
+        (None, Some(Some(at))) => {
+            let at = parse_rfc3339(&at)
+                .ok_or_else(|| ServiceError::invalid("expires_at", "must be an RFC 3339 datetime"))?;
+            if at <= now {
+                return Err(ServiceError::invalid("expires_at", "must be in the future"));
+            }
+            Ok(Some(Some(at)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn audit(
+    actor: &Actor,
+    action: &str,
+    id: &str,
+    before: Option<&KeyView>,
+    after: Option<&KeyView>,
+    now: UnixMillis,
+) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: actor.id.clone(),
+        action: action.to_owned(),
+        target_type: "key".to_owned(),
+        target_id: id.to_owned(),
+        before: before.and_then(KeyView::audit_json),
+        after: after.and_then(KeyView::audit_json),
+        source_ip: actor.source_ip.clone(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn validate_name(name: &str) -> Result<String> {
@@ -194,26 +484,17 @@ fn validate_name(name: &str) -> Result<String> {
         return Err(ServiceError::invalid("name", "is required"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ServiceError::invalid(
-            "name",
-            format!("must be at most {MAX_NAME_CHARS} characters"),
-        ));
+        return Err(ServiceError::invalid("name", format!("must be at most {MAX_NAME_CHARS} characters")));
     }
     if name.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            "name",
-            "must not contain control characters",
-        ));
+        return Err(ServiceError::invalid("name", "must not contain control characters"));
     }
     Ok(name.to_owned())
 }
 
 /// Cursors are opaque to callers: hex of `name \0 id`.
 fn encode_cursor(name: &str, id: &str) -> String {
-    format!("{name}\0{id}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{name}\0{id}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_cursor(c: &str) -> Result<(String, String)> {
@@ -223,11 +504,7 @@ fn decode_cursor(c: &str) -> Result<(String, String)> {
     }
     let bytes: Vec<u8> = (0..c.len())
         .step_by(2)
-        .map(|i| {
-            c.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)
-        })
+        .map(|i| c.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
         .collect::<Result<_>>()?;
     let s = String::from_utf8(bytes).map_err(|_| bad())?;
     let (name, id) = s.split_once('\0').ok_or_else(bad)?;
@@ -242,89 +519,56 @@ mod tests {
 
     async fn services() -> (Services, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db")))
-            .await
-            .unwrap();
+        let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db"))).await.unwrap();
         store.migrate().await.unwrap();
-        let s = Services {
-            store,
-            key_format: Default::default(),
-            digester: Digester::new(b"pepper"),
-        };
+        let s = Services { store, key_format: Default::default(), digester: Digester::new(b"pepper") };
         (s, dir)
     }
 
+    fn named(name: &str) -> NewKey {
+        NewKey { name: name.into(), ..Default::default() }
+    }
+
     #[tokio::test]
-    async fn create_keeps_only_the_digest() {
+    async fn create_keeps_only_the_digest_and_audits() {
         let (s, _dir) = services().await;
         let created = s
-            .create_key(NewKey {
-                name: " dev ".into(),
-                expires_in: Some("30d".into()),
-                ..Default::default()
-            })
+            .create_key(
+                &Actor::cli(),
+                NewKey { name: " dev ".into(), expires_in: Some("30d".into()), ..Default::default() },
+            )
             .await
             .unwrap();
         assert_eq!(created.key.name, "dev");
         assert!(s.key_format.is_well_formed(&created.secret));
         let stored = s.store.get_key(&created.key.id).await.unwrap();
         assert_eq!(stored.digest, s.digester.digest(&created.secret));
-        assert_eq!(stored.preview, s.key_format.preview(&created.secret));
         assert!(stored.expires_at.unwrap() > stored.created_at + 29 * 86_400_000);
+        let audit = s.list_audit(ListAudit::default()).await.unwrap();
+        assert_eq!(audit.data.len(), 1);
+        assert_eq!((audit.data[0].entry.action.as_str(), audit.data[0].entry.actor.as_str()), ("key.create", "cli"));
+        assert!(!serde_json::to_string(&audit.data).unwrap().contains(&created.secret));
     }
 
     #[tokio::test]
     async fn bad_input_names_the_field() {
         let (s, _dir) = services().await;
+        let a = Actor::cli();
         let field = |r: Result<CreatedKey>| match r {
             Err(ServiceError::Invalid { field, .. }) => field,
             other => panic!("expected invalid, got {other:?}"),
         };
-        assert_eq!(
-            field(
-                s.create_key(NewKey {
-                    name: "  ".into(),
-                    ..Default::default()
-                })
-                .await
-            ),
-            "name"
-        );
-        assert_eq!(
-            field(
-                s.create_key(NewKey {
-                    name: "a".into(),
-                    expires_in: Some("7d".into()),
-                    ..Default::default()
-                })
-                .await
-            ),
-            "expires_in"
-        );
-        let past = NewKey {
-            name: "a".into(),
-            expires_at: Some("2001-01-01T00:00:00Z".into()),
-            ..Default::default()
-        };
-        assert_eq!(field(s.create_key(past).await), "expires_at");
+        assert_eq!(field(s.create_key(&a, named("  ")).await), "name");
+        assert_eq!(field(s.create_key(&a, NewKey { expires_in: Some("7d".into()), ..named("a") }).await), "expires_in");
+        let past = NewKey { expires_at: Some("2001-01-01T00:00:00Z".into()), ..named("a") };
+        assert_eq!(field(s.create_key(&a, past).await), "expires_at");
         assert!(matches!(
-            s.list_keys(ListKeys {
-                limit: Some(0),
-                ..Default::default()
-            })
-            .await,
+            s.list_keys(ListKeys { limit: Some(0), ..Default::default() }).await,
             Err(ServiceError::Invalid { field: "limit", .. })
         ));
         assert!(matches!(
-            s.list_keys(ListKeys {
-                cursor: Some("zz".into()),
-                ..Default::default()
-            })
-            .await,
-            Err(ServiceError::Invalid {
-                field: "cursor",
-                ..
-            })
+            s.list_keys(ListKeys { cursor: Some("zz".into()), ..Default::default() }).await,
+            Err(ServiceError::Invalid { field: "cursor", .. })
         ));
     }
 
@@ -332,36 +576,108 @@ mod tests {
     async fn list_pages_with_cursors() {
         let (s, _dir) = services().await;
         for name in ["c", "a", "b"] {
-            s.create_key(NewKey {
-                name: name.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            s.create_key(&Actor::cli(), named(name)).await.unwrap();
         }
-        let p1 = s
-            .list_keys(ListKeys {
-                limit: Some(2),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        let p2 = s
-            .list_keys(ListKeys {
-                limit: Some(2),
-                cursor: p1.next_cursor,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
-            ["c"]
-        );
+        let p1 = s.list_keys(ListKeys { limit: Some(2), ..Default::default() }).await.unwrap();
+        assert_eq!(p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let p2 = s.list_keys(ListKeys { limit: Some(2), cursor: p1.next_cursor, ..Default::default() }).await.unwrap();
+        assert_eq!(p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["c"]);
         assert_eq!(p2.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn rotation_with_an_idempotency_key_happens_once() {
+        let (s, _dir) = services().await;
+        let a = Actor::cli();
+        let k = s.create_key(&a, named("svc")).await.unwrap();
+        let r1 = s.rotate_key(&a, &k.key.id, 3600, Some("req-1")).await.unwrap();
+        let r2 = s.rotate_key(&a, &k.key.id, 3600, Some("req-1")).await.unwrap();
+        assert_eq!(r1.secret, r2.secret, "a retry returns the same new secret");
+        assert_ne!(r1.secret, k.secret);
+        let stored = s.store.get_key(&k.key.id).await.unwrap();
+        assert_eq!(stored.digest, s.digester.digest(&r1.secret));
+        assert_eq!(stored.previous_digest.map(|p| p.0), Some(s.digester.digest(&k.secret)), "old secret in grace");
+        let rotations =
+            s.list_audit(ListAudit { action: Some("key.rotate".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(rotations.data.len(), 1, "the retry did not rotate again");
+
+        let r3 = s.rotate_key(&a, &k.key.id, 0, None).await.unwrap();
+        assert_ne!(r3.secret, r1.secret);
+        assert_eq!(
+            s.store.get_key(&k.key.id).await.unwrap().previous_digest,
+            None,
+            "no grace: the old secret stops at once"
+        );
+        assert!(
+            s.rotate_key(&a, &k.key.id, 0, Some("req-1")).await.is_ok(),
+            "a fresh use after another rotation rotates"
+        );
+        assert!(matches!(
+            s.rotate_key(&a, &k.key.id, MAX_ROTATION_GRACE_SECS + 1, None).await,
+            Err(ServiceError::Invalid { field: "grace_seconds", .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reused_idempotency_key_after_a_later_rotation_conflicts() {
+        let (s, _dir) = services().await;
+        let a = Actor::cli();
+        let k = s.create_key(&a, named("svc")).await.unwrap();
+        s.rotate_key(&a, &k.key.id, 0, Some("x")).await.unwrap();
+        // Another rotation by a different request, which records its own key.
+        s.rotate_key(&a, &k.key.id, 0, Some("y")).await.unwrap();
+        s.rotate_key(&a, &k.key.id, 0, Some("y")).await.unwrap();
+        let mut key = s.store.get_key(&k.key.id).await.unwrap();
+        // Simulate: the stored tag is "y"'s; a retry of "y" after an unrelated secret change conflicts.
+        key.digest = s.digester.digest("something-else");
+        s.store.update_key(&key, &audit(&a, "test", &k.key.id, None, None, 0)).await.unwrap();
+        assert!(matches!(s.rotate_key(&a, &k.key.id, 0, Some("y")).await, Err(ServiceError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn revocation_is_terminal_and_delete_is_permanent() {
+        let (s, _dir) = services().await;
+        let a = Actor::cli();
+        let k = s.create_key(&a, named("svc")).await.unwrap();
+        assert_eq!(s.disable_key(&a, &k.key.id).await.unwrap().status, KeyStatus::Inactive);
+        assert_eq!(s.enable_key(&a, &k.key.id).await.unwrap().status, KeyStatus::Active);
+        assert_eq!(s.revoke_key(&a, &k.key.id).await.unwrap().status, KeyStatus::Revoked);
+        for r in [s.enable_key(&a, &k.key.id).await.map(|_| ()), s.rotate_key(&a, &k.key.id, 0, None).await.map(|_| ())]
+        {
+            assert!(matches!(r, Err(ServiceError::Invalid { field: "status", .. })));
+        }
+        s.delete_key(&a, &k.key.id).await.unwrap();
+        assert!(matches!(s.get_key(&k.key.id).await, Err(ServiceError::NotFound)));
+        let actions: Vec<String> = s
+            .list_audit(ListAudit { target: Some(k.key.id.clone()), ..Default::default() })
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|e| e.entry.action)
+            .collect();
+        assert_eq!(actions, ["key.delete", "key.revoke", "key.enable", "key.disable", "key.create"]);
+    }
+
+    #[tokio::test]
+    async fn duplicate_copies_scopes_and_patch_changes_only_what_is_given() {
+        let (s, _dir) = services().await;
+        let a = Actor::cli();
+        let settings =
+            SettingsInput { rpm: Some(Some(60)), models: Some(Some(vec!["m".into()])), ..Default::default() };
+        let k = s.create_key(&a, NewKey { settings, ..named("svc") }).await.unwrap();
+        let d = s.duplicate_key(&a, &k.key.id, None).await.unwrap();
+        assert_eq!(
+            (d.key.name.as_str(), d.key.rpm, d.key.models.clone()),
+            ("svc (copy)", Some(60), vec!["m".to_owned()])
+        );
+        assert_ne!(d.key.id, k.key.id);
+        let patch = KeyPatch {
+            name: Some("svc2".into()),
+            settings: SettingsInput { rpm: Some(None), ..Default::default() },
+            ..Default::default()
+        };
+        let v = s.update_key(&a, &k.key.id, patch).await.unwrap();
+        assert_eq!((v.name.as_str(), v.rpm, v.models.clone()), ("svc2", None, vec!["m".to_owned()]));
     }
 }

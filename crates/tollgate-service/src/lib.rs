@@ -3,11 +3,16 @@
 //! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
 
 mod keys;
+mod settings;
 
 use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
-pub use keys::{CreatedKey, KeyList, KeyView, ListKeys, NewKey};
+pub use keys::{
+    Actor, AuditEntryView, AuditPage, CreatedKey, KeyList, KeyPatch, KeyView, ListAudit, ListKeys,
+    MAX_ROTATION_GRACE_SECS, NewKey,
+};
+pub use settings::SettingsInput;
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
 /// one exit message in the CLI.
@@ -15,10 +20,7 @@ pub use keys::{CreatedKey, KeyList, KeyView, ListKeys, NewKey};
 pub enum ServiceError {
     /// Bad input; names the field.
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     #[error("not found")]
     NotFound,
     #[error("conflicts with an existing object")]
@@ -39,10 +41,7 @@ impl From<StoreError> for ServiceError {
 
 impl ServiceError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            field,
-            message: message.into(),
-        }
+        Self::Invalid { field, message: message.into() }
     }
 }
 

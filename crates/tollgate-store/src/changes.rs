@@ -47,10 +47,7 @@ pub(crate) async fn record(
     entity_id: &str,
 ) -> Result<()> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FEED_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut *tx).await?;
     }
     sqlx::query("INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3)")
         .bind(entity.as_str())
@@ -65,22 +62,16 @@ impl Store {
     /// Changes after `seq`, oldest first, at most `limit`. Unknown entity kinds (written
     /// by a newer version) are skipped.
     pub async fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let entity: String = row.try_get("entity")?;
             if let Some(entity) = Entity::parse(&entity) {
-                out.push(Change {
-                    seq: row.try_get("seq")?,
-                    entity,
-                    entity_id: row.try_get("entity_id")?,
-                });
+                out.push(Change { seq: row.try_get("seq")?, entity, entity_id: row.try_get("entity_id")? });
             }
         }
         Ok(out)
@@ -88,9 +79,7 @@ impl Store {
 
     /// The newest `seq`, or 0 for an empty feed: where a freshly loaded snapshot starts.
     pub async fn latest_change_seq(&self) -> Result<i64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
-            .fetch_one(&self.pool)
-            .await?;
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes").fetch_one(&self.pool).await?;
         Ok(seq.unwrap_or(0))
     }
 }

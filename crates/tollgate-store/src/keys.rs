@@ -5,11 +5,15 @@ use sqlx::{Acquire, Row};
 use tollgate_core::MicroUsd;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 
+use tollgate_core::audit::AuditEntry;
+
+use crate::audit;
 use crate::changes::{self, Entity};
 use crate::{Result, Store, StoreError, map_unique};
 
 const KEY_COLUMNS: &str = "id, name, digest, preview, status, created_at, expires_at, \
-     last_used_at, request_count, tokens_used, spend_micros";
+     last_used_at, request_count, tokens_used, spend_micros, settings, updated_at, \
+     previous_digest, previous_expires_at, rotation_key";
 
 /// Filters and keyset page for listing keys, sorted by name then id.
 #[derive(Debug, Clone, Default)]
@@ -23,12 +27,13 @@ pub struct KeyListQuery {
 }
 
 impl Store {
-    /// Inserts a new key and its change-feed entry atomically.
-    pub async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+    /// Inserts a new key, its change-feed entry and its audit entry atomically.
+    pub async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&key.id)
         .bind(&key.name)
@@ -41,10 +46,64 @@ impl Store {
         .bind(key.request_count)
         .bind(key.tokens_used)
         .bind(key.spend.0)
+        .bind(settings_json(key)?)
+        .bind(key.updated_at)
+        .bind(key.previous_digest.map(|(d, _)| d.0.to_vec()))
+        .bind(key.previous_digest.map(|(_, until)| until))
+        .bind(&key.rotation_key)
         .execute(&mut *tx)
         .await
         .map_err(map_unique)?;
         changes::record(self.backend, &mut tx, Entity::Key, &key.id).await?;
+        audit::record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the editable state of a key (everything but its counters, which only the
+    /// usage writer moves), with its change-feed and audit entries, atomically. Fails
+    /// with `NotFound` if the key is gone.
+    pub async fn update_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET name = $1, digest = $2, preview = $3, status = $4, expires_at = $5, \
+             settings = $6, updated_at = $7, previous_digest = $8, previous_expires_at = $9, \
+             rotation_key = $10 WHERE id = $11",
+        )
+        .bind(&key.name)
+        .bind(key.digest.0.to_vec())
+        .bind(&key.preview)
+        .bind(key.status.as_str())
+        .bind(key.expires_at)
+        .bind(settings_json(key)?)
+        .bind(key.updated_at)
+        .bind(key.previous_digest.map(|(d, _)| d.0.to_vec()))
+        .bind(key.previous_digest.map(|(_, until)| until))
+        .bind(&key.rotation_key)
+        .bind(&key.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_unique)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        changes::record(self.backend, &mut tx, Entity::Key, &key.id).await?;
+        audit::record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a key for good (its usage rows keep its id and name).
+    pub async fn delete_key(&self, id: &str, audit: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        changes::record(self.backend, &mut tx, Entity::Key, id).await?;
+        audit::record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -60,9 +119,7 @@ impl Store {
 
     /// Every key, for building the data plane's snapshot.
     pub async fn all_keys(&self) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys")).fetch_all(&self.pool).await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -73,15 +130,10 @@ impl Store {
             n += 1;
             n
         };
-        let pattern = q
-            .search
-            .as_ref()
-            .map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
+        let pattern = q.search.as_ref().map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
         if pattern.is_some() {
             let (a, b) = (next(), next());
-            sql += &format!(
-                " AND (LOWER(name) LIKE ${a} ESCAPE '\\' OR LOWER(preview) LIKE ${b} ESCAPE '\\')"
-            );
+            sql += &format!(" AND (LOWER(name) LIKE ${a} ESCAPE '\\' OR LOWER(preview) LIKE ${b} ESCAPE '\\')");
         }
         if q.status.is_some() {
             sql += &format!(" AND status = ${}", next());
@@ -108,27 +160,40 @@ impl Store {
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+fn settings_json(key: &KeyRecord) -> Result<String> {
+    serde_json::to_string(&key.settings).map_err(|e| StoreError::Corrupt(format!("key settings: {e}")))
 }
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
     let digest: Vec<u8> = row.try_get("digest")?;
     let status: String = row.try_get("status")?;
+    let settings: String = row.try_get("settings")?;
+    let previous: Option<Vec<u8>> = row.try_get("previous_digest")?;
+    let previous_until: Option<i64> = row.try_get("previous_expires_at")?;
     Ok(KeyRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        digest: KeyDigest::from_slice(&digest)
-            .ok_or_else(|| StoreError::Corrupt("key digest length".into()))?,
+        digest: KeyDigest::from_slice(&digest).ok_or_else(|| StoreError::Corrupt("key digest length".into()))?,
         preview: row.try_get("preview")?,
-        status: KeyStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("key status {status}")))?,
+        status: KeyStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("key status {status}")))?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
         request_count: row.try_get("request_count")?,
         tokens_used: row.try_get("tokens_used")?,
         spend: MicroUsd(row.try_get("spend_micros")?),
+        settings: serde_json::from_str(&settings).map_err(|e| StoreError::Corrupt(format!("key settings: {e}")))?,
+        updated_at: row.try_get("updated_at")?,
+        previous_digest: match (previous, previous_until) {
+            (Some(d), Some(until)) => Some((
+                KeyDigest::from_slice(&d).ok_or_else(|| StoreError::Corrupt("previous digest length".into()))?,
+                until,
+            )),
+            _ => None,
+        },
+        rotation_key: row.try_get("rotation_key")?,
     })
 }

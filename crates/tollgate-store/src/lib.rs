@@ -7,6 +7,7 @@
 //! snapshot that the server builds from [`Store::all_keys`] and patches from the change
 //! feed ([`Store::changes_since`]).
 
+mod audit;
 mod changes;
 mod keys;
 mod migrate;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use audit::{AuditQuery, AuditRow};
 pub use changes::{Change, Entity};
 pub use keys::KeyListQuery;
 pub use usage::{UsageQuery, UsageRow};

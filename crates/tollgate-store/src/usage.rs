@@ -74,9 +74,7 @@ impl Store {
                         // quadratic (it was 28% of the gateway's CPU under load). `?`
                         // parameters are positional and free.
                         Backend::Sqlite => sql.push('?'),
-                        Backend::Postgres => {
-                            sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1))
-                        }
+                        Backend::Postgres => sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1)),
                     }
                 }
                 sql.push(')');
@@ -126,11 +124,7 @@ impl Store {
     pub async fn list_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
         let mut sql = format!("SELECT id, {USAGE_COLUMNS} FROM usage_log WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
-        for (column, value) in [
-            ("request_id", &q.request_id),
-            ("key_id", &q.key_id),
-            ("model", &q.model),
-        ] {
+        for (column, value) in [("request_id", &q.request_id), ("key_id", &q.key_id), ("model", &q.model)] {
             if let Some(v) = value {
                 binds.push(v.clone());
                 sql += &format!(" AND {column} = ${}", binds.len());
@@ -139,10 +133,7 @@ impl Store {
         if q.before_id.is_some() {
             sql += &format!(" AND id < ${}", binds.len() + 1);
         }
-        sql += &format!(
-            " ORDER BY id DESC LIMIT ${}",
-            binds.len() + 1 + usize::from(q.before_id.is_some())
-        );
+        sql += &format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1 + usize::from(q.before_id.is_some()));
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(b);
@@ -168,16 +159,9 @@ fn totals_by_key(events: &[UsageEvent]) -> HashMap<&str, KeyTotals> {
         let Some(key_id) = e.key_id.as_deref() else {
             continue;
         };
-        let t = out.entry(key_id).or_insert(KeyTotals {
-            requests: 0,
-            tokens: 0,
-            spend: 0,
-            last_used: 0,
-        });
+        let t = out.entry(key_id).or_insert(KeyTotals { requests: 0, tokens: 0, spend: 0, last_used: 0 });
         t.requests += 1;
-        t.tokens = t
-            .tokens
-            .saturating_add(to_i64(e.prompt_tokens.saturating_add(e.completion_tokens)));
+        t.tokens = t.tokens.saturating_add(to_i64(e.prompt_tokens.saturating_add(e.completion_tokens)));
         t.spend = t.spend.saturating_add(e.cost.0);
         t.last_used = t.last_used.max(e.created_at);
     }
@@ -185,8 +169,7 @@ fn totals_by_key(events: &[UsageEvent]) -> HashMap<&str, KeyTotals> {
 }
 
 fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
-    let opt_u64 =
-        |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
+    let opt_u64 = |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
     Ok(UsageRow {
         id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,

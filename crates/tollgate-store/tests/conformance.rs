@@ -5,9 +5,11 @@
 //! set it to `off` to run SQLite only.
 
 use tollgate_core::MicroUsd;
-use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
+use tollgate_core::audit::AuditEntry;
+use tollgate_core::key::{KeyDigest, KeyRecord, KeySettings, KeyStatus};
+use tollgate_core::scope::ModelScope;
 use tollgate_core::usage::{BillingReason, UsageEvent};
-use tollgate_store::{Entity, KeyListQuery, Store, StoreError, UsageQuery};
+use tollgate_store::{AuditQuery, Entity, KeyListQuery, Store, StoreError, UsageQuery};
 
 struct TestDb {
     store: Store,
@@ -20,10 +22,7 @@ impl TestDb {
         self.store.close().await;
         if let Some((admin_url, name)) = self.pg_drop {
             let admin = Store::connect(&admin_url).await.expect("admin connect");
-            admin
-                .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .expect("drop");
+            admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop");
             admin.close().await;
         }
     }
@@ -31,15 +30,9 @@ impl TestDb {
 
 async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&Store::sqlite_url(&dir.path().join("t.db")))
-        .await
-        .expect("connect");
+    let store = Store::connect(&Store::sqlite_url(&dir.path().join("t.db"))).await.expect("connect");
     store.migrate().await.expect("migrate");
-    TestDb {
-        store,
-        _dir: Some(dir),
-        pg_drop: None,
-    }
+    TestDb { store, _dir: Some(dir), pg_drop: None }
 }
 
 async fn postgres() -> Option<TestDb> {
@@ -49,24 +42,14 @@ async fn postgres() -> Option<TestDb> {
         return None;
     }
     let name = tollgate_core::ids::new_id("tgtest").to_lowercase();
-    let admin = Store::connect(&admin_url)
-        .await
-        .expect("PostgreSQL for tests (set TOLLGATE_TEST_POSTGRES_URL=off to skip)");
-    admin
-        .execute_admin(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
+    let admin =
+        Store::connect(&admin_url).await.expect("PostgreSQL for tests (set TOLLGATE_TEST_POSTGRES_URL=off to skip)");
+    admin.execute_admin(&format!("CREATE DATABASE {name}")).await.expect("create database");
     admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').expect("url has a database");
-    let store = Store::connect(&format!("{base}/{name}"))
-        .await
-        .expect("connect");
+    let store = Store::connect(&format!("{base}/{name}")).await.expect("connect");
     store.migrate().await.expect("migrate");
-    Some(TestDb {
-        store,
-        _dir: None,
-        pg_drop: Some((admin_url, name)),
-    })
+    Some(TestDb { store, _dir: None, pg_drop: Some((admin_url, name)) })
 }
 
 macro_rules! on_every_backend {
@@ -86,7 +69,23 @@ on_every_backend!(
     list_keys_searches_filters_and_pages,
     usage_batches_are_written_and_roll_key_counters,
     migrations_are_idempotent,
+    updates_round_trip_settings_and_rotation_state,
+    delete_removes_and_records,
+    audit_is_written_with_the_change_and_filtered,
 );
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        at: 1_000,
+        actor: "tester".into(),
+        action: action.into(),
+        target_type: "key".into(),
+        target_id: "key_a".into(),
+        before: None,
+        after: Some(serde_json::json!({ "name": "alpha" })),
+        source_ip: Some("192.0.2.1".into()),
+    }
+}
 
 fn key(id: &str, name: &str, digest_byte: u8) -> KeyRecord {
     KeyRecord {
@@ -96,28 +95,27 @@ fn key(id: &str, name: &str, digest_byte: u8) -> KeyRecord {
         preview: format!("sk-tg-…{id}"),
         status: KeyStatus::Active,
         created_at: 1_000,
+        updated_at: 1_000,
         expires_at: Some(9_000),
         last_used_at: None,
         request_count: 0,
         tokens_used: 0,
         spend: MicroUsd::ZERO,
+        settings: KeySettings::default(),
+        previous_digest: None,
+        rotation_key: None,
     }
 }
 
 async fn keys_round_trip_and_feed_records_each_insert(s: &Store) {
     let start = s.latest_change_seq().await.expect("seq");
     let k = key("key_a", "alpha", 1);
-    s.insert_key(&k).await.expect("insert");
-    s.insert_key(&key("key_b", "beta", 2))
-        .await
-        .expect("insert");
+    s.insert_key(&k, &audit("key.create")).await.expect("insert");
+    s.insert_key(&key("key_b", "beta", 2), &audit("key.create")).await.expect("insert");
     assert_eq!(s.get_key("key_a").await.expect("get"), k);
     assert!(matches!(s.get_key("nope").await, Err(StoreError::NotFound)));
     let feed = s.changes_since(start, 10).await.expect("feed");
-    let ids: Vec<_> = feed
-        .iter()
-        .map(|c| (c.entity, c.entity_id.as_str()))
-        .collect();
+    let ids: Vec<_> = feed.iter().map(|c| (c.entity, c.entity_id.as_str())).collect();
     assert_eq!(ids, [(Entity::Key, "key_a"), (Entity::Key, "key_b")]);
     assert!(feed[0].seq < feed[1].seq);
     assert_eq!(s.changes_since(feed[1].seq, 10).await.expect("feed"), []);
@@ -126,81 +124,32 @@ async fn keys_round_trip_and_feed_records_each_insert(s: &Store) {
 }
 
 async fn duplicate_digest_is_a_conflict(s: &Store) {
-    s.insert_key(&key("key_a", "a", 7)).await.expect("insert");
-    assert!(matches!(
-        s.insert_key(&key("key_b", "b", 7)).await,
-        Err(StoreError::Conflict)
-    ));
-    assert!(matches!(
-        s.insert_key(&key("key_a", "c", 8)).await,
-        Err(StoreError::Conflict)
-    ));
+    s.insert_key(&key("key_a", "a", 7), &audit("key.create")).await.expect("insert");
+    assert!(matches!(s.insert_key(&key("key_b", "b", 7), &audit("key.create")).await, Err(StoreError::Conflict)));
+    assert!(matches!(s.insert_key(&key("key_a", "c", 8), &audit("key.create")).await, Err(StoreError::Conflict)));
 }
 
 async fn list_keys_searches_filters_and_pages(s: &Store) {
-    for (i, name) in ["prod-api", "dev-api", "dev-batch", "stage_x", "100%"]
-        .iter()
-        .enumerate()
-    {
-        s.insert_key(&key(&format!("key_{i}"), name, i as u8))
-            .await
-            .expect("insert");
+    for (i, name) in ["prod-api", "dev-api", "dev-batch", "stage_x", "100%"].iter().enumerate() {
+        s.insert_key(&key(&format!("key_{i}"), name, i as u8), &audit("key.create")).await.expect("insert");
     }
     let names = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.name).collect::<Vec<_>>();
-    let all = s
-        .list_keys(&KeyListQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!(
-        names(all),
-        ["100%", "dev-api", "dev-batch", "prod-api", "stage_x"]
-    );
-    let dev = s
-        .list_keys(&KeyListQuery {
-            search: Some("DEV".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("list");
+    let all = s.list_keys(&KeyListQuery { limit: 10, ..Default::default() }).await.expect("list");
+    assert_eq!(names(all), ["100%", "dev-api", "dev-batch", "prod-api", "stage_x"]);
+    let dev =
+        s.list_keys(&KeyListQuery { search: Some("DEV".into()), limit: 10, ..Default::default() }).await.expect("list");
     assert_eq!(names(dev), ["dev-api", "dev-batch"]);
     // LIKE wildcards in the search are literal.
-    let pct = s
-        .list_keys(&KeyListQuery {
-            search: Some("%".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("list");
+    let pct =
+        s.list_keys(&KeyListQuery { search: Some("%".into()), limit: 10, ..Default::default() }).await.expect("list");
     assert_eq!(names(pct), ["100%"]);
-    let page1 = s
-        .list_keys(&KeyListQuery {
-            limit: 2,
-            ..Default::default()
-        })
-        .await
-        .expect("list");
+    let page1 = s.list_keys(&KeyListQuery { limit: 2, ..Default::default() }).await.expect("list");
     let last = page1.last().map(|k| (k.name.clone(), k.id.clone()));
-    let page2 = s
-        .list_keys(&KeyListQuery {
-            limit: 2,
-            after: last,
-            ..Default::default()
-        })
-        .await
-        .expect("list");
+    let page2 = s.list_keys(&KeyListQuery { limit: 2, after: last, ..Default::default() }).await.expect("list");
     assert_eq!(names(page1), ["100%", "dev-api"]);
     assert_eq!(names(page2), ["dev-batch", "prod-api"]);
     let revoked = s
-        .list_keys(&KeyListQuery {
-            status: Some(KeyStatus::Revoked),
-            limit: 10,
-            ..Default::default()
-        })
+        .list_keys(&KeyListQuery { status: Some(KeyStatus::Revoked), limit: 10, ..Default::default() })
         .await
         .expect("list");
     assert!(revoked.is_empty());
@@ -229,12 +178,9 @@ fn event(request_id: &str, key_id: Option<&str>, at: i64, cost: i64) -> UsageEve
 }
 
 async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
-    s.insert_key(&key("key_a", "alpha", 1))
-        .await
-        .expect("insert");
-    let mut batch: Vec<UsageEvent> = (0..250)
-        .map(|i| event(&format!("req_{i}"), Some("key_a"), 5_000 + i, 7))
-        .collect();
+    s.insert_key(&key("key_a", "alpha", 1), &audit("key.create")).await.expect("insert");
+    let mut batch: Vec<UsageEvent> =
+        (0..250).map(|i| event(&format!("req_{i}"), Some("key_a"), 5_000 + i, 7)).collect();
     batch.push(event("req_anon", None, 9_999, 0));
     s.insert_usage(&batch).await.expect("usage");
 
@@ -245,36 +191,19 @@ async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
     );
 
     let one = s
-        .list_usage(&UsageQuery {
-            request_id: Some("req_17".into()),
-            limit: 10,
-            ..Default::default()
-        })
+        .list_usage(&UsageQuery { request_id: Some("req_17".into()), limit: 10, ..Default::default() })
         .await
         .expect("q");
     assert_eq!(one.len(), 1);
     let r = &one[0];
     assert_eq!(
-        (
-            r.status,
-            r.prompt_tokens,
-            r.completion_tokens,
-            r.cost,
-            r.ttft_ms,
-            r.stream
-        ),
+        (r.status, r.prompt_tokens, r.completion_tokens, r.cost, r.ttft_ms, r.stream),
         (200, 10, 5, MicroUsd(7), Some(3), true)
     );
     assert_eq!(r.billing_reason, "completed");
 
-    let page1 = s
-        .list_usage(&UsageQuery {
-            key_id: Some("key_a".into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("q");
+    let page1 =
+        s.list_usage(&UsageQuery { key_id: Some("key_a".into()), limit: 100, ..Default::default() }).await.expect("q");
     let page2 = s
         .list_usage(&UsageQuery {
             key_id: Some("key_a".into()),
@@ -291,4 +220,64 @@ async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
 async fn migrations_are_idempotent(s: &Store) {
     s.migrate().await.expect("second migrate");
     s.ping().await.expect("ping");
+}
+
+async fn updates_round_trip_settings_and_rotation_state(s: &Store) {
+    let mut k = key("key_a", "alpha", 1);
+    s.insert_key(&k, &audit("key.create")).await.expect("insert");
+    let seq = s.latest_change_seq().await.expect("seq");
+    k.name = "beta".into();
+    k.status = KeyStatus::Inactive;
+    k.settings = KeySettings {
+        model_scope: ModelScope::List,
+        models: vec!["m1".into()],
+        ip_allowlist: vec!["10.0.0.0/8".into()],
+        budget_micros: Some(5_000_000),
+        rpm: Some(60),
+        metadata: serde_json::json!({ "env": "prod" }).as_object().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    k.previous_digest = Some((KeyDigest([1; 32]), 42_000));
+    k.digest = KeyDigest([2; 32]);
+    k.rotation_key = Some("abc".into());
+    k.updated_at = 2_000;
+    s.update_key(&k, &audit("key.update")).await.expect("update");
+    assert_eq!(s.get_key("key_a").await.expect("get"), k);
+    assert_eq!(s.changes_since(seq, 10).await.expect("feed").len(), 1, "an update is a change");
+    let mut ghost = key("key_zz", "ghost", 9);
+    ghost.name = "x".into();
+    assert!(matches!(s.update_key(&ghost, &audit("key.update")).await, Err(StoreError::NotFound)));
+}
+
+async fn delete_removes_and_records(s: &Store) {
+    s.insert_key(&key("key_a", "alpha", 1), &audit("key.create")).await.expect("insert");
+    let seq = s.latest_change_seq().await.expect("seq");
+    s.delete_key("key_a", &audit("key.delete")).await.expect("delete");
+    assert!(matches!(s.get_key("key_a").await, Err(StoreError::NotFound)));
+    assert_eq!(s.changes_since(seq, 10).await.expect("feed")[0].entity_id, "key_a");
+    assert!(matches!(s.delete_key("key_a", &audit("key.delete")).await, Err(StoreError::NotFound)));
+}
+
+async fn audit_is_written_with_the_change_and_filtered(s: &Store) {
+    s.insert_key(&key("key_a", "alpha", 1), &audit("key.create")).await.expect("insert");
+    // A failed write leaves no audit entry behind: they share one transaction.
+    assert!(s.insert_key(&key("key_b", "beta", 1), &audit("key.create")).await.is_err());
+    let mut k = s.get_key("key_a").await.expect("get");
+    k.status = KeyStatus::Revoked;
+    s.update_key(&k, &audit("key.revoke")).await.expect("update");
+    let all = s.list_audit(&AuditQuery { limit: 10, ..Default::default() }).await.expect("audit");
+    let actions: Vec<&str> = all.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["key.revoke", "key.create"]);
+    assert_eq!(all[0].entry.after, Some(serde_json::json!({ "name": "alpha" })));
+    assert_eq!(all[0].entry.source_ip.as_deref(), Some("192.0.2.1"));
+    let revokes = s
+        .list_audit(&AuditQuery { action: Some("key.revoke".into()), limit: 10, ..Default::default() })
+        .await
+        .expect("audit");
+    assert_eq!(revokes.len(), 1);
+    let older =
+        s.list_audit(&AuditQuery { before_id: Some(all[0].id), limit: 10, ..Default::default() }).await.expect("audit");
+    assert_eq!(older.len(), 1);
+    let none = s.list_audit(&AuditQuery { from: Some(5_000), limit: 10, ..Default::default() }).await.expect("audit");
+    assert!(none.is_empty());
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tollgate_server::{Config, Server};
-use tollgate_service::NewKey;
+use tollgate_service::{Actor, NewKey};
 use tollgate_store::{Store, UsageQuery, UsageRow};
 
 use crate::client::{ClientResult, TestClient};
@@ -29,8 +29,15 @@ pub struct TestApp {
 /// (upstream name `fake-mini`, to see renaming), `text-embedding-3-small` and
 /// `gpt-image-1`. `extra` is appended verbatim (TOML).
 pub fn default_config(dir: &std::path::Path, fake_url: &str, extra: &str) -> String {
+    config_with(dir, fake_url, "", extra)
+}
+
+/// As [`default_config`], with `top` inserted among the top-level settings (for
+/// `database_url`, `pepper`, `trusted_proxies`, …).
+pub fn config_with(dir: &std::path::Path, fake_url: &str, top: &str, extra: &str) -> String {
     format!(
         r#"
+{top}
 listen = "127.0.0.1:0"
 data_dir = "{data}"
 admin_token = "test-admin-token"
@@ -81,36 +88,26 @@ impl TestApp {
 
     /// Starts with `extra` TOML appended to the default config.
     pub async fn start_with(extra: &str) -> ClientResult<Self> {
+        Self::start_with_top("", extra).await
+    }
+
+    /// Starts with `top` among the top-level settings and `extra` appended.
+    pub async fn start_with_top(top: &str, extra: &str) -> ClientResult<Self> {
         let fake = FakeOpenAi::start().await;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config_path = dir.path().join("tollgate.toml");
-        std::fs::write(
-            &config_path,
-            default_config(dir.path(), &fake.base_url(), extra),
-        )
-        .map_err(|e| e.to_string())?;
+        std::fs::write(&config_path, config_with(dir.path(), &fake.base_url(), top, extra))
+            .map_err(|e| e.to_string())?;
         let config = tollgate_server::config::load(
             Some(&config_path),
             Vec::new(),
             tollgate_server::config::Credentials::Required,
         )
         .map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let server = Server::start(config.clone(), listener)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let server = Server::start(config.clone(), listener).await.map_err(|e| format!("{e:#}"))?;
         let base_url = format!("http://{}", server.addr());
-        Ok(Self {
-            server: Some(server),
-            base_url,
-            fake,
-            client: TestClient::default(),
-            config,
-            config_path,
-            dir,
-        })
+        Ok(Self { server: Some(server), base_url, fake, client: TestClient::default(), config, config_path, dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -118,9 +115,7 @@ impl TestApp {
     }
 
     fn server(&self) -> ClientResult<&Server> {
-        self.server
-            .as_ref()
-            .ok_or_else(|| "the server has been stopped".to_owned())
+        self.server.as_ref().ok_or_else(|| "the server has been stopped".to_owned())
     }
 
     /// Creates a key through the service layer; returns the secret. The running server
@@ -129,14 +124,10 @@ impl TestApp {
         let created = self
             .server()?
             .services()
-            .create_key(NewKey {
-                name: name.into(),
-                ..Default::default()
-            })
+            .create_key(&Actor::cli(), NewKey { name: name.into(), ..Default::default() })
             .await
             .map_err(|e| e.to_string())?;
-        self.key_accepted(&created.secret, Duration::from_secs(5))
-            .await?;
+        self.key_accepted(&created.secret, Duration::from_secs(5)).await?;
         Ok(created.secret)
     }
 
@@ -149,21 +140,20 @@ impl TestApp {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > within {
-                return Err(format!(
-                    "key not accepted within {within:?}: {} {}",
-                    res.status,
-                    res.text()
-                ));
+                return Err(format!("key not accepted within {within:?}: {} {}", res.status, res.text()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
+    /// The service layer over the app's own store.
+    pub fn services(&self) -> ClientResult<&tollgate_service::Services> {
+        Ok(self.server()?.services())
+    }
+
     /// A separate handle on the app's database.
     pub async fn store(&self) -> ClientResult<Store> {
-        Store::connect(&self.config.database_url)
-            .await
-            .map_err(|e| e.to_string())
+        Store::connect(&self.config.database_url).await.map_err(|e| e.to_string())
     }
 
     /// Waits until the usage row of `request_id` is written, and returns it.
@@ -171,11 +161,7 @@ impl TestApp {
         let store = self.store().await?;
         let start = Instant::now();
         loop {
-            let q = UsageQuery {
-                request_id: Some(request_id.to_owned()),
-                limit: 2,
-                ..Default::default()
-            };
+            let q = UsageQuery { request_id: Some(request_id.to_owned()), limit: 2, ..Default::default() };
             let mut rows = store.list_usage(&q).await.map_err(|e| e.to_string())?;
             if let Some(row) = rows.pop() {
                 if !rows.is_empty() {
@@ -194,13 +180,8 @@ impl TestApp {
     /// Every usage row, newest first.
     pub async fn all_usage(&self) -> ClientResult<Vec<UsageRow>> {
         let store = self.store().await?;
-        let rows = store
-            .list_usage(&UsageQuery {
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string());
+        let rows =
+            store.list_usage(&UsageQuery { limit: 10_000, ..Default::default() }).await.map_err(|e| e.to_string());
         store.close().await;
         rows
     }
@@ -225,5 +206,37 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.wait().await;
         }
+    }
+}
+
+/// A fresh PostgreSQL database for one test, dropped by [`PgDatabase::drop_now`]. The
+/// server comes from `TOLLGATE_TEST_POSTGRES_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`); `off` skips PostgreSQL tests.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> ClientResult<Option<Self>> {
+        let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        if admin_url == "off" {
+            return Ok(None);
+        }
+        let name = tollgate_core::ids::new_id("tgtest").to_lowercase();
+        let admin = Store::connect(&admin_url).await.map_err(|e| format!("PostgreSQL for tests: {e}"))?;
+        admin.execute_admin(&format!("CREATE DATABASE {name}")).await.map_err(|e| e.to_string())?;
+        admin.close().await;
+        let (base, _) = admin_url.rsplit_once('/').ok_or("the PostgreSQL url names no database")?;
+        Ok(Some(Self { url: format!("{base}/{name}"), admin_url, name }))
+    }
+
+    pub async fn drop_now(self) -> ClientResult<()> {
+        let admin = Store::connect(&self.admin_url).await.map_err(|e| e.to_string())?;
+        let r = admin.execute_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        admin.close().await;
+        r.map_err(|e| e.to_string())
     }
 }

@@ -29,10 +29,7 @@ impl Answer {
 
     /// `error.code` of an OpenAI-shaped error body.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -47,9 +44,7 @@ pub struct TestClient {
 
 impl Default for TestClient {
     fn default() -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Self { client: Client::builder(TokioExecutor::new()).build_http() }
     }
 }
 
@@ -69,13 +64,8 @@ impl TestClient {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let req = builder
-            .body(Full::new(body.into()))
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        self.client
-            .request(req)
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))
+        let req = builder.body(Full::new(body.into())).map_err(|e| format!("{method} {url}: {e}"))?;
+        self.client.request(req).await.map_err(|e| format!("{method} {url}: {e}"))
     }
 
     /// Sends a request and reads the whole answer.
@@ -88,41 +78,23 @@ impl TestClient {
     ) -> ClientResult<Answer> {
         let res = self.send(method, url, headers, body).await?;
         let (parts, body) = res.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("reading the body from {url}: {e}"))?
-            .to_bytes();
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        let body = body.collect().await.map_err(|e| format!("reading the body from {url}: {e}"))?.to_bytes();
+        Ok(Answer { status: parts.status, headers: parts.headers, body })
     }
 
     /// `POST` a JSON body with `Authorization: Bearer <key>` when given.
-    pub async fn post_json(
-        &self,
-        url: &str,
-        key: Option<&str>,
-        body: &serde_json::Value,
-    ) -> ClientResult<Answer> {
+    pub async fn post_json(&self, url: &str, key: Option<&str>, body: &serde_json::Value) -> ClientResult<Answer> {
         let auth = key.map(|k| format!("Bearer {k}"));
         let mut headers = vec![(header::CONTENT_TYPE.as_str(), "application/json")];
         if let Some(a) = auth.as_deref() {
             headers.push(("authorization", a));
         }
-        self.call(Method::POST, url, &headers, body.to_string())
-            .await
+        self.call(Method::POST, url, &headers, body.to_string()).await
     }
 
     pub async fn get(&self, url: &str, key: Option<&str>) -> ClientResult<Answer> {
         let auth = key.map(|k| format!("Bearer {k}"));
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| ("authorization", a))
-            .into_iter()
-            .collect();
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
         self.call(Method::GET, url, &headers, Bytes::new()).await
     }
 }
@@ -135,31 +107,16 @@ pub struct OpenStream {
 
 impl TestClient {
     /// `POST url` with `body` as `key`, returning as soon as the response head arrives.
-    pub async fn open_stream(
-        &self,
-        url: &str,
-        key: &str,
-        body: &serde_json::Value,
-    ) -> ClientResult<OpenStream> {
+    pub async fn open_stream(&self, url: &str, key: &str, body: &serde_json::Value) -> ClientResult<OpenStream> {
         let auth = format!("Bearer {key}");
-        let res = self
-            .send(
-                Method::POST,
-                url,
-                &[("authorization", &auth)],
-                body.to_string(),
-            )
-            .await?;
+        let res = self.send(Method::POST, url, &[("authorization", &auth)], body.to_string()).await?;
         let request_id = res
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| format!("no x-request-id from {url}"))?
             .to_owned();
-        Ok(OpenStream {
-            request_id,
-            body: res.into_body(),
-        })
+        Ok(OpenStream { request_id, body: res.into_body() })
     }
 }
 
@@ -167,9 +124,7 @@ impl TestClient {
 pub async fn read_until(body: &mut Incoming, text: &str) -> ClientResult<String> {
     let mut seen = String::new();
     while !seen.contains(text) {
-        let chunk = next_data(body)
-            .await?
-            .ok_or_else(|| format!("stream ended before {text:?}: {seen}"))?;
+        let chunk = next_data(body).await?.ok_or_else(|| format!("stream ended before {text:?}: {seen}"))?;
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     Ok(seen)
@@ -201,8 +156,5 @@ pub async fn next_data(body: &mut Incoming) -> ClientResult<Option<Bytes>> {
 
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included).
 pub fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
+    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_owned).collect()
 }

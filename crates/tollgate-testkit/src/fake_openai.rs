@@ -125,10 +125,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            record: true,
-        }
+        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), record: true }
     }
 }
 
@@ -150,10 +147,7 @@ struct Shared {
 
 impl Shared {
     fn behavior(&self) -> Behavior {
-        self.behavior
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.behavior.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn next_id(&self) -> u64 {
@@ -163,14 +157,9 @@ impl Shared {
 
 impl FakeOpenAi {
     /// Binds `127.0.0.1:0` and serves, recording requests, until dropped.
-    #[expect(
-        clippy::expect_used,
-        reason = "test helper: without a loopback port there is no test to run"
-    )]
+    #[expect(clippy::expect_used, reason = "test helper: without a loopback port there is no test to run")]
     pub async fn start() -> FakeOpenAi {
-        Self::start_with(Options::default())
-            .await
-            .expect("fake upstream: bind 127.0.0.1:0")
+        Self::start_with(Options::default()).await.expect("fake upstream: bind 127.0.0.1:0")
     }
 
     /// Binds `options.listen` and serves until dropped.
@@ -184,11 +173,7 @@ impl FakeOpenAi {
             next_id: AtomicU64::new(1),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        Ok(FakeOpenAi {
-            addr,
-            shared,
-            server,
-        })
+        Ok(FakeOpenAi { addr, shared, server })
     }
 
     /// `http://127.0.0.1:PORT/v1`.
@@ -203,20 +188,12 @@ impl FakeOpenAi {
 
     /// Every request received so far, in order (empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Changes how subsequent requests are answered.
     pub fn set_behavior(&self, behavior: Behavior) {
-        *self
-            .shared
-            .behavior
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = behavior;
+        *self.shared.behavior.lock().unwrap_or_else(PoisonError::into_inner) = behavior;
     }
 }
 
@@ -249,9 +226,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         connections.spawn(async move {
             let service = service_fn(move |req| handle(Arc::clone(&shared), req));
             // A connection error (client gone, stream broken on purpose) ends only this task.
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -260,11 +235,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Response<FakeBody>> {
     let (parts, body) = req.into_parts();
     let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    let parsed = if bytes.is_empty() {
-        None
-    } else {
-        serde_json::from_slice::<Value>(&bytes).ok()
-    };
+    let parsed = if bytes.is_empty() { None } else { serde_json::from_slice::<Value>(&bytes).ok() };
     if shared.record {
         let recorded = RecordedRequest {
             method: parts.method.to_string(),
@@ -272,11 +243,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
             headers: parts.headers.clone(),
             body: parsed.clone().unwrap_or(Value::Null),
         };
-        shared
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(recorded);
+        shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(recorded);
     }
 
     let behavior = shared.behavior();
@@ -322,11 +289,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
             None,
         ));
     };
-    let ctx = Ctx {
-        shared: &shared,
-        behavior,
-        body: &body,
-    };
+    let ctx = Ctx { shared: &shared, behavior, body: &body };
     Ok(match endpoint {
         Endpoint::Chat => chat(&ctx),
         Endpoint::Completions => completions(&ctx),
@@ -374,10 +337,7 @@ fn chat(ctx: &Ctx<'_>) -> Handled {
         return Err(missing_parameter("messages").into());
     };
     let stream = check_stream(ctx.body)?;
-    let prompt_tokens: u64 = messages
-        .iter()
-        .map(|m| words_in_content(m.get("content")) + 1)
-        .sum();
+    let prompt_tokens: u64 = messages.iter().map(|m| words_in_content(m.get("content")) + 1).sum();
     let limit = token_limit(ctx.body, &["max_completion_tokens", "max_tokens"]);
     let reply = Reply::new(limit);
     let id = format!("chatcmpl-fake{:016x}", ctx.shared.next_id());
@@ -394,11 +354,7 @@ fn chat(ctx: &Ctx<'_>) -> Handled {
         return Ok(json_response(StatusCode::OK, Bytes::from(body)));
     };
 
-    let usage_field = if include_usage {
-        r#","usage":null"#
-    } else {
-        ""
-    };
+    let usage_field = if include_usage { r#","usage":null"# } else { "" };
     let chunk = |choices: &str, usage: &str| {
         sse_data(&format!(
             r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model},"service_tier":"default","system_fingerprint":"{FINGERPRINT}","choices":[{choices}]{usage}}}"#
@@ -419,10 +375,7 @@ fn chat(ctx: &Ctx<'_>) -> Handled {
         ));
     }
     frames.push(chunk(
-        &format!(
-            r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{}"}}"#,
-            reply.finish_reason()
-        ),
+        &format!(r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{}"}}"#, reply.finish_reason()),
         usage_field,
     ));
     if include_usage && ctx.behavior != Behavior::NoUsageInStream {
@@ -512,9 +465,7 @@ fn embeddings(ctx: &Ctx<'_>) -> Handled {
         return Err(missing_parameter("input").into());
     };
     let inputs: Vec<&Value> = match input {
-        Value::Array(items) if items.iter().all(|i| i.is_string() || i.is_array()) => {
-            items.iter().collect()
-        }
+        Value::Array(items) if items.iter().all(|i| i.is_string() || i.is_array()) => items.iter().collect(),
         // A single string, or one token array (a flat array of numbers).
         _ => vec![input],
     };
@@ -561,9 +512,7 @@ fn embeddings(ctx: &Ctx<'_>) -> Handled {
         if index > 0 {
             data.push(',');
         }
-        data.push_str(&format!(
-            r#"{{"object":"embedding","index":{index},"embedding":{embedding}}}"#
-        ));
+        data.push_str(&format!(r#"{{"object":"embedding","index":{index},"embedding":{embedding}}}"#));
     }
     let body = format!(
         r#"{{"object":"list","data":[{data}],"model":{model},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#,
@@ -589,10 +538,7 @@ fn responses(ctx: &Ctx<'_>) -> Handled {
     };
     let stream = ctx.body.get("stream").and_then(Value::as_bool) == Some(true);
     let mut input_tokens = match input {
-        Value::Array(items) => items
-            .iter()
-            .map(|item| words_in_content(item.get("content")) + 1)
-            .sum(),
+        Value::Array(items) => items.iter().map(|item| words_in_content(item.get("content")) + 1).sum(),
         other => words_in_input(Some(other)),
     };
     let instructions = ctx.body.get("instructions").cloned().unwrap_or(Value::Null);
@@ -671,15 +617,9 @@ fn responses(ctx: &Ctx<'_>) -> Handled {
         extra
     };
     let mut frames = vec![
-        event(
-            "response.created",
-            json!({ "response": in_progress.clone() }),
-        ),
+        event("response.created", json!({ "response": in_progress.clone() })),
         event("response.in_progress", json!({ "response": in_progress })),
-        event(
-            "response.output_item.added",
-            json!({ "output_index": 0, "item": item("in_progress", json!([])) }),
-        ),
+        event("response.output_item.added", json!({ "output_index": 0, "item": item("in_progress", json!([])) })),
         event(
             "response.content_part.added",
             at(json!({ "part": { "type": "output_text", "text": "", "annotations": [] } })),
@@ -687,38 +627,17 @@ fn responses(ctx: &Ctx<'_>) -> Handled {
     ];
     let preface = frames.len();
     for piece in reply.pieces() {
-        frames.push(event(
-            "response.output_text.delta",
-            at(json!({ "delta": piece, "logprobs": [] })),
-        ));
+        frames.push(event("response.output_text.delta", at(json!({ "delta": piece, "logprobs": [] }))));
     }
-    frames.push(event(
-        "response.output_text.done",
-        at(json!({ "text": text, "logprobs": [] })),
-    ));
-    frames.push(event(
-        "response.content_part.done",
-        at(json!({ "part": part })),
-    ));
-    frames.push(event(
-        "response.output_item.done",
-        json!({ "output_index": 0, "item": done_item }),
-    ));
-    let final_usage = if ctx.behavior == Behavior::NoUsageInStream {
-        Value::Null
-    } else {
-        usage
-    };
+    frames.push(event("response.output_text.done", at(json!({ "text": text, "logprobs": [] }))));
+    frames.push(event("response.content_part.done", at(json!({ "part": part }))));
+    frames.push(event("response.output_item.done", json!({ "output_index": 0, "item": done_item })));
+    let final_usage = if ctx.behavior == Behavior::NoUsageInStream { Value::Null } else { usage };
     frames.push(event(
         "response.completed",
         json!({ "response": response("completed", json!([done_item]), final_usage) }),
     ));
-    Ok(stream_response(
-        frames,
-        preface,
-        reply.words.len(),
-        &ctx.behavior,
-    ))
+    Ok(stream_response(frames, preface, reply.words.len(), &ctx.behavior))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,11 +648,7 @@ fn images(ctx: &Ctx<'_>) -> Handled {
     let Some(prompt) = ctx.body.get("prompt").and_then(Value::as_str) else {
         return Err(missing_parameter("prompt").into());
     };
-    let model = ctx
-        .body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("dall-e-2");
+    let model = ctx.body.get("model").and_then(Value::as_str).unwrap_or("dall-e-2");
     let n = ctx.body.get("n").and_then(Value::as_u64).unwrap_or(1);
     if !(1..=10).contains(&n) {
         return Err(reject(
@@ -774,22 +689,12 @@ fn images(ctx: &Ctx<'_>) -> Handled {
 }
 
 fn models() -> Response<FakeBody> {
-    let ids = [
-        "gpt-4o",
-        "gpt-4o-mini",
-        "gpt-3.5-turbo-instruct",
-        "text-embedding-3-small",
-        "gpt-image-1",
-        "dall-e-3",
-    ];
+    let ids = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small", "gpt-image-1", "dall-e-3"];
     let data: Vec<Value> = ids
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 1_686_935_002, "owned_by": "system" }))
         .collect();
-    json_response(
-        StatusCode::OK,
-        to_bytes(&json!({ "object": "list", "data": data })),
-    )
+    json_response(StatusCode::OK, to_bytes(&json!({ "object": "list", "data": data })))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -803,12 +708,8 @@ struct Reply {
 
 impl Reply {
     fn new(limit: Option<u64>) -> Self {
-        let len = limit
-            .and_then(|l| usize::try_from(l).ok())
-            .map_or(REPLY_WORDS.len(), |l| l.min(REPLY_WORDS.len()));
-        Reply {
-            words: REPLY_WORDS.get(..len).unwrap_or(&REPLY_WORDS),
-        }
+        let len = limit.and_then(|l| usize::try_from(l).ok()).map_or(REPLY_WORDS.len(), |l| l.min(REPLY_WORDS.len()));
+        Reply { words: REPLY_WORDS.get(..len).unwrap_or(&REPLY_WORDS) }
     }
 
     fn tokens(&self) -> u64 {
@@ -821,33 +722,17 @@ impl Reply {
 
     /// One piece per word, each after the first with its leading space.
     fn pieces(&self) -> impl Iterator<Item = String> + '_ {
-        self.words.iter().enumerate().map(|(i, w)| {
-            if i == 0 {
-                (*w).to_owned()
-            } else {
-                format!(" {w}")
-            }
-        })
+        self.words.iter().enumerate().map(|(i, w)| if i == 0 { (*w).to_owned() } else { format!(" {w}") })
     }
 
     fn finish_reason(&self) -> &'static str {
-        if self.words.len() < REPLY_WORDS.len() {
-            "length"
-        } else {
-            "stop"
-        }
+        if self.words.len() < REPLY_WORDS.len() { "length" } else { "stop" }
     }
 }
 
 fn require_model(body: &Value) -> Result<&str, Rejection> {
     body.get("model").and_then(Value::as_str).ok_or_else(|| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "you must provide a model parameter",
-            "invalid_request_error",
-            None,
-            None,
-        )
+        reject(StatusCode::BAD_REQUEST, "you must provide a model parameter", "invalid_request_error", None, None)
     })
 }
 
@@ -867,17 +752,12 @@ fn check_stream(body: &Value) -> Result<Option<bool>, Rejection> {
             None => Ok(None),
         };
     }
-    let include_usage = options
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     Ok(Some(include_usage))
 }
 
 fn token_limit(body: &Value, fields: &[&str]) -> Option<u64> {
-    fields
-        .iter()
-        .find_map(|f| body.get(*f).and_then(Value::as_u64))
+    fields.iter().find_map(|f| body.get(*f).and_then(Value::as_u64))
 }
 
 fn word_count(text: &str) -> u64 {
@@ -888,11 +768,9 @@ fn word_count(text: &str) -> u64 {
 fn words_in_content(content: Option<&Value>) -> u64 {
     match content {
         Some(Value::String(text)) => word_count(text),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .map(word_count)
-            .sum(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).map(word_count).sum()
+        }
         _ => 0,
     }
 }
@@ -913,9 +791,7 @@ fn words_in_input(input: Option<&Value>) -> u64 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn json_string(s: &str) -> String {
@@ -941,19 +817,12 @@ fn sse_data(json: &str) -> Bytes {
 fn json_response(status: StatusCode, body: Bytes) -> Response<FakeBody> {
     let mut response = Response::new(FakeBody::Full(Some(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
     response
 }
 
 /// `preface` frames precede the `content` content frames; the behavior paces or breaks them.
-fn stream_response(
-    frames: Vec<Bytes>,
-    preface: usize,
-    content: usize,
-    behavior: &Behavior,
-) -> Response<FakeBody> {
+fn stream_response(frames: Vec<Bytes>, preface: usize, content: usize, behavior: &Behavior) -> Response<FakeBody> {
     let (delay, break_after) = match behavior {
         Behavior::SlowStream { chunk_delay } => (Some(*chunk_delay), None),
         Behavior::BreakStreamAfter(n) => (None, Some(preface + (*n).min(content))),
@@ -988,13 +857,7 @@ fn error_response(
     json_response(status, to_bytes(&body))
 }
 
-fn reject(
-    status: StatusCode,
-    message: &str,
-    kind: &str,
-    param: Option<&str>,
-    code: Option<&str>,
-) -> Rejection {
+fn reject(status: StatusCode, message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Rejection {
     Box::new(error_response(status, message, kind, param, code))
 }
 
@@ -1060,13 +923,7 @@ fn status_response(code: u16) -> Response<FakeBody> {
             None,
             None,
         ),
-        c if c >= 500 => error_response(
-            status,
-            "The fake upstream failed on purpose.",
-            "server_error",
-            None,
-            None,
-        ),
+        c if c >= 500 => error_response(status, "The fake upstream failed on purpose.", "server_error", None, None),
         _ => error_response(
             status,
             "The fake upstream rejected this request on purpose.",
@@ -1079,10 +936,7 @@ fn status_response(code: u16) -> Response<FakeBody> {
         let headers = response.headers_mut();
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("3"));
-        headers.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("0"),
-        );
+        headers.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
         headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1s"));
     }
     response
@@ -1114,10 +968,7 @@ impl Body for FakeBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             FakeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             FakeBody::Scripted(body) => body.poll_next(cx),
@@ -1152,17 +1003,13 @@ impl ScriptedBody {
             }
             self.break_after = None;
             self.frames.clear();
-            return Poll::Ready(Some(Err(io::Error::other(
-                "fake upstream: stream broken on purpose",
-            ))));
+            return Poll::Ready(Some(Err(io::Error::other("fake upstream: stream broken on purpose"))));
         }
         if self.frames.is_empty() {
             return Poll::Ready(None);
         }
         if let Some(delay) = self.delay.filter(|_| self.sent >= self.immediate) {
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
             ready!(sleep.as_mut().poll(cx));
             self.sleep = None;
         }

@@ -12,9 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tollgate_testkit::fake_openai::{
-    Behavior, DEFAULT_EMBEDDING_DIMENSIONS, FakeOpenAi, Options, REPLY_TEXT,
-};
+use tollgate_testkit::fake_openai::{Behavior, DEFAULT_EMBEDDING_DIMENSIONS, FakeOpenAi, Options, REPLY_TEXT};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -56,22 +54,14 @@ async fn send(
     if let Some(auth) = auth {
         builder = builder.header(header::AUTHORIZATION, auth);
     }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
+    let request = builder.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
     client().request(request).await
 }
 
 async fn call(fake: &FakeOpenAi, method: Method, path: &str, body: &str) -> Answer {
-    let response = send(fake, method, path, Some("Bearer sk-test"), body)
-        .await
-        .expect("response");
+    let response = send(fake, method, path, Some("Bearer sk-test"), body).await.expect("response");
     let (parts, body) = response.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("whole body").to_bytes(),
-    }
+    Answer { status: parts.status, headers: parts.headers, body: body.collect().await.expect("whole body").to_bytes() }
 }
 
 async fn post(fake: &FakeOpenAi, path: &str, body: Value) -> Answer {
@@ -84,15 +74,8 @@ fn sse_data(body: &str) -> Vec<Value> {
     body.split("\n\n")
         .filter(|event| !event.is_empty())
         .map(|event| {
-            let data = event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .expect("data line");
-            if data == "[DONE]" {
-                Value::Null
-            } else {
-                serde_json::from_str(data).expect("JSON data")
-            }
+            let data = event.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+            if data == "[DONE]" { Value::Null } else { serde_json::from_str(data).expect("JSON data") }
         })
         .collect()
 }
@@ -173,10 +156,7 @@ async fn chat_stream_without_usage_has_no_usage_field() {
         assert!(chunk.get("usage").is_none(), "no usage field: {chunk}");
     }
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, REPLY_TEXT);
     assert_eq!(chunks[6]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[6]["choices"][0]["delta"], json!({}));
@@ -220,12 +200,7 @@ async fn missing_model_or_messages_is_rejected() {
     let answer = post(&fake, "/v1/chat/completions", json!({ "messages": [] })).await;
     assert_openai_error(&answer, 400, "invalid_request_error", Value::Null);
     let answer = post(&fake, "/v1/chat/completions", json!({ "model": "m" })).await;
-    assert_openai_error(
-        &answer,
-        400,
-        "invalid_request_error",
-        json!("missing_required_parameter"),
-    );
+    assert_openai_error(&answer, 400, "invalid_request_error", json!("missing_required_parameter"));
 }
 
 #[tokio::test]
@@ -269,12 +244,8 @@ async fn legacy_completion_and_its_stream() {
 #[tokio::test]
 async fn embeddings_float_base64_and_dimensions() {
     let fake = FakeOpenAi::start().await;
-    let answer = post(
-        &fake,
-        "/v1/embeddings",
-        json!({ "model": "text-embedding-3-small", "input": "one two three" }),
-    )
-    .await;
+    let answer =
+        post(&fake, "/v1/embeddings", json!({ "model": "text-embedding-3-small", "input": "one two three" })).await;
     assert_eq!(answer.content_type(), "application/json");
     let body = answer.json();
     assert_eq!(body["object"], "list");
@@ -283,10 +254,7 @@ async fn embeddings_float_base64_and_dimensions() {
     assert_eq!(body["data"][0]["index"], 0);
     let floats = body["data"][0]["embedding"].as_array().unwrap();
     assert_eq!(floats.len(), DEFAULT_EMBEDDING_DIMENSIONS);
-    assert_eq!(
-        body["usage"],
-        json!({ "prompt_tokens": 3, "total_tokens": 3 })
-    );
+    assert_eq!(body["usage"], json!({ "prompt_tokens": 3, "total_tokens": 3 }));
 
     let answer = post(
         &fake,
@@ -303,12 +271,8 @@ async fn embeddings_float_base64_and_dimensions() {
     assert_eq!(float_body["data"].as_array().unwrap().len(), 2);
     assert_eq!(float_body["data"][1]["index"], 1);
     assert_eq!(float_body["usage"]["prompt_tokens"], 3);
-    let second: Vec<f32> = float_body["data"][1]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let second: Vec<f32> =
+        float_body["data"][1]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert_eq!(second.len(), 8);
 
     let answer = post(
@@ -322,17 +286,9 @@ async fn embeddings_float_base64_and_dimensions() {
         }),
     )
     .await;
-    let encoded = answer.json()["data"][1]["embedding"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap();
-    let decoded: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let encoded = answer.json()["data"][1]["embedding"].as_str().unwrap().to_owned();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     assert_eq!(decoded, second, "base64 decodes to the float vector");
 }
 
@@ -373,8 +329,7 @@ async fn responses_object_and_stream_events() {
     for (seq, event) in text.split("\n\n").filter(|e| !e.is_empty()).enumerate() {
         let mut lines = event.lines();
         let name = lines.next().unwrap().strip_prefix("event: ").unwrap();
-        let data: Value =
-            serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        let data: Value = serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data["type"], name);
         assert_eq!(data["sequence_number"], seq);
         if name == "response.output_text.delta" {
@@ -396,37 +351,21 @@ async fn responses_object_and_stream_events() {
 #[tokio::test]
 async fn image_generation_b64_and_url() {
     let fake = FakeOpenAi::start().await;
-    let answer = post(
-        &fake,
-        "/v1/images/generations",
-        json!({ "model": "gpt-image-1", "prompt": "a red cat", "n": 2 }),
-    )
-    .await;
+    let answer =
+        post(&fake, "/v1/images/generations", json!({ "model": "gpt-image-1", "prompt": "a red cat", "n": 2 })).await;
     let body = answer.json();
     assert!(body["created"].as_u64().is_some());
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(data[0]["b64_json"].as_str().unwrap())
-        .unwrap();
+    let png = base64::engine::general_purpose::STANDARD.decode(data[0]["b64_json"].as_str().unwrap()).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
     assert_eq!(body["usage"]["input_tokens"], 3);
     assert_eq!(body["usage"]["output_tokens"], 200);
 
-    let answer = post(
-        &fake,
-        "/v1/images/generations",
-        json!({ "model": "dall-e-3", "prompt": "a red cat" }),
-    )
-    .await;
+    let answer = post(&fake, "/v1/images/generations", json!({ "model": "dall-e-3", "prompt": "a red cat" })).await;
     let body = answer.json();
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
-    assert!(
-        body["data"][0]["url"]
-            .as_str()
-            .unwrap()
-            .starts_with("https://")
-    );
+    assert!(body["data"][0]["url"].as_str().unwrap().starts_with("https://"));
     assert!(body.get("usage").is_none());
 }
 
@@ -447,29 +386,12 @@ async fn models_list() {
 async fn missing_or_empty_bearer_is_invalid_api_key() {
     let fake = FakeOpenAi::start().await;
     for auth in [None, Some("Bearer "), Some("Basic abc")] {
-        let response = send(
-            &fake,
-            Method::POST,
-            "/v1/chat/completions",
-            auth,
-            &chat_body().to_string(),
-        )
-        .await
-        .unwrap();
+        let response = send(&fake, Method::POST, "/v1/chat/completions", auth, &chat_body().to_string()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let answer = Answer {
-            status,
-            headers,
-            body,
-        };
-        assert_openai_error(
-            &answer,
-            401,
-            "invalid_request_error",
-            json!("invalid_api_key"),
-        );
+        let answer = Answer { status, headers, body };
+        assert_openai_error(&answer, 401, "invalid_request_error", json!("invalid_api_key"));
     }
 }
 
@@ -502,12 +424,7 @@ async fn status_behavior_answers_with_openai_errors() {
 
     fake.set_behavior(Behavior::Status(401));
     let answer = post(&fake, "/v1/chat/completions", chat_body()).await;
-    assert_openai_error(
-        &answer,
-        401,
-        "invalid_request_error",
-        json!("invalid_api_key"),
-    );
+    assert_openai_error(&answer, 401, "invalid_request_error", json!("invalid_api_key"));
 
     fake.set_behavior(Behavior::Normal);
     let answer = post(&fake, "/v1/chat/completions", chat_body()).await;
@@ -519,15 +436,9 @@ async fn delay_behavior_holds_back_the_headers() {
     let fake = FakeOpenAi::start().await;
     fake.set_behavior(Behavior::Delay(Duration::from_millis(200)));
     let started = Instant::now();
-    let response = send(
-        &fake,
-        Method::POST,
-        "/v1/chat/completions",
-        Some("Bearer sk-test"),
-        &chat_body().to_string(),
-    )
-    .await
-    .unwrap();
+    let response = send(&fake, Method::POST, "/v1/chat/completions", Some("Bearer sk-test"), &chat_body().to_string())
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -546,15 +457,8 @@ async fn slow_stream_paces_chunks_after_the_first_word() {
     let mut request = chat_body();
     request["stream"] = json!(true);
     let started = Instant::now();
-    let response = send(
-        &fake,
-        Method::POST,
-        "/v1/chat/completions",
-        Some("Bearer sk-test"),
-        &request.to_string(),
-    )
-    .await
-    .unwrap();
+    let response =
+        send(&fake, Method::POST, "/v1/chat/completions", Some("Bearer sk-test"), &request.to_string()).await.unwrap();
     let mut body = response.into_body();
     let mut received = String::new();
     let mut first_word_at = None;
@@ -579,15 +483,8 @@ async fn break_stream_after_aborts_mid_stream() {
     let mut request = chat_body();
     request["stream"] = json!(true);
     request["stream_options"] = json!({ "include_usage": true });
-    let response = send(
-        &fake,
-        Method::POST,
-        "/v1/chat/completions",
-        Some("Bearer sk-test"),
-        &request.to_string(),
-    )
-    .await
-    .unwrap();
+    let response =
+        send(&fake, Method::POST, "/v1/chat/completions", Some("Bearer sk-test"), &request.to_string()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     let mut received = String::new();
@@ -617,19 +514,9 @@ async fn break_stream_after_aborts_mid_stream() {
 async fn close_connection_answers_nothing() {
     let fake = FakeOpenAi::start().await;
     fake.set_behavior(Behavior::CloseConnection);
-    let result = send(
-        &fake,
-        Method::POST,
-        "/v1/chat/completions",
-        Some("Bearer sk-test"),
-        &chat_body().to_string(),
-    )
-    .await;
-    assert!(
-        result.is_err(),
-        "no response: {:?}",
-        result.map(|r| r.status())
-    );
+    let result =
+        send(&fake, Method::POST, "/v1/chat/completions", Some("Bearer sk-test"), &chat_body().to_string()).await;
+    assert!(result.is_err(), "no response: {:?}", result.map(|r| r.status()));
 
     fake.set_behavior(Behavior::Normal);
     let answer = post(&fake, "/v1/chat/completions", chat_body()).await;
@@ -692,12 +579,7 @@ async fn requests_are_recorded_in_order() {
 
 #[tokio::test]
 async fn recording_can_be_turned_off() {
-    let fake = FakeOpenAi::start_with(Options {
-        record: false,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let fake = FakeOpenAi::start_with(Options { record: false, ..Options::default() }).await.unwrap();
     assert!(fake.base_url().starts_with("http://127.0.0.1:"));
     assert!(fake.base_url().ends_with("/v1"));
     let answer = post(&fake, "/v1/chat/completions", chat_body()).await;

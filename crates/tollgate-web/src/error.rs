@@ -11,22 +11,13 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
             ApiError::invalid_request(format!("{field}: {message}")).with_param(field)
         }
         ServiceError::NotFound => ApiError::new(ErrorCode::NotFound, "No such object."),
-        ServiceError::Conflict => ApiError::new(
-            ErrorCode::Conflict,
-            "An object with these values already exists.",
-        ),
+        ServiceError::Conflict => ApiError::new(ErrorCode::Conflict, "An object with these values already exists."),
         ServiceError::Store(StoreError::Database(e)) => {
             tracing::error!(error = %e, "store failed during a management call");
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "The database is unavailable; try again shortly.",
-            )
+            ApiError::new(ErrorCode::Unavailable, "The database is unavailable; try again shortly.")
         }
         ServiceError::Store(
-            e @ (StoreError::Corrupt(_)
-            | StoreError::UnsupportedUrl
-            | StoreError::NotFound
-            | StoreError::Conflict),
+            e @ (StoreError::Corrupt(_) | StoreError::UnsupportedUrl | StoreError::NotFound | StoreError::Conflict),
         ) => {
             tracing::error!(error = %e, "store failed during a management call");
             ApiError::internal()
@@ -37,6 +28,5 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
 /// Reads a JSON body into `T`, answering 400 with serde's message (which names the
 /// field) instead of axum's plain-text rejection.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_request(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_request(format!("Invalid JSON body: {e}")))
 }

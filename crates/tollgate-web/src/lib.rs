@@ -24,19 +24,15 @@ pub struct WebState {
     pub admin_token: Option<Secret>,
     /// True once the snapshot is loaded, false again while draining.
     pub ready: Arc<AtomicBool>,
+    /// Peers whose `X-Forwarded-For` names the real client (for the audit log).
+    pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest(
-            "/api/v1",
-            keys::routes().layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_admin,
-            )),
-        )
+        .nest("/api/v1", keys::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin)))
         .with_state(state)
 }
 
@@ -46,16 +42,10 @@ async fn healthz() -> Response {
 
 /// Ready when the snapshot is loaded, the server is not draining, and the store answers.
 async fn readyz(State(state): State<Arc<WebState>>) -> Response {
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.services.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let store_ok =
+        matches!(tokio::time::timeout(Duration::from_secs(2), state.services.store.ping()).await, Ok(Ok(())));
     let ready = state.ready.load(Ordering::Acquire);
-    let status = if ready && store_ok {
-        http::StatusCode::OK
-    } else {
-        http::StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready && store_ok { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({
         "status": if status.is_success() { "ready" } else { "not_ready" },
         "snapshot_loaded_and_serving": ready,

@@ -18,10 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("fake-upstream: cannot start the runtime: {err}");
@@ -37,10 +34,7 @@ fn main() -> ExitCode {
             }
         };
         let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, "listening on http://{}", fake.addr())
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
+        if writeln!(stdout, "listening on http://{}", fake.addr()).and_then(|()| stdout.flush()).is_err() {
             return ExitCode::FAILURE;
         }
         drop(stdout);
@@ -57,9 +51,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         match arg.as_str() {
             "--listen" => {
                 let value = args.next().ok_or("--listen needs an address")?;
-                options.listen = value
-                    .parse::<SocketAddr>()
-                    .map_err(|err| format!("bad --listen address {value:?}: {err}"))?;
+                options.listen =
+                    value.parse::<SocketAddr>().map_err(|err| format!("bad --listen address {value:?}: {err}"))?;
             }
             "--no-record" => options.record = false,
             "-h" | "--help" => return Err("help requested".to_owned()),

@@ -74,10 +74,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     if command.is_empty() {
         return Err("missing COMMAND after `--`".to_owned());
     }
-    Ok(Args {
-        tollgate: tollgate.unwrap_or_else(default_tollgate),
-        command,
-    })
+    Ok(Args { tollgate: tollgate.unwrap_or_else(default_tollgate), command })
 }
 
 /// `$CARGO_TARGET_DIR/debug/tollgate`, else the workspace's `target/debug/tollgate`.
@@ -90,10 +87,7 @@ fn default_tollgate() -> PathBuf {
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let tollgate = std::fs::canonicalize(&args.tollgate).with_context(|| {
-        format!(
-            "no tollgate binary at {} (run `cargo build -p tollgate` or pass --tollgate)",
-            args.tollgate.display()
-        )
+        format!("no tollgate binary at {} (run `cargo build -p tollgate` or pass --tollgate)", args.tollgate.display())
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -101,13 +95,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     // The fake serves on the runtime's workers while this thread drives the processes.
-    let fake = runtime
-        .block_on(FakeOpenAi::start_with(Options::default()))
-        .context("starting the fake upstream")?;
-    let dir = tempfile::Builder::new()
-        .prefix("with-gateway-")
-        .tempdir()
-        .context("creating a temporary directory")?;
+    let fake = runtime.block_on(FakeOpenAi::start_with(Options::default())).context("starting the fake upstream")?;
+    let dir = tempfile::Builder::new().prefix("with-gateway-").tempdir().context("creating a temporary directory")?;
     let fixture = Fixture::write(dir.path(), &fake)?;
 
     let mut server = Server::spawn(&tollgate, &fixture)?;
@@ -136,14 +125,9 @@ fn run_command(
     let gateway_url = server.wait_ready(&fixture.ready_file)?;
     let key = create_key(tollgate, fixture)?;
     runtime.block_on(wait_key_accepted(&gateway_url, &key))?;
-    eprintln!(
-        "with-gateway: gateway at {gateway_url}, fake upstream at {fake}",
-        fake = fixture.fake_url
-    );
+    eprintln!("with-gateway: gateway at {gateway_url}, fake upstream at {fake}", fake = fixture.fake_url);
 
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("missing COMMAND"))?;
+    let (program, rest) = command.split_first().ok_or_else(|| anyhow!("missing COMMAND"))?;
     Command::new(program)
         .args(rest)
         .env("TOLLGATE_BASE_URL", format!("{gateway_url}/v1"))
@@ -209,8 +193,7 @@ impl Fixture {
         let config = toml::Value::try_from(config).context("converting the config to TOML")?;
         let config = toml::to_string(&config).context("serialising the config")?;
         let config_file = dir.join("tollgate.toml");
-        std::fs::write(&config_file, config)
-            .with_context(|| format!("writing {}", config_file.display()))?;
+        std::fs::write(&config_file, config).with_context(|| format!("writing {}", config_file.display()))?;
         Ok(Fixture {
             config_file,
             data_dir,
@@ -243,8 +226,8 @@ struct Server {
 
 impl Server {
     fn spawn(tollgate: &Path, fixture: &Fixture) -> anyhow::Result<Server> {
-        let log = File::create(&fixture.log_file)
-            .with_context(|| format!("creating {}", fixture.log_file.display()))?;
+        let log =
+            File::create(&fixture.log_file).with_context(|| format!("creating {}", fixture.log_file.display()))?;
         let log_err = log.try_clone().context("duplicating the log file handle")?;
         let child = fixture
             .tollgate(tollgate)
@@ -258,10 +241,7 @@ impl Server {
             .stderr(log_err)
             .spawn()
             .with_context(|| format!("starting {}", tollgate.display()))?;
-        Ok(Server {
-            child: Some(child),
-            log_file: fixture.log_file.clone(),
-        })
+        Ok(Server { child: Some(child), log_file: fixture.log_file.clone() })
     }
 
     /// Waits for the ready file and returns the base URL written into it.
@@ -298,11 +278,8 @@ impl Server {
         if let Some(status) = child.try_wait().context("checking the server")? {
             bail!("tollgate serve had already exited with {status}");
         }
-        let term = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .context("running kill -TERM")?;
+        let term =
+            Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().context("running kill -TERM")?;
         if !term.success() {
             let _ = child.kill();
             let _ = child.wait();
@@ -328,10 +305,7 @@ impl Server {
     fn print_log(&self) {
         match std::fs::read_to_string(&self.log_file) {
             Ok(log) => eprintln!("with-gateway: tollgate serve log:\n{log}"),
-            Err(err) => eprintln!(
-                "with-gateway: cannot read {}: {err}",
-                self.log_file.display()
-            ),
+            Err(err) => eprintln!("with-gateway: cannot read {}: {err}", self.log_file.display()),
         }
     }
 }
@@ -354,17 +328,10 @@ fn create_key(tollgate: &Path, fixture: &Fixture) -> anyhow::Result<String> {
         .output()
         .context("running tollgate keys create")?;
     if !output.status.success() {
-        bail!(
-            "tollgate keys create exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("tollgate keys create exited with {}: {}", output.status, String::from_utf8_lossy(&output.stderr));
     }
     let created: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "tollgate keys create printed no JSON: {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        )
+        format!("tollgate keys create printed no JSON: {:?}", String::from_utf8_lossy(&output.stdout))
     })?;
     created["key"]
         .as_str()
@@ -375,20 +342,14 @@ fn create_key(tollgate: &Path, fixture: &Fixture) -> anyhow::Result<String> {
 /// Polls `GET /v1/models` with the key until it stops answering 401.
 async fn wait_key_accepted(gateway_url: &str, key: &str) -> anyhow::Result<()> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("{gateway_url}/v1/models")
-        .parse()
-        .context("building the models URL")?;
+    let uri: http::Uri = format!("{gateway_url}/v1/models").parse().context("building the models URL")?;
     let deadline = Instant::now() + KEY_ACCEPT_TIMEOUT;
     loop {
         let request = Request::get(uri.clone())
             .header(header::AUTHORIZATION, format!("Bearer {key}"))
             .body(Empty::new())
             .context("building the models request")?;
-        let status = client
-            .request(request)
-            .await
-            .context("GET /v1/models")?
-            .status();
+        let status = client.request(request).await.context("GET /v1/models")?.status();
         if status != StatusCode::UNAUTHORIZED {
             if status.is_success() {
                 return Ok(());
@@ -405,26 +366,18 @@ async fn wait_key_accepted(gateway_url: &str, key: &str) -> anyhow::Result<()> {
 /// A loopback port with nothing listening: bound, read, released.
 fn closed_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a probe port")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the probe port")?
-        .port())
+    Ok(listener.local_addr().context("reading the probe port")?.port())
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))
+    path.to_str().ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))
 }
 
 /// Random bits from the standard library's per-process hasher keys; enough for a
 /// throwaway admin token on loopback.
 fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     hasher.finish()
 }
 

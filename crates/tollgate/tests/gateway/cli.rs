@@ -12,22 +12,13 @@ use tollgate_testkit::fake_openai::FakeOpenAi;
 
 fn tollgate(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.arg("--config")
-        .arg(config)
-        .env_remove("TOLLGATE_CONFIG");
+    cmd.arg("--config").arg(config).env_remove("TOLLGATE_CONFIG");
     cmd
 }
 
 fn create_key_with_cli(config: &Path, name: &str) -> String {
-    let out = tollgate(config)
-        .args(["keys", "create", "--name", name, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tollgate(config).args(["keys", "create", "--name", name, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("key_"));
     v["key"].as_str().unwrap().to_owned()
@@ -42,10 +33,7 @@ async fn a_key_created_by_the_cli_works_on_the_running_server_within_a_second() 
     })
     .await
     .unwrap();
-    let took = app
-        .key_accepted(&key, Duration::from_secs(1))
-        .await
-        .unwrap();
+    let took = app.key_accepted(&key, Duration::from_secs(1)).await.unwrap();
     assert!(took <= Duration::from_secs(1));
 }
 
@@ -53,35 +41,16 @@ async fn a_key_created_by_the_cli_works_on_the_running_server_within_a_second() 
 fn config_check_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.toml");
-    std::fs::write(
-        &path,
-        "listen = \"127.0.0.1:1\"\n[upstream]\nconect_timeout_ms = 5\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[upstream]\nconect_timeout_ms = 5\n").unwrap();
     let out = tollgate(&path).args(["config", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("upstream") && err.contains("conect_timeout_ms"),
-        "{err}"
-    );
+    assert!(err.contains("upstream") && err.contains("conect_timeout_ms"), "{err}");
 
-    std::fs::write(
-        &path,
-        default_config(dir.path(), "http://127.0.0.1:9/v1", ""),
-    )
-    .unwrap();
+    std::fs::write(&path, default_config(dir.path(), "http://127.0.0.1:9/v1", "")).unwrap();
     let out = tollgate(&path).args(["config", "check"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = tollgate(&path)
-        .args(["config", "check"])
-        .env("TOLLGATE_LISTEN", "not-an-address")
-        .output()
-        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tollgate(&path).args(["config", "check"]).env("TOLLGATE_LISTEN", "not-an-address").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
 
@@ -107,23 +76,14 @@ async fn sigterm_drains_the_stream_flushes_usage_and_logs_no_secret() {
         .unwrap();
     let start = Instant::now();
     while !ready.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not become ready"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "server did not become ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let base = std::fs::read_to_string(&ready).unwrap();
     let key = create_key_with_cli(&config, "sigterm");
     let client = TestClient::default();
     let start = Instant::now();
-    while !client
-        .get(&format!("{base}/v1/models"), Some(&key))
-        .await
-        .unwrap()
-        .status
-        .is_success()
-    {
+    while !client.get(&format!("{base}/v1/models"), Some(&key)).await.unwrap().status.is_success() {
         assert!(start.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -138,49 +98,26 @@ async fn sigterm_drains_the_stream_flushes_usage_and_logs_no_secret() {
         .await
         .unwrap();
     assert_eq!(failed.status, 502);
-    let _ = client
-        .get(&format!("{base}/v1/models"), Some(&format!("{key}x")))
-        .await
-        .unwrap();
+    let _ = client.get(&format!("{base}/v1/models"), Some(&format!("{key}x"))).await.unwrap();
 
-    let req = json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": "one two three" }] });
-    let OpenStream {
-        request_id,
-        mut body,
-    } = client
-        .open_stream(&format!("{base}/v1/chat/completions"), &key, &req)
-        .await
-        .unwrap();
-    let mut text = read_until(&mut body, "chat.completion.chunk")
-        .await
-        .unwrap();
+    let req =
+        json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": "one two three" }] });
+    let OpenStream { request_id, mut body } =
+        client.open_stream(&format!("{base}/v1/chat/completions"), &key, &req).await.unwrap();
+    let mut text = read_until(&mut body, "chat.completion.chunk").await.unwrap();
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(killed.success());
     text.push_str(&read_to_end(&mut body).await.unwrap());
-    assert!(
-        text.ends_with("data: [DONE]\n\n"),
-        "stream completed during the drain"
-    );
-    let status = tokio::task::spawn_blocking(move || server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "stream completed during the drain");
+    let status = tokio::task::spawn_blocking(move || server.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
 
-    let store = tollgate_store::Store::connect(&tollgate_store::Store::sqlite_url(
-        &dir.path().join("data/tollgate.db"),
-    ))
-    .await
-    .unwrap();
-    let q = tollgate_store::UsageQuery {
-        request_id: Some(request_id),
-        limit: 5,
-        ..Default::default()
-    };
+    let store =
+        tollgate_store::Store::connect(&tollgate_store::Store::sqlite_url(&dir.path().join("data/tollgate.db")))
+            .await
+            .unwrap();
+    let q = tollgate_store::UsageQuery { request_id: Some(request_id), limit: 5, ..Default::default() };
     let rows = store.list_usage(&q).await.unwrap();
     assert_eq!(rows.len(), 1, "the usage row was flushed before exit");
     assert_eq!(rows[0].billing_reason, "completed");
@@ -208,4 +145,42 @@ fn database_commands_do_not_need_provider_credentials() {
     let out = tollgate(&path).args(["config", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("providers[0].api_key_env"));
+}
+
+#[tokio::test]
+async fn revoking_and_disabling_from_the_cli_take_effect_within_a_second() {
+    let app = TestApp::start().await.unwrap();
+    let created = app
+        .services()
+        .unwrap()
+        .create_key(
+            &tollgate_service::Actor::cli(),
+            tollgate_service::NewKey { name: "ops".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    app.key_accepted(&created.secret, Duration::from_secs(2)).await.unwrap();
+    for (command, code) in [("disable", "key_disabled"), ("enable", ""), ("revoke", "invalid_api_key")] {
+        let path = app.config_path.clone();
+        let id = created.key.id.clone();
+        let out = tokio::task::spawn_blocking(move || tollgate(&path).args(["keys", command, &id]).output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        let start = Instant::now();
+        loop {
+            let res = app.client.get(&app.url("/v1/models"), Some(&created.secret)).await.unwrap();
+            if res.error_code() == code {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(1), "{command} not live within 1 s: {}", res.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let out = tollgate(&app.config_path).args(["keys", "delete", &created.key.id]).output().unwrap();
+    assert!(!out.status.success(), "delete without --yes must refuse");
+    let out = tollgate(&app.config_path).args(["audit", "--target", &created.key.id]).output().unwrap();
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actors: Vec<&str> = audit["data"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert_eq!(actors, ["cli", "cli", "cli", "cli"]);
 }

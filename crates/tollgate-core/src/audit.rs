@@ -1,0 +1,19 @@
+//! An audit entry: who did what to which object, from where, with the object's state
+//! before and after. Entries never carry secrets (the service layer builds `before` and
+//! `after` from views that have none).
+
+use crate::time::UnixMillis;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: UnixMillis,
+    /// `admin-token`, a user id, or `cli`.
+    pub actor: String,
+    /// E.g. `key.create`, `key.rotate`.
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub source_ip: Option<String>,
+}
