@@ -16,4 +16,6 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub source_ip: Option<String>,
+    /// The organization the target belongs to (scopes who may read the entry).
+    pub org_id: Option<String>,
 }

@@ -198,6 +198,10 @@ impl KeyStatus {
 pub struct KeyRecord {
     pub id: String,
     pub name: String,
+    pub org_id: String,
+    pub team_id: String,
+    /// The member the key belongs to.
+    pub owner_id: String,
     pub digest: KeyDigest,
     pub preview: String,
     pub status: KeyStatus,
@@ -351,6 +355,9 @@ mod tests {
         let mut k = KeyRecord {
             id: "key_1".into(),
             name: "n".into(),
+            org_id: "org_1".into(),
+            team_id: "team_1".into(),
+            owner_id: "usr_1".into(),
             digest: KeyDigest([0; 32]),
             preview: String::new(),
             status: KeyStatus::Active,

@@ -9,6 +9,7 @@ pub mod model;
 pub mod money;
 pub mod scope;
 pub mod secret;
+pub mod tenancy;
 pub mod time;
 pub mod usage;
 

@@ -20,7 +20,7 @@ use tollgate_core::usage::{BillingReason, UsageEvent};
 use tollgate_core::{ApiError, ErrorCode, MicroUsd};
 
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
-use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind};
+use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind, Snapshot};
 use crate::upstream::relay_status;
 use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request};
 
@@ -122,7 +122,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let model = snapshot
         .models
         .get(&parsed.model)
-        .filter(|m| key.scopes.allows_model(&m.id, m.model_type))
+        .filter(|m| key.scopes.allows_model(&m.id, m.model_type) && snapshot.team_allows(&key, &m.id))
         .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
     if endpoint.model_type() != Some(model.model_type) {
         return Err(ApiError::invalid_request(format!(
@@ -255,11 +255,12 @@ pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) 
     let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).map(|key| {
         pending.identify(&key);
         let snapshot = dp.snapshot.load();
-        if key.scopes.model_scope == ModelScope::All && key.scopes.providers.is_empty() {
+        let team_unrestricted = snapshot.teams.get(&key.team_id).is_none_or(|t| t.is_empty());
+        if key.scopes.model_scope == ModelScope::All && key.scopes.providers.is_empty() && team_unrestricted {
             return json_response(snapshot.model_list.clone());
         }
         let mut visible: Vec<&ModelRoute> =
-            snapshot.models.values().filter(|m| may_use(&key, m)).map(|m| &**m).collect();
+            snapshot.models.values().filter(|m| may_use(&snapshot, &key, m)).map(|m| &**m).collect();
         visible.sort_by(|a, b| a.id.cmp(&b.id));
         let data: Vec<_> = visible.iter().map(|m| m.to_json()).collect();
         json_response(Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string()))
@@ -275,16 +276,20 @@ pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<S
             e.model = Some(id.clone());
         }
         let snapshot = dp.snapshot.load();
-        let model =
-            snapshot.models.get(&id).filter(|m| may_use(&key, m)).ok_or_else(|| ApiError::model_not_found(&id))?;
+        let model = snapshot
+            .models
+            .get(&id)
+            .filter(|m| may_use(&snapshot, &key, m))
+            .ok_or_else(|| ApiError::model_not_found(&id))?;
         Ok(json_response(Bytes::from(model.to_json().to_string())))
     });
     finish(&dp, pending, result)
 }
 
-/// Whether the key's model and provider scopes leave it a way to call `model`.
-fn may_use(key: &KeyEntry, model: &ModelRoute) -> bool {
+/// Whether the key's model and provider scopes (and its team) leave it a way to call `model`.
+fn may_use(snapshot: &Snapshot, key: &KeyEntry, model: &ModelRoute) -> bool {
     key.scopes.allows_model(&model.id, model.model_type)
+        && snapshot.team_allows(key, &model.id)
         && model.channels.iter().any(|c| key.scopes.allows_provider(&c.provider.name))
 }
 

@@ -2,7 +2,7 @@
 //! prices, and the pre-rendered model list. Immutable once built; the server builds a new
 //! one and swaps it in (`arc-swap`), so readers never wait and never see half an update.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 use tollgate_core::model::ModelType;
 use tollgate_core::money::Pricing;
 use tollgate_core::scope::KeyScopes;
+use tollgate_core::tenancy::Team;
 use tollgate_core::time::UnixMillis;
 
 /// What the data plane needs to know about a key.
@@ -18,6 +19,7 @@ use tollgate_core::time::UnixMillis;
 pub struct KeyEntry {
     pub id: String,
     pub name: String,
+    pub team_id: String,
     pub status: KeyStatus,
     pub expires_at: Option<UnixMillis>,
     pub scopes: KeyScopes,
@@ -28,6 +30,7 @@ impl From<&KeyRecord> for KeyEntry {
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
+            team_id: k.team_id.clone(),
             status: k.status,
             expires_at: k.expires_at,
             scopes: k.settings.scopes(),
@@ -90,12 +93,14 @@ impl ModelRoute {
 pub struct Snapshot {
     pub keys: HashMap<KeyDigest, KeyAuth>,
     pub models: HashMap<String, Arc<ModelRoute>>,
+    /// Team id → the models the team may use (empty: all).
+    pub teams: HashMap<String, Arc<BTreeSet<String>>>,
     /// `GET /v1/models`, rendered once per snapshot.
     pub model_list: Bytes,
 }
 
 impl Snapshot {
-    pub fn new(keys: &[KeyRecord], models: Vec<ModelRoute>) -> Self {
+    pub fn new(keys: &[KeyRecord], teams: &[Team], models: Vec<ModelRoute>) -> Self {
         let mut map = HashMap::with_capacity(keys.len());
         insert_key_digests(&mut map, keys);
         let keys = map;
@@ -104,7 +109,8 @@ impl Snapshot {
         let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
         let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
         let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
-        Self { keys, models, model_list }
+        let teams = teams.iter().map(team_entry).collect();
+        Self { keys, models, teams, model_list }
     }
 
     /// A copy with these keys inserted or replaced (by id: a key whose digest changed
@@ -115,8 +121,27 @@ impl Snapshot {
             upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
         keys.retain(|_, auth| !gone.contains(auth.key.id.as_str()));
         insert_key_digests(&mut keys, upserts);
-        Self { keys, models: self.models.clone(), model_list: self.model_list.clone() }
+        Self { keys, models: self.models.clone(), teams: self.teams.clone(), model_list: self.model_list.clone() }
     }
+
+    /// A copy with these teams inserted or replaced and these team ids removed.
+    pub fn with_team_changes(&self, upserts: &[Team], removed_ids: &[String]) -> Self {
+        let mut teams = self.teams.clone();
+        for id in removed_ids {
+            teams.remove(id);
+        }
+        teams.extend(upserts.iter().map(team_entry));
+        Self { keys: self.keys.clone(), models: self.models.clone(), teams, model_list: self.model_list.clone() }
+    }
+
+    /// Whether the key's team lets it use `model_id` (a key can never exceed its team).
+    pub fn team_allows(&self, key: &KeyEntry, model_id: &str) -> bool {
+        self.teams.get(&key.team_id).is_none_or(|allowed| allowed.is_empty() || allowed.contains(model_id))
+    }
+}
+
+fn team_entry(t: &Team) -> (String, Arc<BTreeSet<String>>) {
+    (t.id.clone(), Arc::new(t.settings.allowed_models.iter().cloned().collect()))
 }
 
 /// Maps each key's current digest, and its previous one while in grace.
@@ -139,6 +164,9 @@ mod tests {
         KeyRecord {
             id: id.into(),
             name: id.into(),
+            org_id: "org".into(),
+            team_id: "team".into(),
+            owner_id: "usr".into(),
             digest: KeyDigest([byte; 32]),
             preview: String::new(),
             status: KeyStatus::Active,
@@ -157,7 +185,7 @@ mod tests {
 
     #[test]
     fn key_changes_replace_by_id() {
-        let s = Snapshot::new(&[record("a", 1), record("b", 2)], vec![]);
+        let s = Snapshot::new(&[record("a", 1), record("b", 2)], &[], vec![]);
         let mut a2 = record("a", 9);
         a2.status = KeyStatus::Inactive;
         let s2 = s.with_key_changes(&[a2.clone()], &["b".to_owned()]);

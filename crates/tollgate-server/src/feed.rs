@@ -58,7 +58,8 @@ pub fn model_routes(config: &Config) -> Vec<ModelRoute> {
 pub async fn load(store: &Store, models: Vec<ModelRoute>) -> Result<(Snapshot, i64), StoreError> {
     let seq = store.latest_change_seq().await?;
     let keys = store.all_keys().await?;
-    Ok((Snapshot::new(&keys, models), seq))
+    let teams = store.list_teams(None).await?;
+    Ok((Snapshot::new(&keys, &teams, models), seq))
 }
 
 /// Applies new changes until cancelled.
@@ -113,7 +114,21 @@ pub async fn apply_once(store: &Store, snapshot: &ArcSwap<Snapshot>, mut seq: i6
                 Err(e) => return Err(e),
             }
         }
-        let patched = snapshot.load().with_key_changes(&upserts, &removed);
+        let mut team_upserts = Vec::new();
+        let mut teams_removed = Vec::new();
+        let team_ids: BTreeSet<&str> =
+            changes.iter().filter(|c| c.entity == Entity::Team).map(|c| c.entity_id.as_str()).collect();
+        for id in team_ids {
+            match store.get_team(id).await {
+                Ok(t) => team_upserts.push(t),
+                Err(StoreError::NotFound) => teams_removed.push(id.to_owned()),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut patched = snapshot.load().with_key_changes(&upserts, &removed);
+        if !team_upserts.is_empty() || !teams_removed.is_empty() {
+            patched = patched.with_team_changes(&team_upserts, &teams_removed);
+        }
         snapshot.store(Arc::new(patched));
         tracing::debug!(changes = changes.len(), seq = next, "applied changes to the snapshot");
         seq = next;

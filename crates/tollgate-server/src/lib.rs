@@ -43,7 +43,17 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
     let store = Store::connect(&config.database_url).await.context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let pepper = pepper::load_or_create(config.pepper.as_ref(), &config.data_dir)?;
-    Ok(Services { store, key_format: config.key_format.clone(), digester: Digester::new(&pepper) })
+    let services = Services { store, key_format: config.key_format.clone(), digester: Digester::new(&pepper) };
+    let password = config.owner_password.as_ref().map(|p| p.expose());
+    if let Some(generated) = services.bootstrap(&config.owner_email, password).await.context("first-start bootstrap")? {
+        // Shown once, on the terminal of whoever started Tollgate first; never logged.
+        eprintln!(
+            "\nCreated the owner account {}. Its password, shown only now: {generated}\n\
+             (set TOLLGATE_OWNER_PASSWORD before the first start to choose it instead)\n",
+            config.owner_email
+        );
+    }
+    Ok(services)
 }
 
 /// A started server.

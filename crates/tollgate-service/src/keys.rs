@@ -10,25 +10,12 @@ use tollgate_core::scope::ModelScope;
 use tollgate_core::time::{UnixMillis, now_millis, parse_rfc3339, to_rfc3339};
 use tollgate_store::KeyListQuery;
 
+use crate::principal::Actor;
 use crate::settings::SettingsInput;
 use crate::{Result, ServiceError, Services};
 
 const MAX_NAME_CHARS: usize = 128;
 const MAX_PAGE: i64 = 1000;
-
-/// Who is acting, for authorization (later) and the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// `admin-token`, `cli`, or a user id.
-    pub id: String,
-    pub source_ip: Option<String>,
-}
-
-impl Actor {
-    pub fn cli() -> Self {
-        Self { id: "cli".into(), source_ip: None }
-    }
-}
 
 /// A request to create a key.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +25,11 @@ pub struct NewKey {
     pub expires_in: Option<String>,
     /// An RFC 3339 datetime in the future.
     pub expires_at: Option<String>,
+    /// Default: the actor's team (the organization's `default` team for the operator).
+    pub team_id: Option<String>,
+    /// Default: the actor (an owner of the organization for the operator). Only
+    /// owners and admins may create a key for someone else; it is then theirs.
+    pub owner_id: Option<String>,
     pub settings: SettingsInput,
 }
 
@@ -45,6 +37,8 @@ pub struct NewKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeyPatch {
     pub name: Option<String>,
+    pub team_id: Option<String>,
+    pub owner_id: Option<String>,
     pub expires_in: Option<String>,
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<String>>,
@@ -63,6 +57,9 @@ pub struct CreatedKey {
 pub struct KeyView {
     pub id: String,
     pub name: String,
+    pub org_id: String,
+    pub team_id: String,
+    pub owner_id: String,
     pub preview: String,
     pub status: KeyStatus,
     pub created_at: String,
@@ -95,6 +92,9 @@ impl KeyView {
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
+            org_id: k.org_id.clone(),
+            team_id: k.team_id.clone(),
+            owner_id: k.owner_id.clone(),
             preview: k.preview.clone(),
             status: k.effective_status(now),
             created_at: to_rfc3339(k.created_at),
@@ -130,6 +130,7 @@ impl KeyView {
 #[derive(Debug, Clone, Default)]
 pub struct ListKeys {
     pub search: Option<String>,
+    pub team_id: Option<String>,
     pub status: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -152,10 +153,14 @@ impl Services {
         let expires_at =
             expiry(new.expires_in.as_deref(), new.expires_at.as_ref().map(|s| Some(s.clone())), now)?.flatten();
         let settings = new.settings.apply(&KeySettings::default())?;
+        let (org_id, team_id, owner_id) = self.placement(actor, new.team_id, new.owner_id).await?;
         let secret = self.key_format.generate();
         let record = KeyRecord {
             id: new_id("key"),
             name,
+            org_id,
+            team_id,
+            owner_id,
             digest: self.digester.digest(&secret),
             preview: self.key_format.preview(&secret),
             status: KeyStatus::Active,
@@ -176,13 +181,95 @@ impl Services {
         Ok(CreatedKey { key: view, secret })
     }
 
-    pub async fn get_key(&self, id: &str) -> Result<KeyView> {
-        Ok(KeyView::new(&self.store.get_key(id).await?, now_millis()))
+    pub async fn get_key(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        Ok(KeyView::new(&self.visible_key(actor, id).await?, now_millis()))
+    }
+
+    /// The key if the actor may see it; `NotFound` otherwise (ids cannot be probed).
+    async fn visible_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
+        let key = self.store.get_key(id).await?;
+        actor.check_sees_key(&key)?;
+        Ok(key)
+    }
+
+    /// Where a new key lives: the organization, team and owner, checked against the
+    /// actor's role (see `principal`).
+    async fn placement(
+        &self,
+        actor: &Actor,
+        team_id: Option<String>,
+        owner_id: Option<String>,
+    ) -> Result<(String, String, String)> {
+        let org_id = self.org_of(actor).await?;
+        if let Some(u) = actor.user_principal().filter(|u| !u.role.manages_org()) {
+            if owner_id.as_ref().is_some_and(|o| *o != u.user_id) {
+                return Err(ServiceError::Forbidden("members may only own their own keys"));
+            }
+            let team = match team_id {
+                Some(t) if u.team_ids.contains(&t) => t,
+                Some(t) => {
+                    let exists_here = self.store.get_team(&t).await.is_ok_and(|team| team.org_id == org_id);
+                    return Err(if exists_here {
+                        ServiceError::Forbidden("members may only use their own teams")
+                    } else {
+                        ServiceError::NotFound
+                    });
+                }
+                None => u.team_ids.first().cloned().ok_or(ServiceError::Forbidden("you are not in any team"))?,
+            };
+            return Ok((org_id, team, u.user_id.clone()));
+        }
+        let team = match team_id {
+            Some(t) => {
+                if self.store.get_team(&t).await?.org_id != org_id {
+                    return Err(ServiceError::NotFound);
+                }
+                t
+            }
+            None => {
+                let teams = self.store.list_teams(Some(&org_id)).await?;
+                let default = teams.iter().find(|t| t.name == "default").or(teams.first());
+                default
+                    .map(|t| t.id.clone())
+                    .ok_or_else(|| ServiceError::invalid("team_id", "the organization has no team"))?
+            }
+        };
+        let owner = match (owner_id, actor.user_principal()) {
+            (Some(o), _) => {
+                if self.store.role_of(&org_id, &o).await?.is_none() {
+                    return Err(ServiceError::NotFound);
+                }
+                o
+            }
+            (None, Some(u)) => u.user_id.clone(),
+            (None, None) => {
+                let members = self.store.list_members(&org_id).await?;
+                let owner = members.iter().find(|(_, r)| *r == tollgate_core::tenancy::Role::Owner);
+                owner
+                    .map(|(u, _)| u.id.clone())
+                    .ok_or_else(|| ServiceError::invalid("owner_id", "the organization has no owner"))?
+            }
+        };
+        Ok((org_id, team, owner))
     }
 
     pub async fn update_key(&self, actor: &Actor, id: &str, patch: KeyPatch) -> Result<KeyView> {
-        let mut key = self.store.get_key(id).await?;
+        let mut key = self.visible_key(actor, id).await?;
         refuse_if_revoked(&key)?;
+        if patch.team_id.is_some() || patch.owner_id.is_some() {
+            if !actor.manages_org(&key.org_id) {
+                return Err(ServiceError::Forbidden("only owners and admins may move a key to another team or owner"));
+            }
+            let (_, team, owner) = self
+                .placement(
+                    actor,
+                    patch.team_id.clone().or(Some(key.team_id.clone())),
+                    patch.owner_id.clone().or(Some(key.owner_id.clone())),
+                )
+                .await?;
+            key.team_id = team;
+            key.owner_id = owner;
+        }
         let now = now_millis();
         let before = KeyView::new(&key, now);
         if let Some(name) = &patch.name {
@@ -213,7 +300,7 @@ impl Services {
     }
 
     async fn set_status(&self, actor: &Actor, id: &str, status: KeyStatus, action: &str) -> Result<KeyView> {
-        let mut key = self.store.get_key(id).await?;
+        let mut key = self.visible_key(actor, id).await?;
         refuse_if_revoked(&key)?;
         let now = now_millis();
         let before = KeyView::new(&key, now);
@@ -231,7 +318,7 @@ impl Services {
 
     /// Deletes the key permanently.
     pub async fn delete_key(&self, actor: &Actor, id: &str) -> Result<()> {
-        let key = self.store.get_key(id).await?;
+        let key = self.visible_key(actor, id).await?;
         let now = now_millis();
         let before = KeyView::new(&key, now);
         self.store.delete_key(id, &audit(actor, "key.delete", id, Some(&before), None, now)).await?;
@@ -253,7 +340,7 @@ impl Services {
         if grace_secs > MAX_ROTATION_GRACE_SECS {
             return Err(ServiceError::invalid("grace_seconds", format!("must be at most {MAX_ROTATION_GRACE_SECS}")));
         }
-        let mut key = self.store.get_key(id).await?;
+        let mut key = self.visible_key(actor, id).await?;
         refuse_if_revoked(&key)?;
         let now = now_millis();
         let (secret, rotation_key) = match idempotency_key {
@@ -289,13 +376,16 @@ impl Services {
 
     /// A new key with the same scopes and limits (and expiry, if still ahead).
     pub async fn duplicate_key(&self, actor: &Actor, id: &str, name: Option<String>) -> Result<CreatedKey> {
-        let source = self.store.get_key(id).await?;
+        let source = self.visible_key(actor, id).await?;
         let now = now_millis();
         let name = validate_name(&name.unwrap_or_else(|| format!("{} (copy)", source.name)))?;
         let secret = self.key_format.generate();
         let record = KeyRecord {
             id: new_id("key"),
             name,
+            org_id: source.org_id.clone(),
+            team_id: source.team_id.clone(),
+            owner_id: source.owner_id.clone(),
             digest: self.digester.digest(&secret),
             preview: self.key_format.preview(&secret),
             status: KeyStatus::Active,
@@ -317,7 +407,7 @@ impl Services {
         Ok(CreatedKey { key: view, secret })
     }
 
-    pub async fn list_keys(&self, q: ListKeys) -> Result<KeyList> {
+    pub async fn list_keys(&self, actor: &Actor, q: ListKeys) -> Result<KeyList> {
         let limit = q.limit.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -334,7 +424,20 @@ impl Services {
             Some(KeyStatus::Expired) => Some(KeyStatus::Active),
             s => s,
         };
-        let query = KeyListQuery { search: q.search.filter(|s| !s.is_empty()), status: stored_status, after, limit };
+        let (org_id, owner_id) = match actor.user_principal() {
+            None => (None, None),
+            Some(u) if u.role.manages_org() => (Some(u.org_id.clone()), None),
+            Some(u) => (Some(u.org_id.clone()), Some(u.user_id.clone())),
+        };
+        let query = KeyListQuery {
+            search: q.search.filter(|s| !s.is_empty()),
+            status: stored_status,
+            after,
+            org_id,
+            team_id: q.team_id,
+            owner_id,
+            limit,
+        };
         let now = now_millis();
         let mut data = Vec::new();
         let mut page = self.store.list_keys(&query).await?;
@@ -386,8 +489,13 @@ pub struct AuditEntryView {
 
 impl Services {
     /// One page of the audit log, newest first.
-    pub async fn list_audit(&self, q: ListAudit) -> Result<AuditPage> {
-        let ListAudit { actor, action, target, from, to, cursor, limit } = q;
+    pub async fn list_audit(&self, caller: &Actor, q: ListAudit) -> Result<AuditPage> {
+        let ListAudit { actor: by, action, target, from, to, cursor, limit } = q;
+        let org_id = match caller.user_principal() {
+            None => None,
+            Some(u) if u.role.manages_org() => Some(u.org_id.clone()),
+            Some(_) => return Err(ServiceError::Forbidden("the audit log is for owners and admins")),
+        };
         let limit = limit.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -403,7 +511,8 @@ impl Services {
             })
             .transpose()?;
         let q = tollgate_store::AuditQuery {
-            actor,
+            actor: by,
+            org_id,
             action,
             target_id: target,
             from: time("from", from.as_deref())?,
@@ -471,6 +580,7 @@ fn audit(
         before: before.and_then(KeyView::audit_json),
         after: after.and_then(KeyView::audit_json),
         source_ip: actor.source_ip.clone(),
+        org_id: before.or(after).map(|k| k.org_id.clone()),
     }
 }
 
@@ -522,6 +632,7 @@ mod tests {
         let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db"))).await.unwrap();
         store.migrate().await.unwrap();
         let s = Services { store, key_format: Default::default(), digester: Digester::new(b"pepper") };
+        s.bootstrap("owner@example.com", Some("correct horse battery")).await.unwrap();
         (s, dir)
     }
 
@@ -544,7 +655,7 @@ mod tests {
         let stored = s.store.get_key(&created.key.id).await.unwrap();
         assert_eq!(stored.digest, s.digester.digest(&created.secret));
         assert!(stored.expires_at.unwrap() > stored.created_at + 29 * 86_400_000);
-        let audit = s.list_audit(ListAudit::default()).await.unwrap();
+        let audit = s.list_audit(&Actor::cli(), ListAudit::default()).await.unwrap();
         assert_eq!(audit.data.len(), 1);
         assert_eq!((audit.data[0].entry.action.as_str(), audit.data[0].entry.actor.as_str()), ("key.create", "cli"));
         assert!(!serde_json::to_string(&audit.data).unwrap().contains(&created.secret));
@@ -563,11 +674,11 @@ mod tests {
         let past = NewKey { expires_at: Some("2001-01-01T00:00:00Z".into()), ..named("a") };
         assert_eq!(field(s.create_key(&a, past).await), "expires_at");
         assert!(matches!(
-            s.list_keys(ListKeys { limit: Some(0), ..Default::default() }).await,
+            s.list_keys(&Actor::cli(), ListKeys { limit: Some(0), ..Default::default() }).await,
             Err(ServiceError::Invalid { field: "limit", .. })
         ));
         assert!(matches!(
-            s.list_keys(ListKeys { cursor: Some("zz".into()), ..Default::default() }).await,
+            s.list_keys(&Actor::cli(), ListKeys { cursor: Some("zz".into()), ..Default::default() }).await,
             Err(ServiceError::Invalid { field: "cursor", .. })
         ));
     }
@@ -578,9 +689,12 @@ mod tests {
         for name in ["c", "a", "b"] {
             s.create_key(&Actor::cli(), named(name)).await.unwrap();
         }
-        let p1 = s.list_keys(ListKeys { limit: Some(2), ..Default::default() }).await.unwrap();
+        let p1 = s.list_keys(&Actor::cli(), ListKeys { limit: Some(2), ..Default::default() }).await.unwrap();
         assert_eq!(p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        let p2 = s.list_keys(ListKeys { limit: Some(2), cursor: p1.next_cursor, ..Default::default() }).await.unwrap();
+        let p2 = s
+            .list_keys(&Actor::cli(), ListKeys { limit: Some(2), cursor: p1.next_cursor, ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["c"]);
         assert_eq!(p2.next_cursor, None);
     }
@@ -597,8 +711,10 @@ mod tests {
         let stored = s.store.get_key(&k.key.id).await.unwrap();
         assert_eq!(stored.digest, s.digester.digest(&r1.secret));
         assert_eq!(stored.previous_digest.map(|p| p.0), Some(s.digester.digest(&k.secret)), "old secret in grace");
-        let rotations =
-            s.list_audit(ListAudit { action: Some("key.rotate".into()), ..Default::default() }).await.unwrap();
+        let rotations = s
+            .list_audit(&Actor::cli(), ListAudit { action: Some("key.rotate".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(rotations.data.len(), 1, "the retry did not rotate again");
 
         let r3 = s.rotate_key(&a, &k.key.id, 0, None).await.unwrap();
@@ -647,9 +763,9 @@ mod tests {
             assert!(matches!(r, Err(ServiceError::Invalid { field: "status", .. })));
         }
         s.delete_key(&a, &k.key.id).await.unwrap();
-        assert!(matches!(s.get_key(&k.key.id).await, Err(ServiceError::NotFound)));
+        assert!(matches!(s.get_key(&Actor::cli(), &k.key.id).await, Err(ServiceError::NotFound)));
         let actions: Vec<String> = s
-            .list_audit(ListAudit { target: Some(k.key.id.clone()), ..Default::default() })
+            .list_audit(&Actor::cli(), ListAudit { target: Some(k.key.id.clone()), ..Default::default() })
             .await
             .unwrap()
             .data

@@ -3,16 +3,20 @@
 //! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
 
 mod keys;
+mod principal;
 mod settings;
+mod tenancy;
 
 use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
 pub use keys::{
-    Actor, AuditEntryView, AuditPage, CreatedKey, KeyList, KeyPatch, KeyView, ListAudit, ListKeys,
-    MAX_ROTATION_GRACE_SECS, NewKey,
+    AuditEntryView, AuditPage, CreatedKey, KeyList, KeyPatch, KeyView, ListAudit, ListKeys, MAX_ROTATION_GRACE_SECS,
+    NewKey,
 };
+pub use principal::{Actor, Principal, UserPrincipal};
 pub use settings::SettingsInput;
+pub use tenancy::{ACCESS_TOKEN_PREFIX, MeView, MemberView, TeamView, TokenView};
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
 /// one exit message in the CLI.
@@ -23,6 +27,12 @@ pub enum ServiceError {
     Invalid { field: &'static str, message: String },
     #[error("not found")]
     NotFound,
+    /// Authenticated but not allowed; says what is missing.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// A failure with no better name (e.g. a blocking task died); logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("conflicts with an existing object")]
     Conflict,
     #[error(transparent)]

@@ -19,6 +19,7 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     pub action: Option<String>,
     pub target_id: Option<String>,
+    pub org_id: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub before_id: Option<i64>,
@@ -28,8 +29,8 @@ pub struct AuditQuery {
 pub(crate) async fn record(tx: &mut sqlx::AnyConnection, e: &AuditEntry) -> Result<()> {
     let json = |v: &Option<serde_json::Value>| v.as_ref().map(serde_json::Value::to_string);
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target_type, target_id, before, after, source_ip) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_log (at, actor, action, target_type, target_id, before, after, source_ip, org_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(e.at)
     .bind(&e.actor)
@@ -39,6 +40,7 @@ pub(crate) async fn record(tx: &mut sqlx::AnyConnection, e: &AuditEntry) -> Resu
     .bind(json(&e.before))
     .bind(json(&e.after))
     .bind(&e.source_ip)
+    .bind(&e.org_id)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -47,10 +49,12 @@ pub(crate) async fn record(tx: &mut sqlx::AnyConnection, e: &AuditEntry) -> Resu
 impl Store {
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
         let mut sql = String::from(
-            "SELECT id, at, actor, action, target_type, target_id, before, after, source_ip FROM audit_log WHERE 1 = 1",
+            "SELECT id, at, actor, action, target_type, target_id, before, after, source_ip, org_id FROM audit_log WHERE 1 = 1",
         );
         let mut texts: Vec<String> = Vec::new();
-        for (column, value) in [("actor", &q.actor), ("action", &q.action), ("target_id", &q.target_id)] {
+        for (column, value) in
+            [("actor", &q.actor), ("action", &q.action), ("target_id", &q.target_id), ("org_id", &q.org_id)]
+        {
             if let Some(v) = value {
                 texts.push(v.clone());
                 sql += &format!(" AND {column} = ${}", texts.len());
@@ -89,6 +93,7 @@ impl Store {
                         before: json("before")?,
                         after: json("after")?,
                         source_ip: r.try_get("source_ip")?,
+                        org_id: r.try_get("org_id")?,
                     },
                 })
             })

@@ -15,17 +15,23 @@ use crate::{Backend, Result, Store};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
     Key,
+    Team,
 }
 
 impl Entity {
     fn as_str(self) -> &'static str {
         match self {
             Self::Key => "key",
+            Self::Team => "team",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        (s == "key").then_some(Self::Key)
+        match s {
+            "key" => Some(Self::Key),
+            "team" => Some(Self::Team),
+            _ => None,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{Result, Store, StoreError, map_unique};
 
 const KEY_COLUMNS: &str = "id, name, digest, preview, status, created_at, expires_at, \
      last_used_at, request_count, tokens_used, spend_micros, settings, updated_at, \
-     previous_digest, previous_expires_at, rotation_key";
+     previous_digest, previous_expires_at, rotation_key, org_id, team_id, owner_id";
 
 /// Filters and keyset page for listing keys, sorted by name then id.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,10 @@ pub struct KeyListQuery {
     pub status: Option<KeyStatus>,
     /// Continue after this `(name, id)` (the previous page's last row).
     pub after: Option<(String, String)>,
+    /// Only keys of this organization / team / owner.
+    pub org_id: Option<String>,
+    pub team_id: Option<String>,
+    pub owner_id: Option<String>,
     pub limit: i64,
 }
 
@@ -33,7 +37,7 @@ impl Store {
         let mut tx = conn.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(&key.id)
         .bind(&key.name)
@@ -51,6 +55,9 @@ impl Store {
         .bind(key.previous_digest.map(|(d, _)| d.0.to_vec()))
         .bind(key.previous_digest.map(|(_, until)| until))
         .bind(&key.rotation_key)
+        .bind(&key.org_id)
+        .bind(&key.team_id)
+        .bind(&key.owner_id)
         .execute(&mut *tx)
         .await
         .map_err(map_unique)?;
@@ -69,7 +76,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE api_keys SET name = $1, digest = $2, preview = $3, status = $4, expires_at = $5, \
              settings = $6, updated_at = $7, previous_digest = $8, previous_expires_at = $9, \
-             rotation_key = $10 WHERE id = $11",
+             rotation_key = $10, team_id = $11, owner_id = $12 WHERE id = $13",
         )
         .bind(&key.name)
         .bind(key.digest.0.to_vec())
@@ -81,6 +88,8 @@ impl Store {
         .bind(key.previous_digest.map(|(d, _)| d.0.to_vec()))
         .bind(key.previous_digest.map(|(_, until)| until))
         .bind(&key.rotation_key)
+        .bind(&key.team_id)
+        .bind(&key.owner_id)
         .bind(&key.id)
         .execute(&mut *tx)
         .await
@@ -142,6 +151,11 @@ impl Store {
             let (a, b, c) = (next(), next(), next());
             sql += &format!(" AND (name > ${a} OR (name = ${b} AND id > ${c}))");
         }
+        for (column, value) in [("org_id", &q.org_id), ("team_id", &q.team_id), ("owner_id", &q.owner_id)] {
+            if value.is_some() {
+                sql += &format!(" AND {column} = ${}", next());
+            }
+        }
         sql += &format!(" ORDER BY name, id LIMIT ${}", next());
 
         let mut query = sqlx::query(&sql);
@@ -153,6 +167,9 @@ impl Store {
         }
         if let Some((name, id)) = &q.after {
             query = query.bind(name.clone()).bind(name.clone()).bind(id.clone());
+        }
+        for value in [&q.org_id, &q.team_id, &q.owner_id].into_iter().flatten() {
+            query = query.bind(value.clone());
         }
         let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
         rows.iter().map(key_from_row).collect()
@@ -195,5 +212,8 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
             _ => None,
         },
         rotation_key: row.try_get("rotation_key")?,
+        org_id: row.try_get::<Option<String>, _>("org_id")?.unwrap_or_default(),
+        team_id: row.try_get::<Option<String>, _>("team_id")?.unwrap_or_default(),
+        owner_id: row.try_get::<Option<String>, _>("owner_id")?.unwrap_or_default(),
     })
 }

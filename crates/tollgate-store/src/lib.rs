@@ -11,6 +11,7 @@ mod audit;
 mod changes;
 mod keys;
 mod migrate;
+mod tenancy;
 mod usage;
 
 use std::str::FromStr;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditQuery, AuditRow};
 pub use changes::{Change, Entity};
 pub use keys::KeyListQuery;
+pub use tenancy::Bootstrap;
 pub use usage::{UsageQuery, UsageRow};
 
 /// What can go wrong in the store, as callers need to tell it apart.

@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_key_settings_audit.sql"),
         postgres: include_str!("../migrations/postgres/0002_key_settings_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tenancy",
+        sqlite: include_str!("../migrations/sqlite/0003_tenancy.sql"),
+        postgres: include_str!("../migrations/postgres/0003_tenancy.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

@@ -8,8 +8,9 @@ use tollgate_core::MicroUsd;
 use tollgate_core::audit::AuditEntry;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeySettings, KeyStatus};
 use tollgate_core::scope::ModelScope;
+use tollgate_core::tenancy::{AccessToken, Organization, Role, Team, TeamSettings, User};
 use tollgate_core::usage::{BillingReason, UsageEvent};
-use tollgate_store::{AuditQuery, Entity, KeyListQuery, Store, StoreError, UsageQuery};
+use tollgate_store::{AuditQuery, Bootstrap, Entity, KeyListQuery, Store, StoreError, UsageQuery};
 
 struct TestDb {
     store: Store,
@@ -72,6 +73,7 @@ on_every_backend!(
     updates_round_trip_settings_and_rotation_state,
     delete_removes_and_records,
     audit_is_written_with_the_change_and_filtered,
+    tenancy_bootstraps_once_and_scopes_listing,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -84,6 +86,7 @@ fn audit(action: &str) -> AuditEntry {
         before: None,
         after: Some(serde_json::json!({ "name": "alpha" })),
         source_ip: Some("192.0.2.1".into()),
+        org_id: Some("org_1".into()),
     }
 }
 
@@ -91,6 +94,9 @@ fn key(id: &str, name: &str, digest_byte: u8) -> KeyRecord {
     KeyRecord {
         id: id.into(),
         name: name.into(),
+        org_id: "org_1".into(),
+        team_id: "team_1".into(),
+        owner_id: format!("usr_{name}"),
         digest: KeyDigest([digest_byte; 32]),
         preview: format!("sk-tg-…{id}"),
         status: KeyStatus::Active,
@@ -280,4 +286,101 @@ async fn audit_is_written_with_the_change_and_filtered(s: &Store) {
     assert_eq!(older.len(), 1);
     let none = s.list_audit(&AuditQuery { from: Some(5_000), limit: 10, ..Default::default() }).await.expect("audit");
     assert!(none.is_empty());
+}
+
+async fn tenancy_bootstraps_once_and_scopes_listing(s: &Store) {
+    s.insert_key(&key("key_old", "legacy", 3), &audit("key.create")).await.expect("insert");
+    let org = Organization { id: "org_1".into(), name: "Default".into(), created_at: 1 };
+    let team = Team {
+        id: "team_1".into(),
+        org_id: "org_1".into(),
+        name: "default".into(),
+        settings: TeamSettings::default(),
+        created_at: 1,
+    };
+    let owner = User { id: "usr_owner".into(), email: "o@x.test".into(), created_at: 1 };
+    let b = Bootstrap { org: &org, team: &team, owner: &owner, password_hash: "hash" };
+    assert!(s.bootstrap(&b).await.expect("bootstrap"));
+    assert!(!s.bootstrap(&b).await.expect("bootstrap twice"), "bootstrap runs once");
+    assert_eq!(s.role_of("org_1", "usr_owner").await.expect("role"), Some(Role::Owner));
+    assert_eq!(s.teams_of("usr_owner").await.expect("teams"), ["team_1"]);
+    assert_eq!(s.find_user_by_email("o@x.test").await.expect("find").1, "hash");
+
+    let member = User { id: "usr_m".into(), email: "m@x.test".into(), created_at: 2 };
+    s.insert_member(&member, "h2", "org_1", Role::Member, &["team_1".to_owned()], &audit("member.create"))
+        .await
+        .expect("member");
+    assert!(
+        matches!(
+            s.insert_member(
+                &User { id: "usr_dup".into(), ..member.clone() },
+                "h",
+                "org_1",
+                Role::Member,
+                &[],
+                &audit("x")
+            )
+            .await,
+            Err(StoreError::Conflict)
+        ),
+        "emails are unique"
+    );
+    let members: Vec<(String, Role)> =
+        s.list_members("org_1").await.expect("members").into_iter().map(|(u, r)| (u.email, r)).collect();
+    assert_eq!(members, [("m@x.test".to_owned(), Role::Member), ("o@x.test".to_owned(), Role::Owner)]);
+    s.set_role("org_1", "usr_m", Role::Admin, &audit("member.role")).await.expect("role");
+    assert_eq!(s.role_of("org_1", "usr_m").await.expect("role"), Some(Role::Admin));
+
+    let mut t2 = Team { id: "team_2".into(), name: "ml".into(), ..team.clone() };
+    let seq = s.latest_change_seq().await.expect("seq");
+    s.insert_team(&t2, &audit("team.create")).await.expect("team");
+    t2.settings.allowed_models = vec!["m1".into()];
+    s.update_team(&t2, &audit("team.update")).await.expect("team update");
+    assert_eq!(s.get_team("team_2").await.expect("get team"), t2);
+    assert!(s.changes_since(seq, 10).await.expect("feed").iter().all(|c| c.entity == Entity::Team));
+    assert!(
+        matches!(
+            s.insert_team(&Team { id: "team_3".into(), ..t2.clone() }, &audit("x")).await,
+            Err(StoreError::Conflict)
+        ),
+        "team names are unique per org"
+    );
+    s.set_team_member("team_2", "usr_m", true, &audit("team.member_add")).await.expect("join");
+    s.set_team_member("team_2", "usr_m", true, &audit("team.member_add")).await.expect("join twice is fine");
+    assert_eq!(s.teams_of("usr_m").await.expect("teams"), ["team_1", "team_2"]);
+
+    let token = AccessToken {
+        id: "pat_1".into(),
+        user_id: "usr_m".into(),
+        org_id: "org_1".into(),
+        name: "ci".into(),
+        digest: KeyDigest([9; 32]),
+        preview: "tgp_…abcd".into(),
+        created_at: 5,
+        expires_at: None,
+        last_used_at: None,
+    };
+    s.insert_access_token(&token, &audit("token.create")).await.expect("token");
+    assert_eq!(s.find_access_token(&KeyDigest([9; 32])).await.expect("find token"), token);
+    assert!(
+        matches!(s.delete_access_token("usr_owner", "pat_1", &audit("x")).await, Err(StoreError::NotFound)),
+        "only its user deletes it"
+    );
+    s.delete_access_token("usr_m", "pat_1", &audit("token.delete")).await.expect("delete token");
+
+    // The legacy key got the default placement; listing filters by org and owner.
+    let legacy = s.get_key("key_old").await.expect("legacy");
+    assert_eq!(
+        (legacy.org_id.as_str(), legacy.team_id.as_str(), legacy.owner_id.as_str()),
+        ("org_1", "team_1", "usr_legacy")
+    );
+    let mine = KeyListQuery {
+        org_id: Some("org_1".into()),
+        owner_id: Some("usr_legacy".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.list_keys(&mine).await.expect("list").len(), 1);
+    let other_org = KeyListQuery { org_id: Some("org_2".into()), limit: 10, ..Default::default() };
+    assert!(s.list_keys(&other_org).await.expect("list").is_empty());
 }

@@ -12,6 +12,9 @@ use tollgate_store::{Store, UsageQuery, UsageRow};
 use crate::client::{ClientResult, TestClient};
 use crate::fake_openai::FakeOpenAi;
 
+/// The password of the bootstrapped owner (`owner@test.local`) in test configs.
+pub const OWNER_PASSWORD: &str = "test-owner-password-0123";
+
 /// A provider key only the fake upstream knows; tests assert it never leaks.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-0123456789";
 
@@ -41,6 +44,8 @@ pub fn config_with(dir: &std::path::Path, fake_url: &str, top: &str, extra: &str
 listen = "127.0.0.1:0"
 data_dir = "{data}"
 admin_token = "test-admin-token"
+owner_email = "owner@test.local"
+owner_password = "{OWNER_PASSWORD}"
 demo = true
 max_body_bytes = 65536
 shutdown_grace_secs = 10

@@ -1,6 +1,8 @@
-//! Who may call the management API. For now: the admin token (`TOLLGATE_ADMIN_TOKEN`),
-//! compared in constant time via digests so that neither content nor length leaks.
-//! Users, sessions and personal access tokens come with the organizations work.
+//! Who is calling the management API: the admin token (`TOLLGATE_ADMIN_TOKEN`, compared
+//! in constant time via digests so that neither content nor length leaks) acts as the
+//! operator; a personal access token (`tgp_…`) acts as its user, with their current
+//! role. The resolved [`Actor`] travels to handlers as a request extension. Dashboard
+//! sessions (cookies) come with the dashboard.
 
 use std::sync::Arc;
 
@@ -11,32 +13,47 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_core::scope::client_ip;
 use tollgate_core::{ApiError, ErrorCode, PeerAddr};
-use tollgate_service::Actor;
+use tollgate_service::{ACCESS_TOKEN_PREFIX, Actor};
 
 use crate::WebState;
+use crate::error::api_error;
 
-pub(crate) async fn require_admin(State(state): State<Arc<WebState>>, mut req: Request, next: Next) -> Response {
-    let Some(expected) = state.admin_token.as_ref().filter(|t| !t.is_empty()) else {
-        return ApiError::new(
-            ErrorCode::Unauthorized,
-            "The management API is disabled: set TOLLGATE_ADMIN_TOKEN (or admin_token in the config).",
-        )
-        .into_response();
-    };
+pub(crate) async fn require_actor(State(state): State<Arc<WebState>>, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let ok = presented
-        .is_some_and(|p| Sha256::digest(p.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes())).into());
-    if !ok {
-        return ApiError::new(ErrorCode::Unauthorized, "Missing or invalid management token.").into_response();
-    }
+        .map(|(_, token)| token.trim().to_owned());
     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
     let source_ip = client_ip(peer, req.headers(), &state.trusted_proxies).map(|ip| ip.to_string());
-    req.extensions_mut().insert(Actor { id: "admin-token".into(), source_ip });
+    let unauthorized =
+        || ApiError::new(ErrorCode::Unauthorized, "Missing or invalid management token.").into_response();
+    let Some(presented) = presented else { return unauthorized() };
+
+    let actor = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
+        match state.services.authenticate_access_token(&presented, source_ip).await {
+            Ok(Some(actor)) => actor,
+            Ok(None) => return unauthorized(),
+            Err(e) => return api_error(e).into_response(),
+        }
+    } else {
+        let Some(expected) = state.admin_token.as_ref().filter(|t| !t.is_empty()) else {
+            return ApiError::new(
+                ErrorCode::Unauthorized,
+                "Admin-token access is disabled: set TOLLGATE_ADMIN_TOKEN (or admin_token in the config), \
+                 or use a personal access token.",
+            )
+            .into_response();
+        };
+        let matches: bool =
+            Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.expose().as_bytes())).into();
+        if !matches {
+            return unauthorized();
+        }
+        Actor::admin_token(source_ip)
+    };
+    req.extensions_mut().insert(actor);
     next.run(req).await
 }

@@ -11,6 +11,11 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
             ApiError::invalid_request(format!("{field}: {message}")).with_param(field)
         }
         ServiceError::NotFound => ApiError::new(ErrorCode::NotFound, "No such object."),
+        ServiceError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, format!("Not allowed: {why}.")),
+        ServiceError::Internal(what) => {
+            tracing::error!(error = what, "internal failure during a management call");
+            ApiError::internal()
+        }
         ServiceError::Conflict => ApiError::new(ErrorCode::Conflict, "An object with these values already exists."),
         ServiceError::Store(StoreError::Database(e)) => {
             tracing::error!(error = %e, "store failed during a management call");

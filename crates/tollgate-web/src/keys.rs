@@ -41,6 +41,10 @@ struct KeyFields {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    team_id: Option<String>,
+    #[serde(default)]
+    owner_id: Option<String>,
+    #[serde(default)]
     expires_in: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     expires_at: Option<Option<String>>,
@@ -106,7 +110,14 @@ async fn create(
     let mut f: KeyFields = parse_json(&body)?;
     let settings = f.settings();
     let name = f.name.ok_or_else(|| ApiError::invalid_request("name: is required").with_param("name"))?;
-    let new = NewKey { name, expires_in: f.expires_in, expires_at: f.expires_at.flatten(), settings };
+    let new = NewKey {
+        name,
+        expires_in: f.expires_in,
+        expires_at: f.expires_at.flatten(),
+        team_id: f.team_id,
+        owner_id: f.owner_id,
+        settings,
+    };
     with_secret(state.services.create_key(&actor, new).await.map_err(api_error)?, StatusCode::CREATED)
 }
 
@@ -114,6 +125,7 @@ async fn create(
 #[serde(deny_unknown_fields)]
 struct ListParams {
     search: Option<String>,
+    team_id: Option<String>,
     status: Option<String>,
     cursor: Option<String>,
     limit: Option<i64>,
@@ -121,15 +133,20 @@ struct ListParams {
 
 async fn list(
     State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::invalid_request(e.body_text()))?;
-    let q = ListKeys { search: p.search, status: p.status, cursor: p.cursor, limit: p.limit };
-    Ok(Json(state.services.list_keys(q).await.map_err(api_error)?).into_response())
+    let q = ListKeys { search: p.search, team_id: p.team_id, status: p.status, cursor: p.cursor, limit: p.limit };
+    Ok(Json(state.services.list_keys(&actor, q).await.map_err(api_error)?).into_response())
 }
 
-async fn get_one(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(state.services.get_key(&id).await.map_err(api_error)?).into_response())
+async fn get_one(
+    State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.services.get_key(&actor, &id).await.map_err(api_error)?).into_response())
 }
 
 async fn update(
@@ -140,7 +157,14 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let mut f: KeyFields = parse_json(&body)?;
     let settings = f.settings();
-    let patch = KeyPatch { name: f.name, expires_in: f.expires_in, expires_at: f.expires_at, settings };
+    let patch = KeyPatch {
+        name: f.name,
+        team_id: f.team_id,
+        owner_id: f.owner_id,
+        expires_in: f.expires_in,
+        expires_at: f.expires_at,
+        settings,
+    };
     Ok(Json(state.services.update_key(&actor, &id, patch).await.map_err(api_error)?).into_response())
 }
 
@@ -231,6 +255,7 @@ struct AuditParams {
 
 async fn audit(
     State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::invalid_request(e.body_text()))?;
@@ -243,6 +268,6 @@ async fn audit(
         cursor: p.cursor,
         limit: p.limit,
     };
-    let page = state.services.list_audit(q).await.map_err(api_error)?;
+    let page = state.services.list_audit(&actor, q).await.map_err(api_error)?;
     Ok(Json(page).into_response())
 }

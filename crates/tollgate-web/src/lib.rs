@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod keys;
+mod tenancy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,13 @@ pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/api/v1", keys::routes().layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin)))
+        .route("/api/v1/auth/token", axum::routing::post(tenancy::token_for_password))
+        .nest(
+            "/api/v1",
+            keys::routes()
+                .merge(tenancy::routes())
+                .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor)),
+        )
         .with_state(state)
 }
 

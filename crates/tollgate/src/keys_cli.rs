@@ -17,6 +17,12 @@ pub enum KeysCommand {
         /// An RFC 3339 datetime in the future.
         #[arg(long)]
         expires_at: Option<String>,
+        /// Team id (default: the organization's default team).
+        #[arg(long)]
+        team: Option<String>,
+        /// Owner's user id (default: an owner of the organization).
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         scopes: ScopeArgs,
         /// Print {"id": …, "key": …} as JSON.
@@ -27,6 +33,9 @@ pub enum KeysCommand {
     List {
         #[arg(long)]
         search: Option<String>,
+        /// Only keys of this team.
+        #[arg(long)]
+        team: Option<String>,
         /// all, active, inactive, expired, revoked or exhausted.
         #[arg(long)]
         status: Option<String>,
@@ -50,6 +59,12 @@ pub enum KeysCommand {
         expires_in: Option<String>,
         #[arg(long)]
         expires_at: Option<String>,
+        /// Move the key to this team.
+        #[arg(long)]
+        team: Option<String>,
+        /// Give the key to this user.
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         scopes: ScopeArgs,
         #[arg(long)]
@@ -156,12 +171,14 @@ impl ScopeArgs {
 pub async fn run(command: KeysCommand, services: &Services) -> anyhow::Result<()> {
     let actor = Actor::cli();
     match command {
-        KeysCommand::Create { name, expires_in, expires_at, scopes, json } => {
-            let new = NewKey { name, expires_in, expires_at, settings: scopes.into_input()? };
+        KeysCommand::Create { name, expires_in, expires_at, team, owner, scopes, json } => {
+            let new =
+                NewKey { name, expires_in, expires_at, team_id: team, owner_id: owner, settings: scopes.into_input()? };
             print_secret(&services.create_key(&actor, new).await?, json, "Created");
         }
-        KeysCommand::List { search, status, limit, json } => {
-            let list = services.list_keys(ListKeys { search, status, cursor: None, limit: Some(limit) }).await?;
+        KeysCommand::List { search, team, status, limit, json } => {
+            let q = ListKeys { search, team_id: team, status, cursor: None, limit: Some(limit) };
+            let list = services.list_keys(&actor, q).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -179,9 +196,16 @@ pub async fn run(command: KeysCommand, services: &Services) -> anyhow::Result<()
                 }
             }
         }
-        KeysCommand::Get { id, json } => print_key(&services.get_key(&id).await?, json)?,
-        KeysCommand::Update { id, name, expires_in, expires_at, scopes, json } => {
-            let patch = KeyPatch { name, expires_in, expires_at: expires_at.map(Some), settings: scopes.into_input()? };
+        KeysCommand::Get { id, json } => print_key(&services.get_key(&actor, &id).await?, json)?,
+        KeysCommand::Update { id, name, expires_in, expires_at, team, owner, scopes, json } => {
+            let patch = KeyPatch {
+                name,
+                team_id: team,
+                owner_id: owner,
+                expires_in,
+                expires_at: expires_at.map(Some),
+                settings: scopes.into_input()?,
+            };
             print_key(&services.update_key(&actor, &id, patch).await?, json)?;
         }
         KeysCommand::Disable { id } => print_key(&services.disable_key(&actor, &id).await?, false)?,
@@ -231,7 +255,9 @@ pub async fn audit(
     action: Option<String>,
     limit: i64,
 ) -> anyhow::Result<()> {
-    let page = services.list_audit(ListAudit { action, target, limit: Some(limit), ..Default::default() }).await?;
+    let page = services
+        .list_audit(&Actor::cli(), ListAudit { action, target, limit: Some(limit), ..Default::default() })
+        .await?;
     println!("{}", serde_json::to_string_pretty(&page)?);
     Ok(())
 }

@@ -12,6 +12,7 @@ use tollgate_server::{Config, Server};
 use tollgate_service::Services;
 
 mod keys_cli;
+mod tenancy_cli;
 use keys_cli::KeysCommand;
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per request, where
@@ -44,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: Box<KeysCommand>,
     },
+    /// Manage the organization's members.
+    Users {
+        #[command(subcommand)]
+        command: tenancy_cli::UsersCommand,
+    },
+    /// Manage teams.
+    Teams {
+        #[command(subcommand)]
+        command: tenancy_cli::TeamsCommand,
+    },
     /// Show the newest audit log entries (JSON).
     Audit {
         /// Only entries about this object id.
@@ -72,7 +83,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let credentials = match cli.command {
         Command::Serve { .. } | Command::Config { .. } => Credentials::Required,
-        Command::Migrate | Command::Keys { .. } | Command::Audit { .. } => Credentials::Optional,
+        Command::Migrate
+        | Command::Keys { .. }
+        | Command::Users { .. }
+        | Command::Teams { .. }
+        | Command::Audit { .. } => Credentials::Optional,
     };
     let config = match tollgate_server::config::load(cli.config.as_deref(), std::env::vars(), credentials) {
         Ok(c) => c,
@@ -131,6 +146,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => with_services(&config, |s| async move { keys_cli::run(*command, &s).await }).await,
+        Command::Users { command } => {
+            with_services(&config, |s| async move { tenancy_cli::users(command, &s).await }).await
+        }
+        Command::Teams { command } => {
+            with_services(&config, |s| async move { tenancy_cli::teams(command, &s).await }).await
+        }
         Command::Audit { target, action, limit } => {
             with_services(&config, |s| async move { keys_cli::audit(&s, target, action, limit).await }).await
         }

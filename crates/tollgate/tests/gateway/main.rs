@@ -2,6 +2,7 @@
 //! The gateway end to end: the real server on 127.0.0.1:0 in front of the fake OpenAI
 //! upstream, driven over real HTTP. Each test boots its own app and database.
 
+mod authz;
 mod cli;
 mod keys;
 
