@@ -2,6 +2,7 @@
 //! them: the API key format, money, ids, the OpenAI-shaped error, models and usage events.
 
 pub mod audit;
+pub mod ephemeral;
 pub mod error;
 pub mod ids;
 pub mod key;

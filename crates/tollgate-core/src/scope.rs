@@ -65,6 +65,11 @@ impl IpNet {
         Ok(Self { addr, prefix })
     }
 
+    /// Whether every address of `self` is inside `outer`.
+    pub fn is_within(&self, outer: &IpNet) -> bool {
+        self.prefix >= outer.prefix && outer.contains(self.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 client seen on an IPv6 socket arrives as ::ffff:a.b.c.d.
         let ip = match ip {

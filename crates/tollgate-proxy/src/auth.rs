@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
+use tollgate_core::ephemeral::EphemeralClaims;
 use tollgate_core::key::{KeyStatus, effective_status};
 use tollgate_core::time::UnixMillis;
 use tollgate_core::{ApiError, ErrorCode};
@@ -32,16 +33,21 @@ pub(crate) fn authenticate(
     now: UnixMillis,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let secret = presented_key(headers).ok_or_else(ApiError::invalid_api_key)?;
-    if !dp.key_format.is_well_formed(secret) {
-        return Err(ApiError::invalid_api_key());
-    }
-    let digest = dp.digester.digest(secret);
-    let auth = dp.snapshot.load().keys.get(&digest).cloned().ok_or_else(ApiError::invalid_api_key)?;
-    if auth.valid_until.is_some_and(|until| until <= now) {
-        // A secret rotated out whose grace period is over.
-        return Err(ApiError::invalid_api_key());
-    }
-    let key = auth.key;
+    let key = match secret.strip_prefix(dp.ephemeral_prefix.as_str()) {
+        Some(body) => ephemeral_key(dp, body, now)?,
+        None => {
+            if !dp.key_format.is_well_formed(secret) {
+                return Err(ApiError::invalid_api_key());
+            }
+            let digest = dp.digester.digest(secret);
+            let auth = dp.snapshot.load().keys.get(&digest).cloned().ok_or_else(ApiError::invalid_api_key)?;
+            if auth.valid_until.is_some_and(|until| until <= now) {
+                // A secret rotated out whose grace period is over.
+                return Err(ApiError::invalid_api_key());
+            }
+            auth.key
+        }
+    };
     match effective_status(key.status, key.expires_at, now) {
         KeyStatus::Active => {}
         KeyStatus::Expired => return Err(ApiError::new(ErrorCode::KeyExpired, "This API key has expired.")),
@@ -54,13 +60,26 @@ pub(crate) fn authenticate(
             ));
         }
     }
-    if key.scopes.ip_restricted && !client_ip.is_some_and(|ip| key.scopes.allows_ip(ip)) {
+    if key.ip_restricted() && !client_ip.is_some_and(|ip| key.allows_ip(ip)) {
         return Err(ApiError::new(
             ErrorCode::IpNotAllowed,
             "Requests from this address are not allowed for this API key.",
         ));
     }
     Ok(key)
+}
+
+/// The parent key of a genuine, unexpired ephemeral token, carrying the token's
+/// narrowing. The parent's own status is checked by the caller like any key's.
+fn ephemeral_key(dp: &DataPlane, body: &str, now: UnixMillis) -> Result<Arc<KeyEntry>, ApiError> {
+    let claims = EphemeralClaims::decode(body, &dp.digester).ok_or_else(ApiError::invalid_api_key)?;
+    if claims.expires_at <= now {
+        return Err(ApiError::new(ErrorCode::KeyExpired, "This ephemeral token has expired."));
+    }
+    let parent = dp.snapshot.load().keys_by_id.get(&claims.key_id).cloned().ok_or_else(ApiError::invalid_api_key)?;
+    let mut entry = (*parent).clone();
+    entry.narrowing = Some(Arc::new(claims.scopes()));
+    Ok(Arc::new(entry))
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use tollgate_core::model::Endpoint;
-use tollgate_core::scope::ModelScope;
 use tollgate_core::time::now_millis;
 use tollgate_core::usage::{BillingReason, UsageEvent};
 use tollgate_core::{ApiError, ErrorCode, MicroUsd};
@@ -104,7 +103,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let (parts, body) = req.into_parts();
     let key = auth::authenticate(dp, &parts.headers, pending.client_ip, now_millis())?;
     pending.identify(&key);
-    if !key.scopes.allows_endpoint(endpoint) {
+    if !key.allows_endpoint(endpoint) {
         return Err(ApiError::new(
             ErrorCode::EndpointNotAllowed,
             format!("This API key may not call {}.", endpoint.path()),
@@ -122,7 +121,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let model = snapshot
         .models
         .get(&parsed.model)
-        .filter(|m| key.scopes.allows_model(&m.id, m.model_type) && snapshot.team_allows(&key, &m.id))
+        .filter(|m| key.allows_model(&m.id, m.model_type) && snapshot.team_allows(&key, &m.id))
         .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
     if endpoint.model_type() != Some(model.model_type) {
         return Err(ApiError::invalid_request(format!(
@@ -135,7 +134,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     }
     // Routing across channels (priority, weight, health, failover) comes with the
     // providers work; for now the first channel the key's provider scope allows serves.
-    let channel = model.channels.iter().find(|c| key.scopes.allows_provider(&c.provider.name)).ok_or_else(|| {
+    let channel = model.channels.iter().find(|c| key.allows_provider(&c.provider.name)).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ProviderNotAllowed,
             format!("This API key may not use the providers that serve '{}'.", model.id),
@@ -256,7 +255,7 @@ pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) 
         pending.identify(&key);
         let snapshot = dp.snapshot.load();
         let team_unrestricted = snapshot.teams.get(&key.team_id).is_none_or(|t| t.is_empty());
-        if key.scopes.model_scope == ModelScope::All && key.scopes.providers.is_empty() && team_unrestricted {
+        if key.sees_every_model() && team_unrestricted {
             return json_response(snapshot.model_list.clone());
         }
         let mut visible: Vec<&ModelRoute> =
@@ -288,9 +287,9 @@ pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<S
 
 /// Whether the key's model and provider scopes (and its team) leave it a way to call `model`.
 fn may_use(snapshot: &Snapshot, key: &KeyEntry, model: &ModelRoute) -> bool {
-    key.scopes.allows_model(&model.id, model.model_type)
+    key.allows_model(&model.id, model.model_type)
         && snapshot.team_allows(key, &model.id)
-        && model.channels.iter().any(|c| key.scopes.allows_provider(&c.provider.name))
+        && model.channels.iter().any(|c| key.allows_provider(&c.provider.name))
 }
 
 pub(crate) async fn not_found(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {

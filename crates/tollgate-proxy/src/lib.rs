@@ -49,6 +49,8 @@ pub struct Limits {
 pub struct DataPlane {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub key_format: KeyFormat,
+    /// `{key prefix}eph_`: where ephemeral tokens begin.
+    pub ephemeral_prefix: String,
     pub digester: Digester,
     pub client: UpstreamClient,
     pub usage: UsageSink,

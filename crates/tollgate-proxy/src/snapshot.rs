@@ -10,7 +10,7 @@ use tollgate_core::Secret;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 use tollgate_core::model::ModelType;
 use tollgate_core::money::Pricing;
-use tollgate_core::scope::KeyScopes;
+use tollgate_core::scope::{KeyScopes, ModelScope};
 use tollgate_core::tenancy::Team;
 use tollgate_core::time::UnixMillis;
 
@@ -23,6 +23,37 @@ pub struct KeyEntry {
     pub status: KeyStatus,
     pub expires_at: Option<UnixMillis>,
     pub scopes: KeyScopes,
+    /// An ephemeral token's own narrowing, checked in addition to `scopes`.
+    pub narrowing: Option<Arc<KeyScopes>>,
+}
+
+impl KeyEntry {
+    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.scopes.allows_ip(ip) && self.narrowing.as_ref().is_none_or(|n| n.allows_ip(ip))
+    }
+
+    pub fn ip_restricted(&self) -> bool {
+        self.scopes.ip_restricted || self.narrowing.as_ref().is_some_and(|n| n.ip_restricted)
+    }
+
+    pub fn allows_endpoint(&self, e: tollgate_core::model::Endpoint) -> bool {
+        self.scopes.allows_endpoint(e) && self.narrowing.as_ref().is_none_or(|n| n.allows_endpoint(e))
+    }
+
+    pub fn allows_model(&self, id: &str, model_type: ModelType) -> bool {
+        self.scopes.allows_model(id, model_type)
+            && self.narrowing.as_ref().is_none_or(|n| n.allows_model(id, model_type))
+    }
+
+    pub fn allows_provider(&self, provider: &str) -> bool {
+        self.scopes.allows_provider(provider) && self.narrowing.as_ref().is_none_or(|n| n.allows_provider(provider))
+    }
+
+    /// Whether no model or provider restriction applies (the model list needs no filtering).
+    pub fn sees_every_model(&self) -> bool {
+        let open = |s: &KeyScopes| s.model_scope == ModelScope::All && s.providers.is_empty();
+        open(&self.scopes) && self.narrowing.as_deref().is_none_or(open)
+    }
 }
 
 impl From<&KeyRecord> for KeyEntry {
@@ -34,6 +65,7 @@ impl From<&KeyRecord> for KeyEntry {
             status: k.status,
             expires_at: k.expires_at,
             scopes: k.settings.scopes(),
+            narrowing: None,
         }
     }
 }
@@ -92,6 +124,8 @@ impl ModelRoute {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub keys: HashMap<KeyDigest, KeyAuth>,
+    /// The same keys by id (ephemeral tokens name their parent by id).
+    pub keys_by_id: HashMap<String, Arc<KeyEntry>>,
     pub models: HashMap<String, Arc<ModelRoute>>,
     /// Team id → the models the team may use (empty: all).
     pub teams: HashMap<String, Arc<BTreeSet<String>>>,
@@ -110,7 +144,8 @@ impl Snapshot {
         let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
         let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
         let teams = teams.iter().map(team_entry).collect();
-        Self { keys, models, teams, model_list }
+        let keys_by_id = by_id(&keys);
+        Self { keys, keys_by_id, models, teams, model_list }
     }
 
     /// A copy with these keys inserted or replaced (by id: a key whose digest changed
@@ -121,7 +156,14 @@ impl Snapshot {
             upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
         keys.retain(|_, auth| !gone.contains(auth.key.id.as_str()));
         insert_key_digests(&mut keys, upserts);
-        Self { keys, models: self.models.clone(), teams: self.teams.clone(), model_list: self.model_list.clone() }
+        let keys_by_id = by_id(&keys);
+        Self {
+            keys,
+            keys_by_id,
+            models: self.models.clone(),
+            teams: self.teams.clone(),
+            model_list: self.model_list.clone(),
+        }
     }
 
     /// A copy with these teams inserted or replaced and these team ids removed.
@@ -131,13 +173,23 @@ impl Snapshot {
             teams.remove(id);
         }
         teams.extend(upserts.iter().map(team_entry));
-        Self { keys: self.keys.clone(), models: self.models.clone(), teams, model_list: self.model_list.clone() }
+        Self {
+            keys: self.keys.clone(),
+            keys_by_id: self.keys_by_id.clone(),
+            models: self.models.clone(),
+            teams,
+            model_list: self.model_list.clone(),
+        }
     }
 
     /// Whether the key's team lets it use `model_id` (a key can never exceed its team).
     pub fn team_allows(&self, key: &KeyEntry, model_id: &str) -> bool {
         self.teams.get(&key.team_id).is_none_or(|allowed| allowed.is_empty() || allowed.contains(model_id))
     }
+}
+
+fn by_id(keys: &HashMap<KeyDigest, KeyAuth>) -> HashMap<String, Arc<KeyEntry>> {
+    keys.values().filter(|a| a.valid_until.is_none()).map(|a| (a.key.id.clone(), a.key.clone())).collect()
 }
 
 fn team_entry(t: &Team) -> (String, Arc<BTreeSet<String>>) {

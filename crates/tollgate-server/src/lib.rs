@@ -88,6 +88,7 @@ impl Server {
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
             key_format: config.key_format.clone(),
+            ephemeral_prefix: tollgate_core::ephemeral::token_prefix(config.key_format.prefix()),
             digester: services.digester.clone(),
             client: UpstreamClient::new(config.connect_timeout),
             usage,

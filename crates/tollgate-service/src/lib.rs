@@ -11,8 +11,8 @@ use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
 pub use keys::{
-    AuditEntryView, AuditPage, CreatedKey, KeyList, KeyPatch, KeyView, ListAudit, ListKeys, MAX_ROTATION_GRACE_SECS,
-    NewKey,
+    AuditEntryView, AuditPage, CreatedKey, DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, KeyList,
+    KeyPatch, KeyView, ListAudit, ListKeys, MAX_EPHEMERAL_TTL_SECS, MAX_ROTATION_GRACE_SECS, NewKey,
 };
 pub use principal::{Actor, Principal, UserPrincipal};
 pub use settings::SettingsInput;

@@ -47,6 +47,13 @@ pub(crate) async fn record(tx: &mut sqlx::AnyConnection, e: &AuditEntry) -> Resu
 }
 
 impl Store {
+    /// An audit entry for an action that changes nothing else in the store (e.g. minting
+    /// a stateless ephemeral token).
+    pub async fn record_audit(&self, e: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        record(&mut conn, e).await
+    }
+
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
         let mut sql = String::from(
             "SELECT id, at, actor, action, target_type, target_id, before, after, source_ip, org_id FROM audit_log WHERE 1 = 1",

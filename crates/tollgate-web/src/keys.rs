@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Deserializer};
 use tollgate_core::ApiError;
-use tollgate_service::{Actor, CreatedKey, KeyPatch, ListAudit, ListKeys, NewKey, SettingsInput};
+use tollgate_service::{Actor, CreatedKey, EphemeralRequest, KeyPatch, ListAudit, ListKeys, NewKey, SettingsInput};
 
 use crate::WebState;
 use crate::error::{api_error, parse_json};
@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/keys/{id}/revoke", post(revoke))
         .route("/keys/{id}/rotate", post(rotate))
         .route("/keys/{id}/duplicate", post(duplicate))
+        .route("/keys/{id}/ephemeral", post(ephemeral))
         .route("/audit", get(audit))
 }
 
@@ -239,6 +240,39 @@ async fn duplicate(
 ) -> Result<Response, ApiError> {
     let body: DuplicateBody = if body.is_empty() { DuplicateBody::default() } else { parse_json(&body)? };
     with_secret(state.services.duplicate_key(&actor, &id, body.name).await.map_err(api_error)?, StatusCode::CREATED)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EphemeralBody {
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    allowed_endpoints: Vec<String>,
+    #[serde(default)]
+    allowed_providers: Vec<String>,
+    #[serde(default)]
+    ip_allowlist: Vec<String>,
+}
+
+async fn ephemeral(
+    State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: EphemeralBody = if body.is_empty() { EphemeralBody::default() } else { parse_json(&body)? };
+    let req = EphemeralRequest {
+        ttl_seconds: b.ttl_seconds,
+        models: b.models,
+        allowed_endpoints: b.allowed_endpoints,
+        allowed_providers: b.allowed_providers,
+        ip_allowlist: b.ip_allowlist,
+    };
+    let token = state.services.create_ephemeral(&actor, &id, req).await.map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(token)).into_response())
 }
 
 #[derive(Deserialize)]

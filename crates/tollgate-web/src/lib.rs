@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod keys;
+pub mod openapi;
 mod tenancy;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/auth/token", axum::routing::post(tenancy::token_for_password))
         .nest(
             "/api/v1",

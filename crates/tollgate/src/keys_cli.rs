@@ -3,7 +3,9 @@
 //! actor `cli`. `--json` prints the API's JSON shapes.
 
 use clap::{Args, Subcommand};
-use tollgate_service::{Actor, CreatedKey, KeyPatch, KeyView, ListAudit, ListKeys, NewKey, Services, SettingsInput};
+use tollgate_service::{
+    Actor, CreatedKey, EphemeralRequest, KeyPatch, KeyView, ListAudit, ListKeys, NewKey, Services, SettingsInput,
+};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -94,6 +96,21 @@ pub enum KeysCommand {
         idempotency_key: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Mint a short-lived token from a key (its scopes or narrower); prints it once.
+    Ephemeral {
+        id: String,
+        /// Lifetime in seconds (default 3600).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+        #[arg(long = "model", value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long = "endpoint", value_delimiter = ',')]
+        endpoints: Vec<String>,
+        #[arg(long = "provider", value_delimiter = ',')]
+        providers: Vec<String>,
+        #[arg(long = "ip", value_delimiter = ',')]
+        ips: Vec<String>,
     },
     /// Create a new key with the same scopes and limits; prints its secret once.
     Duplicate {
@@ -219,6 +236,16 @@ pub async fn run(command: KeysCommand, services: &Services) -> anyhow::Result<()
         KeysCommand::Rotate { id, grace_seconds, idempotency_key, json } => {
             let rotated = services.rotate_key(&actor, &id, grace_seconds, idempotency_key.as_deref()).await?;
             print_secret(&rotated, json, "Rotated");
+        }
+        KeysCommand::Ephemeral { id, ttl_seconds, models, endpoints, providers, ips } => {
+            let req = EphemeralRequest {
+                ttl_seconds,
+                models,
+                allowed_endpoints: endpoints,
+                allowed_providers: providers,
+                ip_allowlist: ips,
+            };
+            println!("{}", serde_json::to_string_pretty(&services.create_ephemeral(&actor, &id, req).await?)?);
         }
         KeysCommand::Duplicate { id, name, json } => {
             print_secret(&services.duplicate_key(&actor, &id, name).await?, json, "Created");

@@ -235,3 +235,52 @@ async fn a_second_server_on_the_same_postgres_sees_revocation_within_a_second() 
     two.stop().await;
     db.drop_now().await.unwrap();
 }
+
+#[tokio::test]
+async fn ephemeral_tokens_are_narrower_count_against_the_parent_and_die_with_it() {
+    let app = TestApp::start().await.unwrap();
+    let (id, _) = api_key(&app, json!({ "name": "parent", "models": ["demo-chat", "gpt-4o-mini"] })).await;
+    let mint = |body: Value| {
+        let url = app.url(&format!("/api/v1/keys/{id}/ephemeral"));
+        let client = app.client.clone();
+        async move { client.post_json(&url, ADMIN, &body).await.unwrap() }
+    };
+    let wider = mint(json!({ "models": ["demo-embed"] })).await;
+    assert_eq!((wider.status.as_u16(), wider.json()["error"]["param"].clone()), (400, json!("models")));
+
+    let minted = mint(json!({ "models": ["demo-chat"], "ttl_seconds": 60 })).await;
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    let token = minted.json()["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("sk-tg-eph_"));
+    let ok = post(&app, "/v1/chat/completions", &token, &chat("demo-chat")).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let row = app.usage_row(ok.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!(row.key_id.as_deref(), Some(id.as_str()), "usage counts against the parent");
+    let narrowed = post(&app, "/v1/chat/completions", &token, &chat("gpt-4o-mini")).await;
+    assert_eq!(narrowed.error_code(), "model_not_found", "narrower than the parent");
+    let listed = app.client.get(&app.url("/v1/models"), Some(&token)).await.unwrap().json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+
+    // Tampering breaks the MAC.
+    let (body, mac) = token.rsplit_once('.').unwrap();
+    let forged = format!("{body}x.{mac}");
+    assert_eq!(post(&app, "/v1/chat/completions", &forged, &chat("demo-chat")).await.error_code(), "invalid_api_key");
+
+    // It dies with its parent's status, and comes back with it.
+    app.client.post_json(&app.url(&format!("/api/v1/keys/{id}/disable")), ADMIN, &json!({})).await.unwrap();
+    assert!(until_status(&app, &token, 401).await < Duration::from_secs(1));
+    app.client.post_json(&app.url(&format!("/api/v1/keys/{id}/enable")), ADMIN, &json!({})).await.unwrap();
+    until_status(&app, &token, 200).await;
+
+    let short = mint(json!({ "ttl_seconds": 1 })).await.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.client.get(&app.url("/v1/models"), Some(&short)).await.unwrap().status, 200);
+    until_status(&app, &short, 401).await;
+    assert_eq!(app.client.get(&app.url("/v1/models"), Some(&short)).await.unwrap().error_code(), "key_expired");
+
+    app.client.post_json(&app.url(&format!("/api/v1/keys/{id}/revoke")), ADMIN, &json!({})).await.unwrap();
+    until_status(&app, &token, 401).await;
+    assert_eq!(app.client.get(&app.url("/v1/models"), Some(&token)).await.unwrap().error_code(), "invalid_api_key");
+    let audit = app.client.get(&app.url("/api/v1/audit?action=key.ephemeral"), ADMIN).await.unwrap().json();
+    assert_eq!(audit["data"].as_array().unwrap().len(), 2);
+    assert!(!audit.to_string().contains(&token), "the token is never in the audit log");
+}
