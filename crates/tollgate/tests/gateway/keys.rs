@@ -284,3 +284,49 @@ async fn ephemeral_tokens_are_narrower_count_against_the_parent_and_die_with_it(
     assert_eq!(audit["data"].as_array().unwrap().len(), 2);
     assert!(!audit.to_string().contains(&token), "the token is never in the audit log");
 }
+
+#[tokio::test]
+async fn no_secret_reaches_the_database_files_or_error_bodies() {
+    let mut app = TestApp::start().await.unwrap();
+    let (id, first) = api_key(&app, json!({ "name": "svc" })).await;
+    let rotated = app
+        .client
+        .post_json(&app.url(&format!("/api/v1/keys/{id}/rotate")), ADMIN, &json!({ "grace_seconds": 60 }))
+        .await
+        .unwrap()
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.key_accepted(&rotated, Duration::from_secs(1)).await.unwrap();
+    let token = app
+        .client
+        .post_json(&app.url(&format!("/api/v1/keys/{id}/ephemeral")), ADMIN, &json!({}))
+        .await
+        .unwrap()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bodies = String::new();
+    for secret in [&first, &rotated, &token] {
+        assert_eq!(post(&app, "/v1/chat/completions", secret, &chat("demo-chat")).await.status, 200);
+        bodies += &post(&app, "/v1/chat/completions", secret, &chat("no-such-model")).await.text();
+        bodies += &post(&app, "/v1/chat/completions", &format!("{secret}x"), &chat("demo-chat")).await.text();
+    }
+    app.stop().await;
+    let data = app.dir.path().join("data");
+    let mut dump = Vec::new();
+    for file in ["tollgate.db", "tollgate.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.join(file)) {
+            dump.extend(bytes);
+        }
+    }
+    assert!(dump.len() > 10_000, "the database files were read");
+    for secret in [&first, &rotated, &token] {
+        // The key body alone (without the well-known prefix) must not appear either.
+        let body = secret.trim_start_matches("sk-tg-").as_bytes();
+        assert!(!dump.windows(body.len()).any(|w| w == body), "a secret is in the database files");
+        assert!(!bodies.contains(secret.as_str()), "a secret is in an error body");
+    }
+}
