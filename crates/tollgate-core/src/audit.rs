@@ -6,6 +6,8 @@ use crate::time::UnixMillis;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuditEntry {
+    /// Not serialized: views render it in their own format (RFC 3339 for the API).
+    #[serde(skip)]
     pub at: UnixMillis,
     /// `admin-token`, a user id, or `cli`.
     pub actor: String,

@@ -10,7 +10,7 @@ use tollgate_core::ids::random_base62;
 use tollgate_core::key::{KeyRecord, KeySettings, KeyStatus, parse_expires_in};
 use tollgate_core::scope::{IpNet, ModelScope};
 use tollgate_core::time::{UnixMillis, now_millis, parse_rfc3339, to_rfc3339};
-use tollgate_store::KeyListQuery;
+use tollgate_store::{KeyListQuery, KeySort};
 
 use crate::principal::Actor;
 use crate::settings::SettingsInput;
@@ -131,6 +131,10 @@ impl KeyView {
 /// Listing parameters as callers give them.
 #[derive(Debug, Clone, Default)]
 pub struct ListKeys {
+    /// `name` (default), `owner`, `status`, `requests` or `created`.
+    pub sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    pub order: Option<String>,
     pub search: Option<String>,
     pub team_id: Option<String>,
     pub status: Option<String>,
@@ -509,6 +513,21 @@ impl Services {
                 ServiceError::invalid("status", "must be one of all, active, inactive, expired, revoked, exhausted")
             })?),
         };
+        let sort = match q.sort.as_deref() {
+            None | Some("name") => KeySort::Name,
+            Some("owner") => KeySort::Owner,
+            Some("status") => KeySort::Status,
+            Some("requests") => KeySort::Requests,
+            Some("created") => KeySort::Created,
+            Some(_) => {
+                return Err(ServiceError::invalid("sort", "must be one of name, owner, status, requests, created"));
+            }
+        };
+        let descending = match q.order.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(ServiceError::invalid("order", "must be asc or desc")),
+        };
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
         // `expired` is derived from the clock, not stored: filter it after reading.
         let stored_status = match status {
@@ -521,6 +540,8 @@ impl Services {
             Some(u) => (Some(u.org_id.clone()), Some(u.user_id.clone())),
         };
         let query = KeyListQuery {
+            sort,
+            descending,
             search: q.search.filter(|s| !s.is_empty()),
             status: stored_status,
             after,
@@ -530,22 +551,25 @@ impl Services {
             limit,
         };
         let now = now_millis();
-        let mut data = Vec::new();
+        let mut rows: Vec<KeyRecord> = Vec::new();
         let mut page = self.store.list_keys(&query).await?;
-        let mut last = page.last().map(|k| (k.name.clone(), k.id.clone()));
-        // Derived statuses can thin a page out; keep reading until it is full or done.
+        // Derived statuses (`expired`) can thin a page out; read on until it is full or done.
         loop {
             let full_page = page.len() as i64 == limit;
-            data.extend(page.iter().map(|k| KeyView::new(k, now)).filter(|v| status.is_none_or(|s| v.status == s)));
-            if data.len() as i64 >= limit || !full_page {
+            let last = page.last().map(|k| (sort.value_of(k), k.id.clone()));
+            rows.extend(page.into_iter().filter(|k| status.is_none_or(|s| k.effective_status(now) == s)));
+            if rows.len() as i64 >= limit || !full_page {
                 break;
             }
-            page = self.store.list_keys(&KeyListQuery { after: last.clone(), ..query.clone() }).await?;
-            last = page.last().map(|k| (k.name.clone(), k.id.clone())).or(last);
+            page = self.store.list_keys(&KeyListQuery { after: last, ..query.clone() }).await?;
         }
-        data.truncate(limit as usize);
-        let next_cursor =
-            if data.len() as i64 == limit { data.last().map(|k| encode_cursor(&k.name, &k.id)) } else { None };
+        rows.truncate(limit as usize);
+        let next_cursor = if rows.len() as i64 == limit {
+            rows.last().map(|k| encode_cursor(&sort.value_of(k), &k.id))
+        } else {
+            None
+        };
+        let data = rows.iter().map(|k| KeyView::new(k, now)).collect();
         Ok(KeyList { data, next_cursor })
     }
 }
@@ -573,6 +597,7 @@ pub struct AuditPage {
 #[derive(Debug, Serialize)]
 pub struct AuditEntryView {
     pub id: String,
+    /// RFC 3339; the entry's own `at` (milliseconds) is not serialized.
     pub at: String,
     #[serde(flatten)]
     pub entry: AuditEntry,
@@ -779,6 +804,8 @@ mod tests {
         let (s, _dir) = services().await;
         for name in ["c", "a", "b"] {
             s.create_key(&Actor::cli(), named(name)).await.unwrap();
+            // Distinct creation times, so that the `created` order below is not a tie.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         }
         let p1 = s.list_keys(&Actor::cli(), ListKeys { limit: Some(2), ..Default::default() }).await.unwrap();
         assert_eq!(p1.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -788,6 +815,21 @@ mod tests {
             .unwrap();
         assert_eq!(p2.data.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["c"]);
         assert_eq!(p2.next_cursor, None);
+
+        // Newest first, two per page, across the cursor.
+        let newest = |cursor| ListKeys {
+            sort: Some("created".into()),
+            order: Some("desc".into()),
+            limit: Some(2),
+            cursor,
+            ..Default::default()
+        };
+        let d1 = s.list_keys(&Actor::cli(), newest(None)).await.unwrap();
+        let d2 = s.list_keys(&Actor::cli(), newest(d1.next_cursor.clone())).await.unwrap();
+        let order: Vec<&str> = d1.data.iter().chain(&d2.data).map(|k| k.name.as_str()).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+        let bad = ListKeys { sort: Some("colour".into()), ..Default::default() };
+        assert!(matches!(s.list_keys(&Actor::cli(), bad).await, Err(ServiceError::Invalid { field: "sort", .. })));
     }
 
     #[tokio::test]

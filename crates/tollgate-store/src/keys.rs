@@ -15,13 +15,53 @@ const KEY_COLUMNS: &str = "id, name, digest, preview, status, created_at, expire
      last_used_at, request_count, tokens_used, spend_micros, settings, updated_at, \
      previous_digest, previous_expires_at, rotation_key, org_id, team_id, owner_id";
 
-/// Filters and keyset page for listing keys, sorted by name then id.
+/// The orders a key list can take (each ties on id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeySort {
+    #[default]
+    Name,
+    Owner,
+    Status,
+    Requests,
+    Created,
+}
+
+impl KeySort {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Owner => "owner_id",
+            Self::Status => "status",
+            Self::Requests => "request_count",
+            Self::Created => "created_at",
+        }
+    }
+
+    fn is_numeric(self) -> bool {
+        matches!(self, Self::Requests | Self::Created)
+    }
+
+    /// The sort value of a key, as the cursor carries it.
+    pub fn value_of(self, k: &KeyRecord) -> String {
+        match self {
+            Self::Name => k.name.clone(),
+            Self::Owner => k.owner_id.clone(),
+            Self::Status => k.status.as_str().to_owned(),
+            Self::Requests => k.request_count.to_string(),
+            Self::Created => k.created_at.to_string(),
+        }
+    }
+}
+
+/// Filters and keyset page for listing keys, in `sort` order then id.
 #[derive(Debug, Clone, Default)]
 pub struct KeyListQuery {
+    pub sort: KeySort,
+    pub descending: bool,
     /// Case-insensitive substring of the name or the preview.
     pub search: Option<String>,
     pub status: Option<KeyStatus>,
-    /// Continue after this `(name, id)` (the previous page's last row).
+    /// Continue after this `(sort value, id)` (the previous page's last row).
     pub after: Option<(String, String)>,
     /// Only keys of this organization / team / owner.
     pub org_id: Option<String>,
@@ -147,16 +187,18 @@ impl Store {
         if q.status.is_some() {
             sql += &format!(" AND status = ${}", next());
         }
+        let (col, cmp, dir) =
+            (q.sort.column(), if q.descending { "<" } else { ">" }, if q.descending { "DESC" } else { "ASC" });
         if q.after.is_some() {
             let (a, b, c) = (next(), next(), next());
-            sql += &format!(" AND (name > ${a} OR (name = ${b} AND id > ${c}))");
+            sql += &format!(" AND ({col} {cmp} ${a} OR ({col} = ${b} AND id {cmp} ${c}))");
         }
         for (column, value) in [("org_id", &q.org_id), ("team_id", &q.team_id), ("owner_id", &q.owner_id)] {
             if value.is_some() {
                 sql += &format!(" AND {column} = ${}", next());
             }
         }
-        sql += &format!(" ORDER BY name, id LIMIT ${}", next());
+        sql += &format!(" ORDER BY {col} {dir}, id {dir} LIMIT ${}", next());
 
         let mut query = sqlx::query(&sql);
         if let Some(p) = &pattern {
@@ -165,8 +207,14 @@ impl Store {
         if let Some(s) = q.status {
             query = query.bind(s.as_str());
         }
-        if let Some((name, id)) = &q.after {
-            query = query.bind(name.clone()).bind(name.clone()).bind(id.clone());
+        if let Some((value, id)) = &q.after {
+            if q.sort.is_numeric() {
+                let n: i64 = value.parse().map_err(|_| StoreError::Corrupt("numeric cursor".into()))?;
+                query = query.bind(n).bind(n);
+            } else {
+                query = query.bind(value.clone()).bind(value.clone());
+            }
+            query = query.bind(id.clone());
         }
         for value in [&q.org_id, &q.team_id, &q.owner_id].into_iter().flatten() {
             query = query.bind(value.clone());

@@ -22,7 +22,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditQuery, AuditRow};
 pub use changes::{Change, Entity};
-pub use keys::KeyListQuery;
+pub use keys::{KeyListQuery, KeySort};
 pub use tenancy::Bootstrap;
 pub use usage::{UsageQuery, UsageRow};
 

@@ -125,6 +125,8 @@ async fn create(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    sort: Option<String>,
+    order: Option<String>,
     search: Option<String>,
     team_id: Option<String>,
     status: Option<String>,
@@ -138,7 +140,15 @@ async fn list(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::invalid_request(e.body_text()))?;
-    let q = ListKeys { search: p.search, team_id: p.team_id, status: p.status, cursor: p.cursor, limit: p.limit };
+    let q = ListKeys {
+        sort: p.sort,
+        order: p.order,
+        search: p.search,
+        team_id: p.team_id,
+        status: p.status,
+        cursor: p.cursor,
+        limit: p.limit,
+    };
     Ok(Json(state.services.list_keys(&actor, q).await.map_err(api_error)?).into_response())
 }
 

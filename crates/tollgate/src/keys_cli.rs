@@ -194,7 +194,7 @@ pub async fn run(command: KeysCommand, services: &Services) -> anyhow::Result<()
             print_secret(&services.create_key(&actor, new).await?, json, "Created");
         }
         KeysCommand::List { search, team, status, limit, json } => {
-            let q = ListKeys { search, team_id: team, status, cursor: None, limit: Some(limit) };
+            let q = ListKeys { search, team_id: team, status, cursor: None, limit: Some(limit), ..Default::default() };
             let list = services.list_keys(&actor, q).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
