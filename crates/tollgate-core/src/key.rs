@@ -217,6 +217,8 @@ pub struct KeyRecord {
     pub previous_digest: Option<(KeyDigest, UnixMillis)>,
     /// SHA-256 (hex) of the `Idempotency-Key` of the last rotation, to recognise retries.
     pub rotation_key: Option<String>,
+    /// Only with `keys.reveal = true`: the secret sealed with AES-256-GCM.
+    pub secret_sealed: Option<Vec<u8>>,
 }
 
 /// A key's scopes and limits as stored (one JSON document). Every list empty and every
@@ -371,6 +373,7 @@ mod tests {
             settings: KeySettings::default(),
             previous_digest: None,
             rotation_key: None,
+            secret_sealed: None,
         };
         assert_eq!(k.effective_status(999), KeyStatus::Active);
         assert_eq!(k.effective_status(1000), KeyStatus::Expired);

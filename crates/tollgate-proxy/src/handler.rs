@@ -31,6 +31,8 @@ struct Pending {
     event: Option<UsageEvent>,
     started: Instant,
     client_ip: Option<std::net::IpAddr>,
+    /// Whether the request body was read to its end (see `proxy`).
+    body_consumed: bool,
 }
 
 impl Pending {
@@ -57,7 +59,7 @@ impl Pending {
             client_ip: client_ip.map(|ip| ip.to_string()),
             billing_reason: BillingReason::NotBilled,
         };
-        Self { event: Some(event), started: Instant::now(), client_ip }
+        Self { event: Some(event), started: Instant::now(), client_ip, body_consumed: false }
     }
 
     fn event(&mut self) -> Option<&mut UsageEvent> {
@@ -93,8 +95,17 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
             res
         }
         Err(err) => {
+            let body_consumed = pending.body_consumed;
             pending.finish_unbilled(&dp, err.status(), Some(err.message.clone()));
-            err.into_response()
+            let mut res = err.into_response();
+            // Rejected before the body was read (bad key, endpoint scope, too large):
+            // hyper cannot reuse the connection, so say so instead of leaving a client to
+            // send its next request into a closing socket. Reading an unauthenticated
+            // body just to keep the connection would hand attackers free bandwidth.
+            if !body_consumed {
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
         }
     }
 }
@@ -111,6 +122,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     }
 
     let body = request::read_body(body, &parts.headers, dp.limits.max_body_bytes).await?;
+    pending.body_consumed = true;
     let parsed = request::parse(body)?;
     if let Some(e) = pending.event() {
         e.model = Some(parsed.model.clone());

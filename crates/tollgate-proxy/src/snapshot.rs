@@ -232,6 +232,7 @@ mod tests {
             settings: Default::default(),
             previous_digest: None,
             rotation_key: None,
+            secret_sealed: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub demo: Option<bool>,
     /// Load balancers whose `X-Forwarded-For` is believed, as IPs or CIDRs.
     pub trusted_proxies: Vec<String>,
+    /// Mark the dashboard session cookie `Secure` (set when TLS ends in front of
+    /// Tollgate; `X-Forwarded-Proto: https` from a trusted proxy also does it).
+    pub secure_cookies: bool,
     pub keys: RawKeys,
     pub upstream: RawUpstream,
     pub usage: RawUsage,
@@ -60,6 +63,7 @@ impl Default for RawConfig {
             log_format: "text".into(),
             demo: None,
             trusted_proxies: Vec::new(),
+            secure_cookies: false,
             keys: RawKeys::default(),
             upstream: RawUpstream::default(),
             usage: RawUsage::default(),
@@ -74,12 +78,46 @@ impl Default for RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawKeys {
     pub prefix: String,
+    /// Also store secrets sealed (AES-256-GCM) so that they can be revealed later.
+    pub reveal: bool,
+    /// The 32-byte sealing key, base64 or hex (`TOLLGATE_KEYS__REVEAL_KEY`).
+    pub reveal_key: Option<Secret>,
+    /// Or a file holding it.
+    pub reveal_key_file: Option<String>,
 }
 
 impl Default for RawKeys {
     fn default() -> Self {
-        Self { prefix: tollgate_core::key::DEFAULT_PREFIX.into() }
+        Self {
+            prefix: tollgate_core::key::DEFAULT_PREFIX.into(),
+            reveal: false,
+            reveal_key: None,
+            reveal_key_file: None,
+        }
     }
+}
+
+/// The key that seals revealable secrets. Never printed.
+#[derive(Clone)]
+pub struct RevealKey(pub [u8; 32]);
+
+impl std::fmt::Debug for RevealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevealKey(***)")
+    }
+}
+
+fn parse_reveal_key(text: &str) -> Result<RevealKey, String> {
+    use base64::Engine;
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32).filter_map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()).collect::<Vec<u8>>()
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| "is neither hex nor base64".to_owned())?
+    };
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(RevealKey)
+        .map_err(|_| "must be 32 bytes (64 hex characters or 44 base64)".to_owned())
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -176,7 +214,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_json: bool,
     pub key_format: KeyFormat,
+    /// Set when `keys.reveal = true`.
+    pub reveal_key: Option<RevealKey>,
     pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
+    pub secure_cookies: bool,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub usage_batch_size: usize,
@@ -349,6 +390,27 @@ pub fn validate(
         errors.push(format!("keys.prefix: {m}"));
         KeyFormat::default()
     });
+    let reveal_key = if raw.keys.reveal {
+        let text = match (&raw.keys.reveal_key, &raw.keys.reveal_key_file) {
+            (Some(k), None) => Ok(k.expose().to_owned()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|e| format!("keys.reveal_key_file: cannot read {path}: {e}"))
+            }
+            (Some(_), Some(_)) => Err("keys.reveal_key: give reveal_key or reveal_key_file, not both".to_owned()),
+            (None, None) => {
+                Err("keys.reveal_key: required when keys.reveal = true (or keys.reveal_key_file)".to_owned())
+            }
+        };
+        match text.and_then(|t| parse_reveal_key(&t).map_err(|m| format!("keys.reveal_key: {m}"))) {
+            Ok(k) => Some(k),
+            Err(m) => {
+                errors.push(m);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let log_json = match raw.log_format.as_str() {
         "text" => false,
         "json" => true,
@@ -509,7 +571,9 @@ pub fn validate(
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
         log_json,
         key_format,
+        reveal_key,
         trusted_proxies,
+        secure_cookies: raw.secure_cookies,
         connect_timeout: Duration::from_millis(connect_timeout),
         first_byte_timeout: Duration::from_millis(first_byte_timeout),
         usage_batch_size: usize::try_from(batch).unwrap_or(500),
@@ -659,6 +723,24 @@ mod tests {
         assert!(c.models.is_empty());
         let e = errors(from_toml("", &[("TOLLGATE_MAX_BODY_BYTES", "lots")]));
         assert!(e.contains("TOLLGATE_MAX_BODY_BYTES: must be an integer"), "{e}");
+    }
+
+    #[test]
+    fn reveal_needs_a_32_byte_key() {
+        let e = errors(from_toml("[keys]\nreveal = true", &[]));
+        assert!(e.contains("keys.reveal_key: required"), "{e}");
+        let e = errors(from_toml("[keys]\nreveal = true\nreveal_key = \"c2hvcnQ=\"", &[]));
+        assert!(e.contains("must be 32 bytes"), "{e}");
+        let hex = "ab".repeat(32);
+        let c = from_toml("", &[("TOLLGATE_KEYS__REVEAL", "true"), ("TOLLGATE_KEYS__REVEAL_KEY", &hex)]).unwrap();
+        assert_eq!(c.reveal_key.map(|k| k.0), Some([0xab; 32]));
+        assert!(
+            !format!(
+                "{:?}",
+                from_toml("", &[("TOLLGATE_KEYS__REVEAL", "true"), ("TOLLGATE_KEYS__REVEAL_KEY", &hex)]).unwrap()
+            )
+            .contains("ab, ab")
+        );
     }
 
     #[test]

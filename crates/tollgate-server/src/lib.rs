@@ -43,7 +43,10 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
     let store = Store::connect(&config.database_url).await.context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let pepper = pepper::load_or_create(config.pepper.as_ref(), &config.data_dir)?;
-    let services = Services { store, key_format: config.key_format.clone(), digester: Digester::new(&pepper) };
+    let mut services = Services::new(store, config.key_format.clone(), Digester::new(&pepper));
+    if let Some(k) = &config.reveal_key {
+        services = services.with_reveal(tollgate_service::Sealer::new(&k.0).map_err(anyhow::Error::msg)?);
+    }
     let password = config.owner_password.as_ref().map(|p| p.expose());
     if let Some(generated) = services.bootstrap(&config.owner_email, password).await.context("first-start bootstrap")? {
         // Shown once, on the terminal of whoever started Tollgate first; never logged.
@@ -101,6 +104,8 @@ impl Server {
             admin_token: config.admin_token.clone(),
             ready: ready.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            secure_cookies: config.secure_cookies,
+            login_throttle: Default::default(),
         });
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))

@@ -201,7 +201,10 @@ impl Services {
             settings,
             previous_digest: None,
             rotation_key: None,
+            secret_sealed: None,
         };
+        let mut record = record;
+        record.secret_sealed = self.seal(&record.id, &secret);
         let view = KeyView::new(&record, now);
         self.store.insert_key(&record, &audit(actor, "key.create", &record.id, None, Some(&view), now)).await?;
         tracing::info!(key_id = %record.id, actor = %actor.id, "key created");
@@ -394,6 +397,7 @@ impl Services {
         key.digest = self.digester.digest(&secret);
         key.preview = self.key_format.preview(&secret);
         key.rotation_key = rotation_key;
+        key.secret_sealed = self.seal(id, &secret);
         key.updated_at = now;
         let after = KeyView::new(&key, now);
         self.store.update_key(&key, &audit(actor, "key.rotate", id, Some(&before), Some(&after), now)).await?;
@@ -469,6 +473,34 @@ impl Services {
         Ok(EphemeralToken { token, expires_at: to_rfc3339(expires_at), key_id: key.id })
     }
 
+    fn seal(&self, key_id: &str, secret: &str) -> Option<Vec<u8>> {
+        self.sealer.as_ref().and_then(|s| s.seal(key_id, secret))
+    }
+
+    /// The secret of a key, when reveal is on. Users must give their password again;
+    /// the operator need not. Audited as `key.reveal`.
+    pub async fn reveal_key(&self, actor: &Actor, id: &str, password: Option<String>) -> Result<String> {
+        let Some(sealer) = &self.sealer else {
+            return Err(ServiceError::invalid("reveal", "revealing keys is disabled (keys.reveal = false)"));
+        };
+        let key = self.visible_key(actor, id).await?;
+        if let Some(u) = actor.user_principal() {
+            let password =
+                password.ok_or_else(|| ServiceError::invalid("password", "enter your password to reveal a key"))?;
+            if !self.check_password(&u.user_id, password).await? {
+                return Err(ServiceError::Forbidden("wrong password"));
+            }
+        }
+        let sealed = key.secret_sealed.as_deref().ok_or_else(|| {
+            ServiceError::invalid("reveal", "this key was created before reveal was enabled; rotate it to reveal it")
+        })?;
+        let secret = sealer.open(id, sealed).ok_or(ServiceError::Internal("a sealed key secret did not open"))?;
+        let mut entry = audit(actor, "key.reveal", id, None, None, now_millis());
+        entry.org_id = Some(key.org_id.clone());
+        self.store.record_audit(&entry).await?;
+        Ok(secret)
+    }
+
     /// A new key with the same scopes and limits (and expiry, if still ahead).
     pub async fn duplicate_key(&self, actor: &Actor, id: &str, name: Option<String>) -> Result<CreatedKey> {
         let source = self.visible_key(actor, id).await?;
@@ -494,7 +526,10 @@ impl Services {
             settings: source.settings.clone(),
             previous_digest: None,
             rotation_key: None,
+            secret_sealed: None,
         };
+        let mut record = record;
+        record.secret_sealed = self.seal(&record.id, &secret);
         let view = KeyView::new(&record, now);
         let mut entry = audit(actor, "key.duplicate", &record.id, None, Some(&view), now);
         entry.before = Some(serde_json::json!({ "duplicated_from": id }));
@@ -747,7 +782,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&Store::sqlite_url(&dir.path().join("s.db"))).await.unwrap();
         store.migrate().await.unwrap();
-        let s = Services { store, key_format: Default::default(), digester: Digester::new(b"pepper") };
+        let s = Services::new(store, Default::default(), Digester::new(b"pepper"));
         s.bootstrap("owner@example.com", Some("correct horse battery")).await.unwrap();
         (s, dir)
     }

@@ -4,6 +4,7 @@
 
 mod keys;
 mod principal;
+mod reveal;
 mod settings;
 mod tenancy;
 
@@ -15,8 +16,9 @@ pub use keys::{
     KeyPatch, KeyView, ListAudit, ListKeys, MAX_EPHEMERAL_TTL_SECS, MAX_ROTATION_GRACE_SECS, NewKey,
 };
 pub use principal::{Actor, Principal, UserPrincipal};
+pub use reveal::Sealer;
 pub use settings::SettingsInput;
-pub use tenancy::{ACCESS_TOKEN_PREFIX, MeView, MemberView, TeamView, TokenView};
+pub use tenancy::{ACCESS_TOKEN_PREFIX, MeView, MemberView, SESSION_TTL_MS, TeamView, TokenView};
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
 /// one exit message in the CLI.
@@ -63,4 +65,18 @@ pub struct Services {
     pub store: Store,
     pub key_format: KeyFormat,
     pub digester: Digester,
+    /// Present when `keys.reveal = true`.
+    pub sealer: Option<std::sync::Arc<Sealer>>,
+}
+
+impl Services {
+    pub fn new(store: Store, key_format: KeyFormat, digester: Digester) -> Self {
+        Self { store, key_format, digester, sealer: None }
+    }
+
+    /// Turns reveal on: secrets minted from now on are also stored sealed.
+    pub fn with_reveal(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(std::sync::Arc::new(sealer));
+        self
+    }
 }

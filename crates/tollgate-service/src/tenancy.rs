@@ -18,6 +18,8 @@ use crate::{Result, ServiceError, Services};
 /// as the other.
 pub const ACCESS_TOKEN_PREFIX: &str = "tgp_";
 const MIN_PASSWORD: usize = 12;
+/// Dashboard sessions last 12 hours.
+pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
 #[derive(Debug, Serialize)]
 pub struct MemberView {
@@ -484,6 +486,70 @@ impl Services {
             }
         }
         Ok(None)
+    }
+
+    /// Signs a user in: a new session secret (for the cookie) and its CSRF token.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        source_ip: Option<String>,
+    ) -> Result<Option<(String, String, Actor)>> {
+        let Some(actor) = self.authenticate_password(email, password, source_ip).await? else { return Ok(None) };
+        let Some(u) = actor.user_principal() else { return Ok(None) };
+        let secret = random_base62(43);
+        let now = now_millis();
+        let session = tollgate_store::Session {
+            user_id: u.user_id.clone(),
+            org_id: u.org_id.clone(),
+            csrf: random_base62(32),
+            expires_at: now + SESSION_TTL_MS,
+        };
+        self.store.insert_session(&self.digester.digest(&secret), &session, now).await?;
+        let entry = audit(&actor, &u.org_id, "session.login", "user", &u.user_id, None);
+        self.store.record_audit(&entry).await?;
+        Ok(Some((secret, session.csrf, actor)))
+    }
+
+    /// The actor and CSRF token of a live session.
+    pub async fn session_actor(&self, secret: &str, source_ip: Option<String>) -> Result<Option<(Actor, String)>> {
+        if secret.is_empty() || secret.len() > 128 {
+            return Ok(None);
+        }
+        let session = match self.store.find_session(&self.digester.digest(secret)).await {
+            Ok(s) if s.expires_at > now_millis() => s,
+            Ok(_) | Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self.user_actor(&session.user_id, &session.org_id, source_ip).await?.map(|a| (a, session.csrf)))
+    }
+
+    pub async fn logout(&self, secret: &str) -> Result<()> {
+        Ok(self.store.delete_session(&self.digester.digest(secret)).await?)
+    }
+
+    /// Changes the acting user's password (the current one is required) and ends all
+    /// of their sessions.
+    pub async fn change_password(&self, actor: &Actor, current: String, new: String) -> Result<()> {
+        let Some(u) = actor.user_principal() else {
+            return Err(ServiceError::invalid("actor", "only users have passwords"));
+        };
+        if new.chars().count() < MIN_PASSWORD {
+            return Err(ServiceError::invalid("new_password", format!("must be at least {MIN_PASSWORD} characters")));
+        }
+        if !self.check_password(&u.user_id, current).await? {
+            return Err(ServiceError::Forbidden("the current password is wrong"));
+        }
+        let hash = hash_password(new).await?;
+        let entry = audit(actor, &u.org_id, "user.password", "user", &u.user_id, None);
+        Ok(self.store.set_password(&u.user_id, &hash, &entry).await?)
+    }
+
+    /// Whether `password` is the user's.
+    pub(crate) async fn check_password(&self, user_id: &str, password: String) -> Result<bool> {
+        let user = self.store.get_user(user_id).await?;
+        let (_, hash) = self.store.find_user_by_email(&user.email).await?;
+        Ok(verify_password(password, hash).await)
     }
 
     async fn user_actor(&self, user_id: &str, org_id: &str, source_ip: Option<String>) -> Result<Option<Actor>> {

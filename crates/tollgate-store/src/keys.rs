@@ -13,7 +13,7 @@ use crate::{Result, Store, StoreError, map_unique};
 
 const KEY_COLUMNS: &str = "id, name, digest, preview, status, created_at, expires_at, \
      last_used_at, request_count, tokens_used, spend_micros, settings, updated_at, \
-     previous_digest, previous_expires_at, rotation_key, org_id, team_id, owner_id";
+     previous_digest, previous_expires_at, rotation_key, org_id, team_id, owner_id, secret_sealed";
 
 /// The orders a key list can take (each ties on id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,7 +77,7 @@ impl Store {
         let mut tx = conn.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
         .bind(&key.id)
         .bind(&key.name)
@@ -98,6 +98,7 @@ impl Store {
         .bind(&key.org_id)
         .bind(&key.team_id)
         .bind(&key.owner_id)
+        .bind(&key.secret_sealed)
         .execute(&mut *tx)
         .await
         .map_err(map_unique)?;
@@ -116,7 +117,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE api_keys SET name = $1, digest = $2, preview = $3, status = $4, expires_at = $5, \
              settings = $6, updated_at = $7, previous_digest = $8, previous_expires_at = $9, \
-             rotation_key = $10, team_id = $11, owner_id = $12 WHERE id = $13",
+             rotation_key = $10, team_id = $11, owner_id = $12, secret_sealed = $13 WHERE id = $14",
         )
         .bind(&key.name)
         .bind(key.digest.0.to_vec())
@@ -130,6 +131,7 @@ impl Store {
         .bind(&key.rotation_key)
         .bind(&key.team_id)
         .bind(&key.owner_id)
+        .bind(&key.secret_sealed)
         .bind(&key.id)
         .execute(&mut *tx)
         .await
@@ -263,5 +265,6 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
         org_id: row.try_get::<Option<String>, _>("org_id")?.unwrap_or_default(),
         team_id: row.try_get::<Option<String>, _>("team_id")?.unwrap_or_default(),
         owner_id: row.try_get::<Option<String>, _>("owner_id")?.unwrap_or_default(),
+        secret_sealed: row.try_get("secret_sealed")?,
     })
 }

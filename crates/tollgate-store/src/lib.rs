@@ -23,7 +23,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditQuery, AuditRow};
 pub use changes::{Change, Entity};
 pub use keys::{KeyListQuery, KeySort};
-pub use tenancy::Bootstrap;
+pub use tenancy::{Bootstrap, Session};
 pub use usage::{UsageQuery, UsageRow};
 
 /// What can go wrong in the store, as callers need to tell it apart.

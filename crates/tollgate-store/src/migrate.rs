@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_tenancy.sql"),
         postgres: include_str!("../migrations/postgres/0003_tenancy.sql"),
     },
+    Migration {
+        version: 4,
+        name: "reveal_sessions",
+        sqlite: include_str!("../migrations/sqlite/0004_reveal_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0004_reveal_sessions.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

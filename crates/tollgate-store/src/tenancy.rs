@@ -317,6 +317,67 @@ impl Store {
     }
 }
 
+/// A signed-in dashboard session (stored by digest, like every secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user_id: String,
+    pub org_id: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+impl Store {
+    pub async fn insert_session(&self, digest: &KeyDigest, s: &Session, created_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (digest, user_id, org_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(digest.0.to_vec())
+        .bind(&s.user_id)
+        .bind(&s.org_id)
+        .bind(&s.csrf)
+        .bind(created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn find_session(&self, digest: &KeyDigest) -> Result<Session> {
+        let row = sqlx::query("SELECT user_id, org_id, csrf, expires_at FROM sessions WHERE digest = $1")
+            .bind(digest.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Session {
+            user_id: row.try_get("user_id")?,
+            org_id: row.try_get("org_id")?,
+            csrf: row.try_get("csrf")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+
+    pub async fn delete_session(&self, digest: &KeyDigest) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE digest = $1").bind(digest.0.to_vec()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Sets a new password hash and ends every session of the user, atomically.
+    pub async fn set_password(&self, user_id: &str, hash: &str, entry: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        audit::record(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 const TOKEN_COLUMNS: &str = "id, user_id, org_id, name, digest, preview, created_at, expires_at, last_used_at";
 
 async fn insert_org(tx: &mut sqlx::AnyConnection, org: &Organization) -> Result<()> {

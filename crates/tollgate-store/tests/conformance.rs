@@ -110,6 +110,7 @@ fn key(id: &str, name: &str, digest_byte: u8) -> KeyRecord {
         settings: KeySettings::default(),
         previous_digest: None,
         rotation_key: None,
+        secret_sealed: None,
     }
 }
 

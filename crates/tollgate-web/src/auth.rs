@@ -1,8 +1,8 @@
 //! Who is calling the management API: the admin token (`TOLLGATE_ADMIN_TOKEN`, compared
 //! in constant time via digests so that neither content nor length leaks) acts as the
 //! operator; a personal access token (`tgp_…`) acts as its user, with their current
-//! role. The resolved [`Actor`] travels to handlers as a request extension. Dashboard
-//! sessions (cookies) come with the dashboard.
+//! role; without a bearer token, a dashboard session cookie (see `session`). The
+//! resolved [`Actor`] travels to handlers as a request extension.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use tollgate_service::{ACCESS_TOKEN_PREFIX, Actor};
 
 use crate::WebState;
 use crate::error::api_error;
+use crate::session::session_cookie;
 
 pub(crate) async fn require_actor(State(state): State<Arc<WebState>>, mut req: Request, next: Next) -> Response {
     let presented = req
@@ -30,7 +31,23 @@ pub(crate) async fn require_actor(State(state): State<Arc<WebState>>, mut req: R
     let source_ip = client_ip(peer, req.headers(), &state.trusted_proxies).map(|ip| ip.to_string());
     let unauthorized =
         || ApiError::new(ErrorCode::Unauthorized, "Missing or invalid management token.").into_response();
-    let Some(presented) = presented else { return unauthorized() };
+    let Some(presented) = presented else {
+        // No bearer token: a dashboard session cookie, with CSRF protection on writes.
+        let Some(secret) = session_cookie(req.headers()) else { return unauthorized() };
+        let (actor, csrf) = match state.services.session_actor(&secret, source_ip).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return unauthorized(),
+            Err(e) => return api_error(e).into_response(),
+        };
+        let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+        let presented_csrf = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !safe && !bool::from(presented_csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+            return ApiError::new(ErrorCode::Forbidden, "Missing or wrong x-csrf-token for a session request.")
+                .into_response();
+        }
+        req.extensions_mut().insert(actor);
+        return next.run(req).await;
+    };
 
     let actor = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
         match state.services.authenticate_access_token(&presented, source_ip).await {

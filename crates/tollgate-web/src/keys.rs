@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/keys/{id}/rotate", post(rotate))
         .route("/keys/{id}/duplicate", post(duplicate))
         .route("/keys/{id}/ephemeral", post(ephemeral))
+        .route("/keys/{id}/reveal", post(reveal))
         .route("/audit", get(audit))
 }
 
@@ -283,6 +284,24 @@ async fn ephemeral(
     };
     let token = state.services.create_ephemeral(&actor, &id, req).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(token)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevealBody {
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn reveal(
+    State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: RevealBody = if body.is_empty() { RevealBody::default() } else { parse_json(&body)? };
+    let secret = state.services.reveal_key(&actor, &id, b.password).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "key": secret })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod keys;
 pub mod openapi;
+mod session;
 mod tenancy;
 
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub struct WebState {
     pub ready: Arc<AtomicBool>,
     /// Peers whose `X-Forwarded-For` names the real client (for the audit log).
     pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
+    /// Always mark the session cookie `Secure` (TLS terminated in front of Tollgate).
+    pub secure_cookies: bool,
+    pub login_throttle: session::LoginThrottle,
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
@@ -36,6 +40,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/auth/token", axum::routing::post(tenancy::token_for_password))
+        .route("/api/v1/auth/login", axum::routing::post(session::login))
+        .route("/api/v1/auth/logout", axum::routing::post(session::logout))
         .nest(
             "/api/v1",
             keys::routes()

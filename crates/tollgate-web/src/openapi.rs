@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document of the management API, served at `GET /api/v1/openapi.json`
-//! without a token. Written by hand for the routes of `keys.rs` and the health endpoints
-//! of `lib.rs` (the organizations routes are not described yet); `tests/openapi.rs` fails
-//! when a route or a `KeyView` field changes without the document following. Built once.
+//! without a token. Written by hand for the routes of `keys.rs`, `tenancy.rs` and `lib.rs`;
+//! `tests/openapi.rs` fails when a route, or a field of a view the API answers with
+//! (`KeyView`, `TeamView`, `MemberView`, `TokenView`, `MeView`, `Organization`), changes
+//! without the document following. Built once.
 
 use std::sync::LazyLock;
 
@@ -29,10 +30,13 @@ fn build() -> Value {
         "info": {
             "title": "Tollgate management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Keys and the audit log of a Tollgate gateway. JSON in and out; errors in OpenAI's \
-                {\"error\":{…}} shape, with `param` naming the bad field. Money is a decimal USD number, \
-                times are RFC 3339 UTC, ids are opaque strings. Objects the caller may not see answer 404; \
-                fields the caller's role may not set answer 403.",
+            "description": "Keys, organizations, users, teams, personal access tokens and the audit log of \
+                a Tollgate gateway. JSON in and out; errors in OpenAI's {\"error\":{…}} shape, with `param` \
+                naming the bad field. Money is a decimal USD number, times are RFC 3339 UTC (except an \
+                organization's `created_at`, Unix milliseconds), ids are opaque strings. Owners and admins \
+                manage their organization; members manage their own keys in their own teams; the admin token \
+                acts as the operator, who may do everything. Objects the caller may not see answer 404; \
+                what the caller's role may not do, on objects it sees, answers 403.",
             "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" },
         },
         "servers": [{ "url": "/api/v1", "description": "The management API, relative to this document's host." }],
@@ -40,21 +44,26 @@ fn build() -> Value {
         "tags": [
             { "name": "keys", "description": "API keys and their lifecycle." },
             { "name": "audit", "description": "Who changed what, and when." },
+            { "name": "organizations", "description": "Organizations; creating them is for the operator." },
+            { "name": "users", "description": "The caller, and the members of their organization with their roles." },
+            { "name": "teams", "description": "Teams group members and keys, and may narrow the models served." },
+            { "name": "tokens", "description": "Personal access tokens (`tgp_…`) for this API, and signing in." },
             { "name": "meta", "description": "Health and this document; no token needed." },
         ],
-        "paths": paths(),
+        "paths": merged(paths(), tenancy_paths()),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The admin token (`TOLLGATE_ADMIN_TOKEN`: the operator, who may do \
-                        everything) or a personal access token (`tgp_…`: a user, with their current role).",
+                        everything) or a personal access token (`tgp_…`: a user, with their current role and \
+                        teams; get one from `POST /auth/token` with an email and password, or `POST /tokens`).",
                 },
             },
             "parameters": parameters(),
             "responses": responses(),
-            "schemas": schemas(),
+            "schemas": merged(schemas(), tenancy_schemas()),
         },
     })
 }
@@ -82,8 +91,18 @@ fn paths() -> Value {
             "get": {
                 "tags": ["keys"],
                 "operationId": "listKeys",
-                "summary": "List keys, ordered by name, one page at a time.",
+                "summary": "List keys, in `sort` order (ties by id), one page at a time.",
+                "description": "Owners and admins see their organization's keys; members, their own.",
                 "parameters": [
+                    { "name": "sort", "in": "query", "schema": {
+                        "type": "string",
+                        "enum": ["name", "owner", "status", "requests", "created"],
+                        "default": "name",
+                      },
+                      "description": "`owner` orders by owner id, `status` by the stored status (an expired \
+                        key sorts as `active`), `requests` by request count, `created` by creation time." },
+                    { "name": "order", "in": "query",
+                      "schema": { "type": "string", "enum": ["asc", "desc"], "default": "asc" } },
                     { "name": "search", "in": "query", "schema": { "type": "string" },
                       "description": "Part of the name or the preview, case-insensitive." },
                     { "name": "team_id", "in": "query", "schema": { "type": "string" },
@@ -275,12 +294,259 @@ fn paths() -> Value {
     })
 }
 
+/// The routes of `tenancy.rs`, and `POST /auth/token` of `lib.rs`.
+fn tenancy_paths() -> Value {
+    let managers = "Owners and admins (and the operator) only: 403 for members.";
+    json!({
+        "/auth/token": { "post": {
+            "tags": ["tokens"],
+            "operationId": "signIn",
+            "summary": "Exchange an email and password for a personal access token (shown this once).",
+            "description": "No bearer token. The token acts as the user in their organization. Every failed \
+                attempt answers the same 401, slowed by the password check itself; after 5 failures in 15 \
+                minutes for one email from one address, attempts answer 429 until the window passes.",
+            "security": [],
+            "requestBody": body(true, "SignIn"),
+            "responses": {
+                "201": ok("The new token and its secret.", "TokenWithSecret"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("WrongCredentials"),
+                "429": error_ref("TooManySignIns"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/me": { "get": {
+            "tags": ["users"],
+            "operationId": "getMe",
+            "summary": "Who the token acts as: a user with their organization, role and teams, or the operator.",
+            "responses": {
+                "200": ok("The caller.", "Me"),
+                "401": error_ref("Unauthorized"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/organizations": {
+            "get": {
+                "tags": ["organizations"],
+                "operationId": "listOrganizations",
+                "summary": "Organizations: all of them for the operator, the caller's own for a user.",
+                "responses": {
+                    "200": ok("The organizations, oldest first.", "OrganizationList"),
+                    "401": error_ref("Unauthorized"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+            "post": {
+                "tags": ["organizations"],
+                "operationId": "createOrganization",
+                "summary": "Create an organization with a `default` team and its owner (the operator only).",
+                "requestBody": body(true, "OrganizationCreate"),
+                "responses": {
+                    "201": ok("The organization, and the owner's password if it was generated.",
+                              "OrganizationCreated"),
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "409": error_ref("Taken"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/users": {
+            "get": {
+                "tags": ["users"],
+                "operationId": "listUsers",
+                "summary": "The members of the caller's organization (the first one for the operator), by email.",
+                "description": managers,
+                "responses": {
+                    "200": ok("The members.", "MemberList"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+            "post": {
+                "tags": ["users"],
+                "operationId": "createUser",
+                "summary": "Add a user to the caller's organization (the first one for the operator).",
+                "description": "Owners and admins (and the operator) only. Admins may add members and admins; \
+                    only owners and the operator may add owners. Without `password`, one is generated and \
+                    returned this once.",
+                "requestBody": body(true, "UserCreate"),
+                "responses": {
+                    "201": ok("The member, and their password if it was generated.", "MemberCreated"),
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "404": error_ref("NotFound"),
+                    "409": error_ref("Taken"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/users/{id}": {
+            "parameters": [{ "$ref": "#/components/parameters/UserId" }],
+            "patch": {
+                "tags": ["users"],
+                "operationId": "updateUser",
+                "summary": "Change a member's role (owners and the operator only).",
+                "requestBody": body(true, "UserPatch"),
+                "responses": {
+                    "204": { "description": "Changed." },
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "404": error_ref("NotFound"),
+                    "409": error_ref("LastOwner"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/teams": {
+            "get": {
+                "tags": ["teams"],
+                "operationId": "listTeams",
+                "summary": "Teams by name: the organization's for owners and admins, a member's own, every \
+                    organization's for the operator.",
+                "responses": {
+                    "200": ok("The teams.", "TeamList"),
+                    "401": error_ref("Unauthorized"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+            "post": {
+                "tags": ["teams"],
+                "operationId": "createTeam",
+                "summary": "Create a team in the caller's organization (the first one for the operator).",
+                "description": managers,
+                "requestBody": body(true, "TeamCreate"),
+                "responses": {
+                    "201": ok("The team.", "Team"),
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "409": error_ref("Taken"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/teams/{id}": {
+            "parameters": [{ "$ref": "#/components/parameters/TeamId" }],
+            "get": {
+                "tags": ["teams"],
+                "operationId": "getTeam",
+                "summary": "One team (members see only their own teams).",
+                "responses": {
+                    "200": ok("The team.", "Team"),
+                    "401": error_ref("Unauthorized"),
+                    "404": error_ref("NotFound"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+            "patch": {
+                "tags": ["teams"],
+                "operationId": "updateTeam",
+                "summary": "Rename a team or change its models; fields left out keep their value.",
+                "description": managers,
+                "requestBody": body(true, "TeamPatch"),
+                "responses": {
+                    "200": ok("The team after the change.", "Team"),
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "403": error_ref("Forbidden"),
+                    "404": error_ref("NotFound"),
+                    "409": error_ref("Taken"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/teams/{id}/members": { "post": {
+            "tags": ["teams"],
+            "operationId": "addTeamMember",
+            "summary": "Add a member of the organization to the team (already in it: no change).",
+            "description": managers,
+            "parameters": [{ "$ref": "#/components/parameters/TeamId" }],
+            "requestBody": body(true, "TeamMemberAdd"),
+            "responses": {
+                "204": { "description": "The user is in the team." },
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("Forbidden"),
+                "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/teams/{id}/members/{user_id}": { "delete": {
+            "tags": ["teams"],
+            "operationId": "removeTeamMember",
+            "summary": "Remove a member of the organization from the team (not in it: no change).",
+            "description": managers,
+            "parameters": [
+                { "$ref": "#/components/parameters/TeamId" },
+                { "$ref": "#/components/parameters/MemberId" },
+            ],
+            "responses": {
+                "204": { "description": "The user is not in the team." },
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("Forbidden"),
+                "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/tokens": {
+            "get": {
+                "tags": ["tokens"],
+                "operationId": "listTokens",
+                "summary": "The caller's personal access tokens, never their secrets (none for the admin token).",
+                "responses": {
+                    "200": ok("The tokens.", "TokenList"),
+                    "401": error_ref("Unauthorized"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+            "post": {
+                "tags": ["tokens"],
+                "operationId": "createToken",
+                "summary": "Create a personal access token for the caller (shown this once).",
+                "description": "For users only: the admin token answers 400 with `param` `actor`.",
+                "requestBody": body(true, "TokenCreate"),
+                "responses": {
+                    "201": ok("The new token and its secret.", "TokenWithSecret"),
+                    "400": error_ref("BadRequest"),
+                    "401": error_ref("Unauthorized"),
+                    "503": error_ref("Unavailable"),
+                },
+            },
+        },
+        "/tokens/{id}": { "delete": {
+            "tags": ["tokens"],
+            "operationId": "deleteToken",
+            "summary": "Delete one of the caller's tokens; it stops working at once.",
+            "parameters": [{ "$ref": "#/components/parameters/TokenId" }],
+            "responses": {
+                "204": { "description": "Deleted." },
+                "401": error_ref("Unauthorized"),
+                "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+    })
+}
+
 fn parameters() -> Value {
     json!({
         "KeyId": { "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
                    "description": "The key's id (`key_…`)." },
         "Cursor": { "name": "cursor", "in": "query", "schema": { "type": "string" },
-                    "description": "The `next_cursor` of the previous page." },
+                    "description": "The `next_cursor` of the previous page, with the same filters and order." },
+        "TeamId": { "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
+                    "description": "The team's id (`team_…`)." },
+        "UserId": { "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
+                    "description": "The user's id (`usr_…`)." },
+        "MemberId": { "name": "user_id", "in": "path", "required": true, "schema": { "type": "string" },
+                      "description": "The user's id (`usr_…`)." },
+        "TokenId": { "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
+                     "description": "The token's id (`pat_…`)." },
         "Limit": { "name": "limit", "in": "query",
                    "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
     })
@@ -294,6 +560,14 @@ fn responses() -> Value {
         "Forbidden": error("The caller's role may not do this."),
         "NotFound": error("No such object, or not visible to the caller."),
         "Conflict": error("Conflicts with the current state (an `Idempotency-Key` reused after a later rotation)."),
+        "LastOwner": error("The organization's last owner keeps the owner role."),
+        "Taken": error("An object with these values already exists (an email, a team name in the organization)."),
+        "WrongCredentials": error("Wrong email or password, or a user without an organization."),
+        "TooManySignIns": {
+            "description": "Too many failed sign-ins for this email from this address; wait `Retry-After` seconds.",
+            "headers": { "Retry-After": { "schema": { "type": "integer", "minimum": 1 } } },
+            "content": json_content("Error"),
+        },
         "Unavailable": error("The database is unavailable; try again shortly."),
     })
 }
@@ -479,6 +753,191 @@ fn schemas() -> Value {
     })
 }
 
+/// The views and bodies of `tenancy.rs`.
+fn tenancy_schemas() -> Value {
+    let time = json!({ "type": "string", "format": "date-time" });
+    let role = json!({ "$ref": "#/components/schemas/Role" });
+    let list = |item: &str, description: &str| {
+        json!({
+            "type": "object",
+            "description": description,
+            "required": ["data"],
+            "properties": { "data": { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } } },
+        })
+    };
+    let with_secret = |schema: &str, field: &str, description: &str| {
+        json!({ "allOf": [
+            { "$ref": format!("#/components/schemas/{schema}") },
+            { "type": "object", "properties": { field: { "type": "string", "description": description } } },
+        ]})
+    };
+    let expires_in = json!({
+        "type": ["string", "null"], "enum": ["never", "30d", "60d", "90d", "180d", "365d", "1y", null],
+        "description": "A preset counted from now. Absent, `null` or `never`: the token does not expire.",
+    });
+    let email = json!({ "type": "string", "format": "email", "maxLength": 254,
+                        "description": "Trimmed and lower-cased; unique across the deployment." });
+    let password = |description: &str| {
+        json!({ "type": ["string", "null"], "minLength": 12,
+                "description": format!("At least 12 characters. {description}") })
+    };
+    let token_name = json!({ "type": "string", "minLength": 1, "maxLength": 128, "description": "Trimmed." });
+    let team_name = json!({ "type": "string", "minLength": 1, "maxLength": 64,
+                            "description": "Trimmed; unique in the organization." });
+    let models = |description: &str| {
+        json!({ "type": ["array", "null"], "items": { "type": "string", "minLength": 1, "maxLength": 256 },
+                "description": format!("Model ids (trimmed, duplicates dropped); empty: every model the \
+                    organization serves. {description}") })
+    };
+    json!({
+        "Role": {
+            "type": "string",
+            "enum": ["owner", "admin", "member"],
+            "description": "Owners and admins manage the organization; only owners change roles and grant \
+                `owner`; members manage their own keys in their own teams.",
+        },
+        "Me": {
+            "type": "object",
+            "required": ["actor", "org_id", "role", "team_ids"],
+            "properties": {
+                "actor": { "type": "string", "description": "The user's id, or `admin-token` for the operator." },
+                "org_id": { "type": ["string", "null"], "description": "`null` for the operator." },
+                "role": { "anyOf": [role, { "type": "null" }], "description": "`null` for the operator." },
+                "team_ids": { "type": "array", "items": { "type": "string" },
+                              "description": "The user's teams; empty for the operator." },
+            },
+        },
+        "Organization": {
+            "type": "object",
+            "required": ["id", "name", "created_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "created_at": { "type": "integer", "format": "int64",
+                                "description": "Unix milliseconds (not RFC 3339, unlike the other times)." },
+            },
+        },
+        "OrganizationList": list("Organization", "All the organizations the caller sees."),
+        "OrganizationCreate": {
+            "type": "object",
+            "required": ["name", "owner_email"],
+            "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "minLength": 1, "maxLength": 128, "description": "Trimmed." },
+                "owner_email": email,
+                "owner_password": password("Absent or `null`: generated, and returned this once."),
+            },
+        },
+        "OrganizationCreated": with_secret("Organization", "owner_password",
+            "Only when the password was generated: the owner's password, shown this once."),
+        "Member": {
+            "type": "object",
+            "description": "A user as a member of an organization.",
+            "required": ["id", "email", "role", "created_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "email": { "type": "string" },
+                "role": role,
+                "created_at": time,
+            },
+        },
+        "MemberList": list("Member", "All the members, by email."),
+        "MemberCreated": with_secret("Member", "password",
+            "Only when the password was generated: the user's password, shown this once."),
+        "UserCreate": {
+            "type": "object",
+            "required": ["email"],
+            "additionalProperties": false,
+            "properties": {
+                "email": email,
+                "password": password("Absent or `null`: generated, and returned this once."),
+                "role": { "anyOf": [role, { "type": "null" }], "description": "Absent or `null`: `member`." },
+                "team_ids": { "type": "array", "items": { "type": "string" },
+                              "description": "Teams of the organization to join; default: none." },
+            },
+        },
+        "UserPatch": {
+            "type": "object",
+            "required": ["role"],
+            "additionalProperties": false,
+            "properties": { "role": role },
+        },
+        "Team": {
+            "type": "object",
+            "required": ["id", "name", "allowed_models", "created_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "allowed_models": { "type": "array", "items": { "type": "string" },
+                                    "description": "Empty: every model the organization serves." },
+                "created_at": time,
+            },
+        },
+        "TeamList": list("Team", "The teams the caller sees."),
+        "TeamCreate": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": { "name": team_name, "allowed_models": models("Absent or `null`: empty.") },
+        },
+        "TeamPatch": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Fields left out, or `null`, keep their value.",
+            "properties": {
+                "name": { "type": ["string", "null"], "minLength": 1, "maxLength": 64,
+                          "description": "Trimmed; unique in the organization." },
+                "allowed_models": models("Replaces the list."),
+            },
+        },
+        "TeamMemberAdd": {
+            "type": "object",
+            "required": ["user_id"],
+            "additionalProperties": false,
+            "properties": { "user_id": { "type": "string", "description": "A member of the team's organization." } },
+        },
+        "Token": {
+            "type": "object",
+            "description": "A personal access token as the API shows it: never the secret.",
+            "required": ["id", "name", "preview", "created_at", "expires_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "preview": { "type": "string", "description": "The prefix and the last four characters.",
+                             "examples": ["tgp_…WXYZ"] },
+                "created_at": time,
+                "expires_at": { "type": ["string", "null"], "format": "date-time", "description": "`null`: never." },
+            },
+        },
+        "TokenList": list("Token", "The caller's tokens."),
+        "TokenWithSecret": {
+            "allOf": [
+                { "$ref": "#/components/schemas/Token" },
+                { "type": "object", "required": ["token"],
+                  "properties": { "token": { "type": "string", "description": "The secret (`tgp_…`), shown this once." } } },
+            ],
+        },
+        "TokenCreate": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": { "name": token_name, "expires_in": expires_in },
+        },
+        "SignIn": {
+            "type": "object",
+            "required": ["email", "password", "name"],
+            "additionalProperties": false,
+            "properties": {
+                "email": { "type": "string" },
+                "password": { "type": "string" },
+                "name": { "type": "string", "minLength": 1, "maxLength": 128,
+                          "description": "A name for the new token, trimmed (e.g. the machine it is for)." },
+                "expires_in": expires_in,
+            },
+        },
+    })
+}
+
 /// The creatable fields, shared by `KeyCreate` and `KeyPatch` (one Rust struct parses both).
 fn key_fields(null_means: &str) -> Value {
     let with = |mut schema: Value| {
@@ -527,6 +986,14 @@ fn key_fields(null_means: &str) -> Value {
         "metadata": with(json!({ "type": ["object", "null"], "description": "At most 16 KiB of JSON." })),
         "mcp": with(json!({ "anyOf": [{ "$ref": "#/components/schemas/McpSettings" }, { "type": "null" }] })),
     })
+}
+
+/// `a` with the entries of `b` added (both JSON objects).
+fn merged(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
 }
 
 fn nullable_time() -> Value {

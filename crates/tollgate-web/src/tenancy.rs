@@ -20,6 +20,7 @@ use crate::error::{api_error, parse_json};
 pub(crate) fn routes() -> Router<Arc<WebState>> {
     Router::new()
         .route("/me", get(me))
+        .route("/me/password", post(crate::session::change_password))
         .route("/organizations", get(organizations).post(create_organization))
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", patch(update_user))
@@ -87,11 +88,11 @@ pub(crate) async fn token_for_password(
     let b: Login = parse_json(&body)?;
     let source_ip = tollgate_core::scope::client_ip(peer.map(|p| p.0.0.ip()), &headers, &s.trusted_proxies)
         .map(|ip| ip.to_string());
-    let actor = s
-        .services
-        .authenticate_password(&b.email, &b.password, source_ip)
-        .await
-        .map_err(api_error)?
+    let services = &s.services;
+    let check =
+        async { services.authenticate_password(&b.email, &b.password, source_ip.clone()).await.map_err(api_error) };
+    let actor = crate::session::throttled(&s, &b.email, source_ip.as_deref(), check)
+        .await?
         .ok_or_else(|| ApiError::new(tollgate_core::ErrorCode::Unauthorized, "Wrong email or password."))?;
     let (view, secret) =
         s.services.create_access_token(&actor, &b.name, b.expires_in.as_deref()).await.map_err(api_error)?;

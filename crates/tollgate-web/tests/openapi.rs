@@ -1,6 +1,7 @@
 //! The OpenAPI document against the code it describes: the route table (as written in
-//! `src/` and as served), the wire shape of keys, pages and errors, and its own `$ref`s.
-//! A route or a `KeyView` field added without documenting it fails here.
+//! `src/` and as served), the wire shape of keys, organizations, members, teams, tokens,
+//! pages and errors, and its own `$ref`s. A route, or a field of a view the API answers
+//! with, added without documenting it fails here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -38,11 +39,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("/openapi.json", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
-];
-
-/// Routes in `src/` the document does not describe yet (the organizations work). Kept
-/// apart so that any other route missing from the document still fails.
-const NOT_YET_DOCUMENTED: &[(&str, &str)] = &[
     ("/auth/token", "post"),
     ("/me", "get"),
     ("/organizations", "get"),
@@ -61,8 +57,14 @@ const NOT_YET_DOCUMENTED: &[(&str, &str)] = &[
     ("/tokens/{id}", "delete"),
 ];
 
+/// Routes in `src/` the document does not describe yet: dashboard sessions and key reveal,
+/// in progress at the time of writing. Kept apart so that any other route missing from the
+/// document still fails; document them and empty this list.
+const NOT_YET_DOCUMENTED: &[(&str, &str)] =
+    &[("/auth/login", "post"), ("/auth/logout", "post"), ("/me/password", "post"), ("/keys/{id}/reveal", "post")];
+
 /// Served without a token; everything else takes a bearer token.
-const PUBLIC: &[&str] = &["/openapi.json", "/healthz", "/readyz"];
+const PUBLIC: &[&str] = &["/openapi.json", "/healthz", "/readyz", "/auth/token"];
 /// Outside `/api/v1`: documented with the server root.
 const AT_ROOT: &[&str] = &["/healthz", "/readyz"];
 
@@ -239,13 +241,15 @@ async fn serve() -> (SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&Store::sqlite_url(&dir.path().join("db.sqlite"))).await.unwrap();
     store.migrate().await.unwrap();
-    let services = Services { store, key_format: KeyFormat::default(), digester: Digester::new(b"test-pepper") };
+    let services = Services::new(store, KeyFormat::default(), Digester::new(b"test-pepper"));
     services.bootstrap("owner@test.local", Some("a long test password")).await.unwrap();
     let state = Arc::new(WebState {
         services,
         admin_token: Some(Secret::new(ADMIN)),
         ready: Arc::new(AtomicBool::new(true)),
         trusted_proxies: Vec::new(),
+        secure_cookies: false,
+        login_throttle: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -288,9 +292,9 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, b
     Answer { status, content_type, body: raw[split + 4..].to_vec() }
 }
 
-/// The wire path of a documented path (`{id}` filled in).
+/// The wire path of a documented path (`{id}` and `{user_id}` filled in).
 fn wire(path: &str, id: &str) -> String {
-    let path = path.replace("{id}", id);
+    let path = path.replace("{id}", id).replace("{user_id}", id);
     if AT_ROOT.contains(&path.as_str()) { path } else { format!("/api/v1{path}") }
 }
 
@@ -372,6 +376,24 @@ async fn answers_match_their_schemas() {
     let list = call(addr, "GET", "/api/v1/keys?limit=1", Some(ADMIN), "").await;
     assert_eq!(list.status, 200);
     conforms("KeyList", &list.json());
+    // Every documented `sort` and `order` is accepted; anything else is a 400 naming it.
+    let list_params = document_json()["paths"]["/keys"]["get"]["parameters"].as_array().unwrap();
+    let values = |name: &str| -> Vec<String> {
+        let param = list_params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}"));
+        param["schema"]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    };
+    for sort in values("sort") {
+        for order in values("order") {
+            let res = api(addr, "get", &format!("/keys?sort={sort}&order={order}&limit=1"), &[], Some(ADMIN), "").await;
+            assert_eq!(res.status, 200, "{sort} {order}");
+            conforms("KeyList", &res.json());
+        }
+    }
+    for (query, param) in [("sort=colour", "sort"), ("order=up", "order")] {
+        let res = api(addr, "get", &format!("/keys?{query}"), &[], Some(ADMIN), "").await;
+        assert_eq!(res.status, 400, "{query}");
+        assert_eq!(res.json()["error"]["param"], param);
+    }
     let audit = call(addr, "GET", "/api/v1/audit", Some(ADMIN), "").await;
     assert_eq!(audit.status, 200);
     let page = audit.json();
@@ -390,6 +412,173 @@ async fn answers_match_their_schemas() {
         assert_eq!(res.status, 200, "{path}");
         conforms(schema, &res.json());
     }
+}
+
+/// Organizations, members, teams and personal access tokens, as the operator and as a
+/// member signed in with a password: every view names exactly the fields its schema does.
+#[tokio::test]
+async fn tenancy_answers_match_their_schemas() {
+    let (addr, _dir) = serve().await;
+    let admin = Some(ADMIN);
+
+    let me = api(addr, "get", "/me", &[], admin, "").await;
+    assert_eq!(me.status, 200);
+    same_fields("Me", &me.json());
+    assert_eq!(me.json()["actor"], "admin-token");
+    assert!(me.json()["role"].is_null() && me.json()["org_id"].is_null());
+
+    let orgs = api(addr, "get", "/organizations", &[], admin, "").await;
+    assert_eq!(orgs.status, 200);
+    conforms("OrganizationList", &orgs.json());
+    same_fields("Organization", &orgs.json()["data"][0]);
+    let new_org = json!({ "name": "Second", "owner_email": "second@test.local" });
+    conforms("OrganizationCreate", &new_org);
+    let org = api(addr, "post", "/organizations", &[], admin, &new_org.to_string()).await;
+    assert_eq!(org.status, 201);
+    conforms("OrganizationCreated", &org.json());
+    let mut view = org.json();
+    assert!(view.as_object_mut().unwrap().remove("owner_password").is_some_and(|p| p.is_string()));
+    same_fields("Organization", &view);
+    let taken = api(addr, "post", "/organizations", &[], admin, &new_org.to_string()).await;
+    assert_eq!(taken.status, 409);
+
+    let new_team = json!({ "name": "research", "allowed_models": ["demo-chat"] });
+    conforms("TeamCreate", &new_team);
+    let team = api(addr, "post", "/teams", &[], admin, &new_team.to_string()).await;
+    assert_eq!(team.status, 201);
+    same_fields("Team", &team.json());
+    let team_id = team.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(api(addr, "post", "/teams", &[], admin, &new_team.to_string()).await.status, 409);
+    let got = api(addr, "get", "/teams/{id}", &[&team_id], admin, "").await;
+    assert_eq!(got.status, 200);
+    same_fields("Team", &got.json());
+    let team_patch = json!({ "name": null, "allowed_models": [] });
+    conforms("TeamPatch", &team_patch);
+    let patched = api(addr, "patch", "/teams/{id}", &[&team_id], admin, &team_patch.to_string()).await;
+    assert_eq!(patched.status, 200);
+    same_fields("Team", &patched.json());
+    assert_eq!(patched.json()["allowed_models"], json!([]));
+    let teams = api(addr, "get", "/teams", &[], admin, "").await;
+    assert_eq!(teams.status, 200);
+    conforms("TeamList", &teams.json());
+    assert!(teams.json()["data"].as_array().unwrap().iter().any(|t| t["id"] == team_id.as_str()));
+
+    let password = "a long member password";
+    let new_user = json!({ "email": "Dev@Test.local", "password": password, "role": "member", "team_ids": [team_id] });
+    conforms("UserCreate", &new_user);
+    let dev = api(addr, "post", "/users", &[], admin, &new_user.to_string()).await;
+    assert_eq!(dev.status, 201);
+    same_fields("Member", &dev.json());
+    assert_eq!(dev.json()["email"], "dev@test.local");
+    let dev_id = dev.json()["id"].as_str().unwrap().to_owned();
+    let generated = api(addr, "post", "/users", &[], admin, r#"{"email":"gen@test.local","role":null}"#).await;
+    assert_eq!(generated.status, 201);
+    conforms("MemberCreated", &generated.json());
+    let mut view = generated.json();
+    assert!(view.as_object_mut().unwrap().remove("password").is_some_and(|p| p.is_string()));
+    same_fields("Member", &view);
+    let gen_id = view["id"].as_str().unwrap().to_owned();
+    let users = api(addr, "get", "/users", &[], admin, "").await;
+    assert_eq!(users.status, 200);
+    conforms("MemberList", &users.json());
+    let users = users.json()["data"].as_array().unwrap().clone();
+    assert_eq!(users.len(), 3);
+    users.iter().for_each(|u| same_fields("Member", u));
+    let owner_id = users.iter().find(|u| u["role"] == "owner").unwrap()["id"].as_str().unwrap().to_owned();
+
+    let promote = json!({ "role": "admin" });
+    conforms("UserPatch", &promote);
+    let promoted = api(addr, "patch", "/users/{id}", &[&gen_id], admin, &promote.to_string()).await;
+    assert_eq!((promoted.status, promoted.body.len()), (204, 0));
+    let last_owner = api(addr, "patch", "/users/{id}", &[&owner_id], admin, r#"{"role":"member"}"#).await;
+    assert_eq!(last_owner.status, 409);
+    let member = json!({ "user_id": gen_id });
+    conforms("TeamMemberAdd", &member);
+    let added = api(addr, "post", "/teams/{id}/members", &[&team_id], admin, &member.to_string()).await;
+    assert_eq!(added.status, 204);
+    let removed = api(addr, "delete", "/teams/{id}/members/{user_id}", &[&team_id, &gen_id], admin, "").await;
+    assert_eq!(removed.status, 204);
+
+    // Signing in: no bearer token, the same 401 for a wrong password.
+    let sign_in = json!({ "email": "dev@test.local", "password": password, "name": "laptop", "expires_in": "30d" });
+    conforms("SignIn", &sign_in);
+    let signed = api(addr, "post", "/auth/token", &[], None, &sign_in.to_string()).await;
+    assert_eq!(signed.status, 201);
+    conforms("TokenWithSecret", &signed.json());
+    let mut view = signed.json();
+    let pat = view.as_object_mut().unwrap().remove("token").unwrap().as_str().unwrap().to_owned();
+    assert!(pat.starts_with("tgp_"), "{pat}");
+    same_fields("Token", &view);
+    assert!(view["expires_at"].is_string());
+    let wrong = json!({ "email": "dev@test.local", "password": "not the password", "name": "x" });
+    assert_eq!(api(addr, "post", "/auth/token", &[], None, &wrong.to_string()).await.status, 401);
+    let pat = Some(pat.as_str());
+
+    // As the member.
+    let me = api(addr, "get", "/me", &[], pat, "").await;
+    assert_eq!(me.status, 200);
+    same_fields("Me", &me.json());
+    assert_eq!((me.json()["actor"].as_str(), me.json()["role"].as_str()), (Some(dev_id.as_str()), Some("member")));
+    assert_eq!(me.json()["team_ids"], json!([team_id]));
+    let new_token = json!({ "name": "ci" });
+    conforms("TokenCreate", &new_token);
+    let ci = api(addr, "post", "/tokens", &[], pat, &new_token.to_string()).await;
+    assert_eq!(ci.status, 201);
+    conforms("TokenWithSecret", &ci.json());
+    let mut view = ci.json();
+    let ci_secret = view.as_object_mut().unwrap().remove("token").unwrap().as_str().unwrap().to_owned();
+    same_fields("Token", &view);
+    assert!(view["expires_at"].is_null());
+    let ci_id = view["id"].as_str().unwrap().to_owned();
+    let tokens = api(addr, "get", "/tokens", &[], pat, "").await;
+    assert_eq!(tokens.status, 200);
+    conforms("TokenList", &tokens.json());
+    let tokens = tokens.json()["data"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 2);
+    tokens.iter().for_each(|t| same_fields("Token", t));
+    let own_orgs = api(addr, "get", "/organizations", &[], pat, "").await;
+    assert_eq!(own_orgs.json()["data"].as_array().unwrap().len(), 1);
+    let own_teams = api(addr, "get", "/teams", &[], pat, "").await;
+    assert_eq!(own_teams.json()["data"].as_array().unwrap().len(), 1);
+    assert_eq!(api(addr, "get", "/users", &[], pat, "").await.status, 403);
+    assert_eq!(api(addr, "post", "/teams", &[], pat, r#"{"name":"mine"}"#).await.status, 403);
+    assert_eq!(api(addr, "patch", "/teams/{id}", &[&team_id], pat, r#"{"name":"mine"}"#).await.status, 403);
+    let deleted = api(addr, "delete", "/tokens/{id}", &[&ci_id], pat, "").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(api(addr, "delete", "/tokens/{id}", &[&ci_id], pat, "").await.status, 404);
+    assert_eq!(api(addr, "get", "/me", &[], Some(&ci_secret), "").await.status, 401);
+
+    // The admin token owns no tokens.
+    let refused = api(addr, "post", "/tokens", &[], admin, r#"{"name":"x"}"#).await;
+    assert_eq!((refused.status, refused.json()["error"]["param"].as_str()), (400, Some("actor")));
+    assert_eq!(api(addr, "get", "/tokens", &[], admin, "").await.json(), json!({ "data": [] }));
+}
+
+/// Calls a documented operation under `/api/v1` (`path` as the document names it, with an
+/// optional `?query`, its `{…}` segments filled from `ids` in order), and checks that the
+/// document lists the status it answers with, and that an error is an `Error`.
+async fn api(addr: SocketAddr, method: &str, path: &str, ids: &[&str], token: Option<&str>, body: &str) -> Answer {
+    let (path, query) = path.split_once('?').map_or((path, String::new()), |(p, q)| (p, format!("?{q}")));
+    let mut filled = path.to_owned();
+    for id in ids {
+        let start = filled.find('{').unwrap_or_else(|| panic!("{path}: more ids than segments"));
+        let end = start + filled[start..].find('}').unwrap();
+        filled.replace_range(start..=end, id);
+    }
+    assert!(!filled.contains('{'), "{path}: fewer ids than segments");
+    let res = call(addr, &method.to_uppercase(), &format!("/api/v1{filled}{query}"), token, body).await;
+    let responses = &document_json()["paths"][path][method]["responses"];
+    assert!(responses.is_object(), "{method} {path} is not documented");
+    assert!(
+        responses.get(res.status.to_string()).is_some(),
+        "{method} {path}: {} is not a documented answer: {}",
+        res.status,
+        String::from_utf8_lossy(&res.body)
+    );
+    if res.status >= 400 {
+        conforms("Error", &res.json());
+    }
+    res
 }
 
 /// `value` conforms to the named schema, which names exactly its fields, all required:

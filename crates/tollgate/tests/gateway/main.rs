@@ -5,6 +5,7 @@
 mod authz;
 mod cli;
 mod keys;
+mod sessions;
 
 use std::time::Duration;
 
