@@ -12,6 +12,8 @@
 #   BENCH_TARGETS      which targets to run (default "fake forwarder tollgate")
 #   BENCH_SKIP_BUILD   set to 1 to use the binaries already in target/release
 #   BENCH_KEEP         set to 1 to keep the temp dir (configs, server logs)
+#   BENCH_SCOPED_KEY   set to 1 to give Tollgate's key every scope (IP allowlist, model
+#                      list, endpoint, provider), so that every check runs on each request
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -272,7 +274,11 @@ EOF
   URL[tollgate]="${URL[tollgate]%/}"
   log "tollgate at ${URL[tollgate]}"
 
-  if ! key_json="$("$BIN/tollgate" keys create --config "$cfg" --name bench --json 2>"$WORK/keys.err")"; then
+  local scopes=()
+  if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
+    scopes=(--ip 127.0.0.1/32 --ip ::1 --model bench-model --endpoint /v1/chat/completions --provider fake)
+  fi
+  if ! key_json="$("$BIN/tollgate" keys create --config "$cfg" --name bench --json "${scopes[@]}" 2>"$WORK/keys.err")"; then
     cat "$WORK/keys.err" >&2
     TOLLGATE_PROBLEM="tollgate keys create failed (see above)"
     return 1
@@ -356,6 +362,11 @@ report() {
     "load generator and servers share it"
   echo "- load: $tool_version, POST $CHAT_PATH \`$CHAT_BODY\`, $DURATION per run after a $WARMUP warm-up" \
     "(2 threads, 1 for 1 connection)"
+  if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
+    echo "- Tollgate's key has every scope set: IP allowlist, model list, endpoint, provider"
+  else
+    echo "- Tollgate's key is unrestricted"
+  fi
   echo
   echo "| target | conns | RPS | p50 | p99 | errors | p50 added vs (a) | RPS % of (b) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
