@@ -4,11 +4,9 @@
 use serde::Serialize;
 use tollgate_core::MicroUsd;
 use tollgate_core::audit::AuditEntry;
-use tollgate_core::ephemeral::EphemeralClaims;
 use tollgate_core::ids::new_id;
-use tollgate_core::ids::random_base62;
 use tollgate_core::key::{KeyRecord, KeySettings, KeyStatus, parse_expires_in};
-use tollgate_core::scope::{IpNet, ModelScope};
+use tollgate_core::scope::ModelScope;
 use tollgate_core::time::{UnixMillis, now_millis, parse_rfc3339, to_rfc3339};
 use tollgate_store::{KeyListQuery, KeySort};
 
@@ -17,7 +15,6 @@ use crate::settings::SettingsInput;
 use crate::{Result, ServiceError, Services};
 
 const MAX_NAME_CHARS: usize = 128;
-const MAX_PAGE: i64 = 1000;
 
 /// A request to create a key.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +120,7 @@ impl KeyView {
         }
     }
 
-    fn audit_json(&self) -> Option<serde_json::Value> {
+    pub(crate) fn audit_json(&self) -> Option<serde_json::Value> {
         serde_json::to_value(self).ok()
     }
 }
@@ -143,32 +140,8 @@ pub struct ListKeys {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct KeyList {
-    pub data: Vec<KeyView>,
-    pub next_cursor: Option<String>,
-}
-
-/// What an ephemeral token may be narrowed to (each list empty: as the parent).
-#[derive(Debug, Clone, Default)]
-pub struct EphemeralRequest {
-    /// Default 3600; at most [`MAX_EPHEMERAL_TTL_SECS`]; never beyond the parent's expiry.
-    pub ttl_seconds: Option<u64>,
-    pub models: Vec<String>,
-    pub allowed_endpoints: Vec<String>,
-    pub allowed_providers: Vec<String>,
-    pub ip_allowlist: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EphemeralToken {
-    pub token: String,
-    pub expires_at: String,
-    pub key_id: String,
-}
-
-pub const DEFAULT_EPHEMERAL_TTL_SECS: u64 = 3600;
-pub const MAX_EPHEMERAL_TTL_SECS: u64 = 86_400;
+/// One page of keys.
+pub type KeyList = crate::Page<KeyView>;
 
 /// The longest grace period a rotation may leave the old secret working.
 pub const MAX_ROTATION_GRACE_SECS: u64 = 7 * 86_400;
@@ -216,7 +189,7 @@ impl Services {
     }
 
     /// The key if the actor may see it; `NotFound` otherwise (ids cannot be probed).
-    async fn visible_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
+    pub(crate) async fn visible_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
         let key = self.store.get_key(id).await?;
         actor.check_sees_key(&key)?;
         Ok(key)
@@ -405,102 +378,6 @@ impl Services {
         Ok(CreatedKey { key: after, secret })
     }
 
-    /// A short-lived token derived from an active key, with its scopes or narrower; it
-    /// counts against the key and dies with it (see `tollgate_core::ephemeral`).
-    pub async fn create_ephemeral(&self, actor: &Actor, id: &str, req: EphemeralRequest) -> Result<EphemeralToken> {
-        let key = self.visible_key(actor, id).await?;
-        let now = now_millis();
-        if key.effective_status(now) != KeyStatus::Active {
-            return Err(ServiceError::invalid("status", "ephemeral tokens come only from active keys"));
-        }
-        let ttl = req.ttl_seconds.unwrap_or(DEFAULT_EPHEMERAL_TTL_SECS);
-        if !(1..=MAX_EPHEMERAL_TTL_SECS).contains(&ttl) {
-            return Err(ServiceError::invalid("ttl_seconds", format!("must be from 1 to {MAX_EPHEMERAL_TTL_SECS}")));
-        }
-        let mut expires_at = now + i64::try_from(ttl).unwrap_or(0) * 1000;
-        if let Some(parent_expiry) = key.expires_at {
-            expires_at = expires_at.min(parent_expiry);
-        }
-        // Validate and normalise exactly as key settings are, then require each list to
-        // stay inside the parent's where the parent is restricted.
-        let narrowed = SettingsInput {
-            models: Some(Some(req.models)),
-            allowed_endpoints: Some(Some(req.allowed_endpoints)),
-            allowed_providers: Some(Some(req.allowed_providers)),
-            ip_allowlist: Some(Some(req.ip_allowlist)),
-            ..Default::default()
-        }
-        .apply(&KeySettings::default())?;
-        let parent = &key.settings;
-        let wider = |field: &'static str| ServiceError::invalid(field, "may not be wider than the parent key's");
-        if parent.model_scope == ModelScope::List && narrowed.models.iter().any(|m| !parent.models.contains(m)) {
-            return Err(wider("models"));
-        }
-        let outside =
-            |mine: &[String], theirs: &[String]| !theirs.is_empty() && mine.iter().any(|x| !theirs.contains(x));
-        if outside(&narrowed.allowed_endpoints, &parent.allowed_endpoints) {
-            return Err(wider("allowed_endpoints"));
-        }
-        if outside(&narrowed.allowed_providers, &parent.allowed_providers) {
-            return Err(wider("allowed_providers"));
-        }
-        let parent_nets: Vec<IpNet> = parent.ip_allowlist.iter().filter_map(|n| IpNet::parse(n).ok()).collect();
-        let net_outside =
-            |n: &String| IpNet::parse(n).map_or(true, |net| !parent_nets.iter().any(|p| net.is_within(p)));
-        if !parent_nets.is_empty() && narrowed.ip_allowlist.iter().any(net_outside) {
-            return Err(wider("ip_allowlist"));
-        }
-        let claims = EphemeralClaims {
-            key_id: key.id.clone(),
-            expires_at,
-            nonce: random_base62(12),
-            models: narrowed.models,
-            endpoints: narrowed.allowed_endpoints,
-            providers: narrowed.allowed_providers,
-            ip_allowlist: narrowed.ip_allowlist,
-        };
-        let token = claims.encode(self.key_format.prefix(), &self.digester);
-        let mut entry = audit(actor, "key.ephemeral", id, None, None, now);
-        entry.org_id = Some(key.org_id.clone());
-        entry.after = Some(serde_json::json!({
-            "expires_at": to_rfc3339(expires_at),
-            "models": claims.models,
-            "allowed_endpoints": claims.endpoints,
-            "allowed_providers": claims.providers,
-            "ip_allowlist": claims.ip_allowlist,
-        }));
-        self.store.record_audit(&entry).await?;
-        Ok(EphemeralToken { token, expires_at: to_rfc3339(expires_at), key_id: key.id })
-    }
-
-    fn seal(&self, key_id: &str, secret: &str) -> Option<Vec<u8>> {
-        self.sealer.as_ref().and_then(|s| s.seal(key_id, secret))
-    }
-
-    /// The secret of a key, when reveal is on. Users must give their password again;
-    /// the operator need not. Audited as `key.reveal`.
-    pub async fn reveal_key(&self, actor: &Actor, id: &str, password: Option<String>) -> Result<String> {
-        let Some(sealer) = &self.sealer else {
-            return Err(ServiceError::invalid("reveal", "revealing keys is disabled (keys.reveal = false)"));
-        };
-        let key = self.visible_key(actor, id).await?;
-        if let Some(u) = actor.user_principal() {
-            let password =
-                password.ok_or_else(|| ServiceError::invalid("password", "enter your password to reveal a key"))?;
-            if !self.check_password(&u.user_id, password).await? {
-                return Err(ServiceError::Forbidden("wrong password"));
-            }
-        }
-        let sealed = key.secret_sealed.as_deref().ok_or_else(|| {
-            ServiceError::invalid("reveal", "this key was created before reveal was enabled; rotate it to reveal it")
-        })?;
-        let secret = sealer.open(id, sealed).ok_or(ServiceError::Internal("a sealed key secret did not open"))?;
-        let mut entry = audit(actor, "key.reveal", id, None, None, now_millis());
-        entry.org_id = Some(key.org_id.clone());
-        self.store.record_audit(&entry).await?;
-        Ok(secret)
-    }
-
     /// A new key with the same scopes and limits (and expiry, if still ahead).
     pub async fn duplicate_key(&self, actor: &Actor, id: &str, name: Option<String>) -> Result<CreatedKey> {
         let source = self.visible_key(actor, id).await?;
@@ -538,10 +415,7 @@ impl Services {
     }
 
     pub async fn list_keys(&self, actor: &Actor, q: ListKeys) -> Result<KeyList> {
-        let limit = q.limit.unwrap_or(100);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
-        }
+        let limit = crate::page_limit(q.limit)?;
         let status = match q.status.as_deref() {
             None | Some("" | "all") => None,
             Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
@@ -609,78 +483,6 @@ impl Services {
     }
 }
 
-/// Audit filters as callers give them: times are RFC 3339; `cursor` is the previous
-/// page's `next_cursor`.
-#[derive(Debug, Clone, Default)]
-pub struct ListAudit {
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub target: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub cursor: Option<String>,
-    pub limit: Option<i64>,
-}
-
-/// One page of the audit log, newest first.
-#[derive(Debug, Serialize)]
-pub struct AuditPage {
-    pub data: Vec<AuditEntryView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AuditEntryView {
-    pub id: String,
-    /// RFC 3339; the entry's own `at` (milliseconds) is not serialized.
-    pub at: String,
-    #[serde(flatten)]
-    pub entry: AuditEntry,
-}
-
-impl Services {
-    /// One page of the audit log, newest first.
-    pub async fn list_audit(&self, caller: &Actor, q: ListAudit) -> Result<AuditPage> {
-        let ListAudit { actor: by, action, target, from, to, cursor, limit } = q;
-        let org_id = match caller.user_principal() {
-            None => None,
-            Some(u) if u.role.manages_org() => Some(u.org_id.clone()),
-            Some(_) => return Err(ServiceError::Forbidden("the audit log is for owners and admins")),
-        };
-        let limit = limit.unwrap_or(100);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
-        }
-        let time = |field: &'static str, v: Option<&str>| {
-            v.map(|t| parse_rfc3339(t).ok_or_else(|| ServiceError::invalid(field, "must be an RFC 3339 datetime")))
-                .transpose()
-        };
-        let before_id = cursor
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>().map_err(|_| ServiceError::invalid("cursor", "is not a cursor this server issued"))
-            })
-            .transpose()?;
-        let q = tollgate_store::AuditQuery {
-            actor: by,
-            org_id,
-            action,
-            target_id: target,
-            from: time("from", from.as_deref())?,
-            to: time("to", to.as_deref())?,
-            before_id,
-            limit,
-        };
-        let rows = self.store.list_audit(&q).await?;
-        let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
-        let data = rows
-            .into_iter()
-            .map(|r| AuditEntryView { id: r.id.to_string(), at: to_rfc3339(r.entry.at), entry: r.entry })
-            .collect();
-        Ok(AuditPage { data, next_cursor })
-    }
-}
-
 fn refuse_if_revoked(key: &KeyRecord) -> Result<()> {
     if key.status == KeyStatus::Revoked {
         return Err(ServiceError::invalid("status", "the key is revoked; revocation is permanent"));
@@ -714,7 +516,7 @@ fn expiry(
     }
 }
 
-fn audit(
+pub(crate) fn audit(
     actor: &Actor,
     action: &str,
     id: &str,
@@ -775,6 +577,7 @@ fn decode_cursor(c: &str) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ListAudit;
     use tollgate_core::key::Digester;
     use tollgate_store::Store;
 

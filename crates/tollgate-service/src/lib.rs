@@ -2,6 +2,8 @@
 //! API, the CLI and (later) the dashboard, so that each of them behaves the same. It
 //! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
 
+mod audit;
+mod ephemeral;
 mod keys;
 mod principal;
 mod reveal;
@@ -11,10 +13,9 @@ mod tenancy;
 use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
-pub use keys::{
-    AuditEntryView, AuditPage, CreatedKey, DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, KeyList,
-    KeyPatch, KeyView, ListAudit, ListKeys, MAX_EPHEMERAL_TTL_SECS, MAX_ROTATION_GRACE_SECS, NewKey,
-};
+pub use audit::{AuditEntryView, AuditPage, ListAudit};
+pub use ephemeral::{DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, MAX_EPHEMERAL_TTL_SECS};
+pub use keys::{CreatedKey, KeyList, KeyPatch, KeyView, ListKeys, MAX_ROTATION_GRACE_SECS, NewKey};
 pub use principal::{Actor, Principal, UserPrincipal};
 pub use reveal::Sealer;
 pub use settings::SettingsInput;
@@ -58,6 +59,26 @@ impl ServiceError {
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// One page of a listing, with the cursor of the next (`None` on the last page).
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The largest page any listing returns.
+pub const MAX_PAGE: i64 = 1000;
+
+/// A caller's `limit`, defaulting to 100, within 1..=[`MAX_PAGE`].
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64> {
+    let limit = limit.unwrap_or(100);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ServiceError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")))
+    }
+}
 
 /// The services, over one store. Cheap to clone.
 #[derive(Clone)]

@@ -5,6 +5,11 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use tollgate_core::time::now_millis;
+
+use crate::keys::audit;
+use crate::principal::Actor;
+use crate::{Result, ServiceError, Services};
 
 const NONCE_LEN: usize = 12;
 
@@ -45,6 +50,36 @@ impl Sealer {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let plain = self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: key_id.as_bytes() }).ok()?;
         String::from_utf8(plain).ok()
+    }
+}
+
+impl Services {
+    pub(crate) fn seal(&self, key_id: &str, secret: &str) -> Option<Vec<u8>> {
+        self.sealer.as_ref().and_then(|s| s.seal(key_id, secret))
+    }
+
+    /// The secret of a key, when reveal is on. Users must give their password again;
+    /// the operator need not. Audited as `key.reveal`.
+    pub async fn reveal_key(&self, actor: &Actor, id: &str, password: Option<String>) -> Result<String> {
+        let Some(sealer) = &self.sealer else {
+            return Err(ServiceError::invalid("reveal", "revealing keys is disabled (keys.reveal = false)"));
+        };
+        let key = self.visible_key(actor, id).await?;
+        if let Some(u) = actor.user_principal() {
+            let password =
+                password.ok_or_else(|| ServiceError::invalid("password", "enter your password to reveal a key"))?;
+            if !self.check_password(&u.user_id, password).await? {
+                return Err(ServiceError::Forbidden("wrong password"));
+            }
+        }
+        let sealed = key.secret_sealed.as_deref().ok_or_else(|| {
+            ServiceError::invalid("reveal", "this key was created before reveal was enabled; rotate it to reveal it")
+        })?;
+        let secret = sealer.open(id, sealed).ok_or(ServiceError::Internal("a sealed key secret did not open"))?;
+        let mut entry = audit(actor, "key.reveal", id, None, None, now_millis());
+        entry.org_id = Some(key.org_id.clone());
+        self.store.record_audit(&entry).await?;
+        Ok(secret)
     }
 }
 
