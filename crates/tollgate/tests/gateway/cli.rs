@@ -184,3 +184,94 @@ async fn revoking_and_disabling_from_the_cli_take_effect_within_a_second() {
     let actors: Vec<&str> = audit["data"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
     assert_eq!(actors, ["cli", "cli", "cli", "cli"]);
 }
+
+/// A `tollgate serve` child process; killed on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_process(config: &Path, name: &str) -> ServeProcess {
+    let dir = config.parent().unwrap();
+    let ready = dir.join(format!("{name}.ready"));
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child =
+        tollgate(config).args(["serve", "--ready-file"]).arg(&ready).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{name} did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ServeProcess { child, base: std::fs::read_to_string(&ready).unwrap() }
+}
+
+/// Polls `base` until `key` gets `code` (empty: success); returns how long that took.
+async fn until_code(client: &TestClient, base: &str, key: &str, code: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let res = client.get(&format!("{base}/v1/models"), Some(key)).await.unwrap();
+        if res.error_code() == code {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "still {} after 3 s", res.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_serve_processes_on_one_postgres_see_each_others_changes_within_a_second() {
+    let Some(db) = tollgate_testkit::app::PgDatabase::create().await.unwrap() else { return };
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    let top = format!("database_url = \"{}\"\npepper = \"a-pepper-both-processes-share-0123456789\"", db.url);
+    std::fs::write(&config, tollgate_testkit::app::config_with(dir.path(), &fake.base_url(), &top, "")).unwrap();
+    let one = serve_process(&config, "one").await;
+    let two = serve_process(&config, "two").await;
+    let client = TestClient::default();
+
+    let key = create_key_with_cli(&config, "shared");
+    for p in [&one, &two] {
+        until_code(&client, &p.base, &key, "").await;
+    }
+    let id =
+        client.get(&format!("{}/api/v1/keys?search=shared", two.base), Some("test-admin-token")).await.unwrap().json()
+            ["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    // Disable from the CLI: both processes refuse within a second.
+    let out = tollgate(&config).args(["keys", "disable", &id]).output().unwrap();
+    assert!(out.status.success());
+    for p in [&one, &two] {
+        assert!(until_code(&client, &p.base, &key, "key_disabled").await < Duration::from_secs(1));
+    }
+    assert!(tollgate(&config).args(["keys", "enable", &id]).output().unwrap().status.success());
+    until_code(&client, &one.base, &key, "").await;
+
+    // Rotate through process two: process one drops the old secret and takes the new.
+    let rotated = client
+        .post_json(&format!("{}/api/v1/keys/{id}/rotate", two.base), Some("test-admin-token"), &json!({}))
+        .await
+        .unwrap();
+    let new_key = rotated.json()["key"].as_str().unwrap().to_owned();
+    assert!(until_code(&client, &one.base, &key, "invalid_api_key").await < Duration::from_secs(1));
+    assert!(until_code(&client, &one.base, &new_key, "").await < Duration::from_secs(1));
+
+    // Revoke through process two: process one refuses within a second.
+    client
+        .post_json(&format!("{}/api/v1/keys/{id}/revoke", two.base), Some("test-admin-token"), &json!({}))
+        .await
+        .unwrap();
+    assert!(until_code(&client, &one.base, &new_key, "invalid_api_key").await < Duration::from_secs(1));
+    drop((one, two));
+    db.drop_now().await.unwrap();
+}
