@@ -29,9 +29,25 @@ pub struct MemberView {
     pub created_at: String,
 }
 
+/// An organization as the API shows it: times in RFC 3339, like every other view.
+#[derive(Debug, Serialize)]
+pub struct OrganizationView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<&Organization> for OrganizationView {
+    fn from(o: &Organization) -> Self {
+        Self { id: o.id.clone(), name: o.name.clone(), created_at: to_rfc3339(o.created_at) }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct TeamView {
     pub id: String,
+    /// The team's organization: the operator lists the teams of every organization.
+    pub org_id: String,
     pub name: String,
     pub allowed_models: Vec<String>,
     pub created_at: String,
@@ -41,6 +57,7 @@ impl From<&Team> for TeamView {
     fn from(t: &Team) -> Self {
         Self {
             id: t.id.clone(),
+            org_id: t.org_id.clone(),
             name: t.name.clone(),
             allowed_models: t.settings.allowed_models.clone(),
             created_at: to_rfc3339(t.created_at),
@@ -167,7 +184,7 @@ impl Services {
         name: &str,
         owner_email: &str,
         owner_password: Option<String>,
-    ) -> Result<(Organization, Option<String>)> {
+    ) -> Result<(OrganizationView, Option<String>)> {
         if actor.user_principal().is_some() {
             return Err(ServiceError::Forbidden("only the operator creates organizations"));
         }
@@ -196,7 +213,7 @@ impl Services {
         self.store
             .create_organization(&Bootstrap { org: &org, team: &team, owner: &owner, password_hash: &hash }, false)
             .await?;
-        Ok((org, generated))
+        Ok((OrganizationView::from(&org), generated))
     }
 
     /// The organization an actor works in: the user's own, or the first for the operator.
@@ -207,12 +224,16 @@ impl Services {
         }
     }
 
-    pub async fn list_organizations(&self, actor: &Actor) -> Result<Vec<Organization>> {
+    pub async fn list_organizations(&self, actor: &Actor) -> Result<Vec<OrganizationView>> {
         let all = self.store.list_organizations().await?;
-        Ok(match &actor.principal {
-            Principal::Operator => all,
-            Principal::User(u) => all.into_iter().filter(|o| o.id == u.org_id).collect(),
-        })
+        Ok(all
+            .iter()
+            .filter(|o| match &actor.principal {
+                Principal::Operator => true,
+                Principal::User(u) => o.id == u.org_id,
+            })
+            .map(OrganizationView::from)
+            .collect())
     }
 
     pub async fn me(&self, actor: &Actor) -> MeView {
@@ -280,7 +301,8 @@ impl Services {
             .collect())
     }
 
-    /// Changes a member's role: owners (and the operator) only; the last owner stays.
+    /// Changes a member's role: owners (and the operator) only. Demoting the last owner
+    /// is refused as invalid input naming `role`.
     pub async fn set_role(&self, actor: &Actor, user_id: &str, role: Role) -> Result<()> {
         let org_id = self.org_of(actor).await?;
         actor.require_manager(&org_id)?;
@@ -291,7 +313,7 @@ impl Services {
         let current = members.iter().find(|(u, _)| u.id == user_id).map(|(_, r)| *r).ok_or(ServiceError::NotFound)?;
         let owners = members.iter().filter(|(_, r)| *r == Role::Owner).count();
         if current == Role::Owner && role != Role::Owner && owners == 1 {
-            return Err(ServiceError::Conflict);
+            return Err(ServiceError::invalid("role", "an organization needs at least one owner"));
         }
         let entry = audit(actor, &org_id, "member.role", "user", user_id, Some(serde_json::json!({ "role": role })));
         Ok(self.store.set_role(&org_id, user_id, role, &entry).await?)

@@ -1,8 +1,9 @@
 //! The OpenAPI 3.1 document of the management API, served at `GET /api/v1/openapi.json`
-//! without a token. Written by hand for the routes of `keys.rs`, `tenancy.rs` and `lib.rs`;
-//! `tests/openapi.rs` fails when a route, or a field of a view the API answers with
-//! (`KeyView`, `TeamView`, `MemberView`, `TokenView`, `MeView`, `Organization`), changes
-//! without the document following. Built once.
+//! without a token. Written by hand for the routes of `keys.rs`, `tenancy.rs`, `session.rs`
+//! and `lib.rs`; `tests/openapi.rs` fails when a route, or a field of a view the API
+//! answers with (`KeyView`, `TeamView`, `MemberView`, `TokenView`, `MeView`,
+//! `OrganizationView`, the sign-in answer), changes without the document following.
+//! Built once.
 
 use std::sync::LazyLock;
 
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, header};
 use serde_json::{Value, json};
+use tollgate_service::SESSION_TTL_MS;
 
 static DOCUMENT: LazyLock<Value> = LazyLock::new(build);
 static DOCUMENT_BYTES: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(DOCUMENT.to_string()));
@@ -32,25 +34,30 @@ fn build() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Keys, organizations, users, teams, personal access tokens and the audit log of \
                 a Tollgate gateway. JSON in and out; errors in OpenAI's {\"error\":{…}} shape, with `param` \
-                naming the bad field. Money is a decimal USD number, times are RFC 3339 UTC (except an \
-                organization's `created_at`, Unix milliseconds), ids are opaque strings. Owners and admins \
-                manage their organization; members manage their own keys in their own teams; the admin token \
-                acts as the operator, who may do everything. Objects the caller may not see answer 404; \
-                what the caller's role may not do, on objects it sees, answers 403.",
+                naming the bad field. Money is a decimal USD number, times are RFC 3339 UTC, ids are opaque \
+                strings. Owners and admins manage their organization; members manage their own keys in their \
+                own teams; the admin token acts as the operator, who may do everything. Objects the caller may \
+                not see answer 404; what the caller's role may not do, on objects it sees, answers 403. \
+                Authenticate with a bearer token, or with the dashboard's session cookie from \
+                `POST /auth/login`; with the cookie, every request that changes something (any method but \
+                GET, HEAD and OPTIONS) must also send the session's CSRF token in `x-csrf-token`, or it \
+                answers 403.",
             "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" },
         },
         "servers": [{ "url": "/api/v1", "description": "The management API, relative to this document's host." }],
-        "security": [{ "bearerAuth": [] }],
+        // Either scheme: a bearer token, or else the session cookie.
+        "security": [{ "bearerAuth": [] }, { "sessionCookie": [] }],
         "tags": [
             { "name": "keys", "description": "API keys and their lifecycle." },
             { "name": "audit", "description": "Who changed what, and when." },
             { "name": "organizations", "description": "Organizations; creating them is for the operator." },
             { "name": "users", "description": "The caller, and the members of their organization with their roles." },
             { "name": "teams", "description": "Teams group members and keys, and may narrow the models served." },
-            { "name": "tokens", "description": "Personal access tokens (`tgp_…`) for this API, and signing in." },
+            { "name": "tokens", "description": "Personal access tokens (`tgp_…`) for this API, and signing in for one." },
+            { "name": "sessions", "description": "Dashboard sign-in: a session cookie and its CSRF token." },
             { "name": "meta", "description": "Health and this document; no token needed." },
         ],
-        "paths": merged(paths(), tenancy_paths()),
+        "paths": csrf_guarded(merged(merged(paths(), tenancy_paths()), session_paths())),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -58,7 +65,19 @@ fn build() -> Value {
                     "scheme": "bearer",
                     "description": "The admin token (`TOLLGATE_ADMIN_TOKEN`: the operator, who may do \
                         everything) or a personal access token (`tgp_…`: a user, with their current role and \
-                        teams; get one from `POST /auth/token` with an email and password, or `POST /tokens`).",
+                        teams; get one from `POST /auth/token` with an email and password, or `POST /tokens`). \
+                        When a bearer token is sent, the session cookie is not looked at.",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "tg_session",
+                    "description": format!("A dashboard session, set by `POST /auth/login` (`HttpOnly`, \
+                        `SameSite=Strict`, `Path=/`, {hours} hours; `Secure` over TLS): the user, with their \
+                        current role and teams. A request that changes something (any method but GET, HEAD and \
+                        OPTIONS) must also send the session's `csrf_token` in the `x-csrf-token` header, or it \
+                        answers 403. Logging out or changing the password ends the session.",
+                        hours = SESSION_TTL_MS / 3_600_000),
                 },
             },
             "parameters": parameters(),
@@ -232,6 +251,25 @@ fn paths() -> Value {
                 "503": error_ref("Unavailable"),
             },
         }},
+        "/keys/{id}/reveal": { "post": {
+            "tags": ["keys"],
+            "operationId": "revealKey",
+            "summary": "The key's secret, when the deployment keeps secrets sealed (`keys.reveal = true`).",
+            "description": "Users give their password again; the operator need not. Audited as `key.reveal`. \
+                400 with `param` `reveal` when reveal is off (whatever the key), or when the key was created \
+                before reveal was turned on and not rotated since (rotate it to reveal it); 400 with `param` \
+                `password` when a user leaves the password out; 403 for a wrong password.",
+            "parameters": [{ "$ref": "#/components/parameters/KeyId" }],
+            "requestBody": body(false, "KeyReveal"),
+            "responses": {
+                "200": ok("The secret.", "RevealedKey"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("WrongPassword"),
+                "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
         "/audit": { "get": {
             "tags": ["audit"],
             "operationId": "listAudit",
@@ -304,7 +342,8 @@ fn tenancy_paths() -> Value {
             "summary": "Exchange an email and password for a personal access token (shown this once).",
             "description": "No bearer token. The token acts as the user in their organization. Every failed \
                 attempt answers the same 401, slowed by the password check itself; after 5 failures in 15 \
-                minutes for one email from one address, attempts answer 429 until the window passes.",
+                minutes for one email from one address (counted together with `POST /auth/login`), attempts \
+                answer 429 until the window passes.",
             "security": [],
             "requestBody": body(true, "SignIn"),
             "responses": {
@@ -390,6 +429,8 @@ fn tenancy_paths() -> Value {
                 "tags": ["users"],
                 "operationId": "updateUser",
                 "summary": "Change a member's role (owners and the operator only).",
+                "description": "An organization needs at least one owner: demoting the last one answers 400 \
+                    with `param` `role`.",
                 "requestBody": body(true, "UserPatch"),
                 "responses": {
                     "204": { "description": "Changed." },
@@ -397,7 +438,6 @@ fn tenancy_paths() -> Value {
                     "401": error_ref("Unauthorized"),
                     "403": error_ref("Forbidden"),
                     "404": error_ref("NotFound"),
-                    "409": error_ref("LastOwner"),
                     "503": error_ref("Unavailable"),
                 },
             },
@@ -533,6 +573,96 @@ fn tenancy_paths() -> Value {
     })
 }
 
+/// The routes of `session.rs`: dashboard sign-in, sign-out and password changes.
+fn session_paths() -> Value {
+    let max_age = SESSION_TTL_MS / 1000;
+    let cleared = json!({
+        "description": "Clears the cookie.",
+        "schema": { "type": "string" },
+        "example": "tg_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+    });
+    json!({
+        "/auth/login": { "post": {
+            "tags": ["sessions"],
+            "operationId": "logIn",
+            "summary": "Sign in to the dashboard: a session cookie, and the CSRF token that goes with it.",
+            "description": format!("No credentials needed. Sets the `tg_session` cookie for {hours} hours; \
+                send the answer's `csrf_token` in `x-csrf-token` with every request made with the cookie \
+                that changes something. Every failed attempt answers the same 401, slowed by the password \
+                check itself; after 5 failures in 15 minutes for one email from one address (counted \
+                together with `POST /auth/token`), attempts answer 429 until the window passes.",
+                hours = SESSION_TTL_MS / 3_600_000),
+            "security": [],
+            "requestBody": body(true, "LogIn"),
+            "responses": {
+                "200": {
+                    "description": "Signed in.",
+                    "headers": { "Set-Cookie": {
+                        "description": "The session cookie: `HttpOnly`, `SameSite=Strict`, `Path=/`, \
+                            `Max-Age` in seconds, and `Secure` when served over TLS (or behind a trusted \
+                            proxy that says `X-Forwarded-Proto: https`).",
+                        "schema": { "type": "string" },
+                        "example": format!("tg_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"),
+                    }},
+                    "content": json_content("Session"),
+                },
+                "400": error_ref("BadRequest"),
+                "401": error_ref("WrongCredentials"),
+                "429": error_ref("TooManySignIns"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/auth/logout": { "post": {
+            "tags": ["sessions"],
+            "operationId": "logOut",
+            "summary": "End the session the cookie names, if any, and clear the cookie.",
+            "description": "Needs no credentials and no CSRF token, and answers 204 whether or not a live \
+                session was sent. No body.",
+            "security": [],
+            "parameters": [{ "name": "tg_session", "in": "cookie", "required": false,
+                             "schema": { "type": "string" }, "description": "The session to end." }],
+            "responses": {
+                "204": { "description": "Signed out.", "headers": { "Set-Cookie": cleared } },
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/me/password": { "post": {
+            "tags": ["users"],
+            "operationId": "changePassword",
+            "summary": "Change the caller's password; ends every dashboard session of theirs.",
+            "description": "For users only: the admin token answers 400 with `param` `actor`. A wrong \
+                `current_password` answers 403. Every session of the user ends, this one included, and the \
+                answer clears the cookie; personal access tokens keep working.",
+            "requestBody": body(true, "PasswordChange"),
+            "responses": {
+                "204": { "description": "Changed.", "headers": { "Set-Cookie": cleared } },
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("WrongPassword"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+    })
+}
+
+/// Every operation that takes credentials and changes something may answer 403 to a
+/// session-cookie request without the right `x-csrf-token`: `CsrfRejected` where the
+/// operation documents no 403 of its own (the other 403 answers say so too).
+fn csrf_guarded(mut paths: Value) -> Value {
+    for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for method in ["post", "put", "patch", "delete"] {
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else { continue };
+            if op.contains_key("security") {
+                continue;
+            }
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.entry("403").or_insert_with(|| error_ref("CsrfRejected"));
+            }
+        }
+    }
+    paths
+}
+
 fn parameters() -> Value {
     json!({
         "KeyId": { "name": "id", "in": "path", "required": true, "schema": { "type": "string" },
@@ -556,11 +686,14 @@ fn responses() -> Value {
     let error = |description: &str| json!({ "description": description, "content": json_content("Error") });
     json!({
         "BadRequest": error("Invalid input; `param` names the field."),
-        "Unauthorized": error("Missing or invalid token."),
-        "Forbidden": error("The caller's role may not do this."),
+        "Unauthorized": error("Missing or invalid token, or no live session cookie."),
+        "Forbidden": error("The caller's role may not do this; or a write with the session cookie lacks the \
+            session's `x-csrf-token`."),
+        "WrongPassword": error("The password given is wrong; or a write with the session cookie lacks the \
+            session's `x-csrf-token`."),
+        "CsrfRejected": error("A write with the session cookie lacks the session's `x-csrf-token`."),
         "NotFound": error("No such object, or not visible to the caller."),
         "Conflict": error("Conflicts with the current state (an `Idempotency-Key` reused after a later rotation)."),
-        "LastOwner": error("The organization's last owner keeps the owner role."),
         "Taken": error("An object with these values already exists (an email, a team name in the organization)."),
         "WrongCredentials": error("Wrong email or password, or a user without an organization."),
         "TooManySignIns": {
@@ -681,6 +814,20 @@ fn schemas() -> Value {
                 "type": "string", "minLength": 1, "maxLength": 128,
                 "description": "Default: the source key's name plus ` (copy)`.",
             }},
+        },
+        "KeyReveal": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "An empty body is the same as `{}`.",
+            "properties": { "password": {
+                "type": ["string", "null"],
+                "description": "The caller's own password: required of users, ignored for the operator.",
+            }},
+        },
+        "RevealedKey": {
+            "type": "object",
+            "required": ["key"],
+            "properties": { "key": { "type": "string", "description": "The key's current secret." } },
         },
         "EphemeralCreate": {
             "type": "object",
@@ -813,8 +960,7 @@ fn tenancy_schemas() -> Value {
             "properties": {
                 "id": { "type": "string" },
                 "name": { "type": "string" },
-                "created_at": { "type": "integer", "format": "int64",
-                                "description": "Unix milliseconds (not RFC 3339, unlike the other times)." },
+                "created_at": time,
             },
         },
         "OrganizationList": list("Organization", "All the organizations the caller sees."),
@@ -864,9 +1010,10 @@ fn tenancy_schemas() -> Value {
         },
         "Team": {
             "type": "object",
-            "required": ["id", "name", "allowed_models", "created_at"],
+            "required": ["id", "org_id", "name", "allowed_models", "created_at"],
             "properties": {
                 "id": { "type": "string" },
+                "org_id": { "type": "string", "description": "The team's organization." },
                 "name": { "type": "string" },
                 "allowed_models": { "type": "array", "items": { "type": "string" },
                                     "description": "Empty: every model the organization serves." },
@@ -922,6 +1069,33 @@ fn tenancy_schemas() -> Value {
             "required": ["name"],
             "additionalProperties": false,
             "properties": { "name": token_name, "expires_in": expires_in },
+        },
+        "LogIn": {
+            "type": "object",
+            "required": ["email", "password"],
+            "additionalProperties": false,
+            "properties": { "email": { "type": "string" }, "password": { "type": "string" } },
+        },
+        "Session": {
+            "type": "object",
+            "description": "The signed-in user; the session itself is in the cookie.",
+            "required": ["user_id", "org_id", "role", "csrf_token"],
+            "properties": {
+                "user_id": { "type": "string" },
+                "org_id": { "type": "string" },
+                "role": role,
+                "csrf_token": { "type": "string", "description": "Send it in `x-csrf-token` with every request \
+                    made with the cookie that changes something; it lasts as long as the session." },
+            },
+        },
+        "PasswordChange": {
+            "type": "object",
+            "required": ["current_password", "new_password"],
+            "additionalProperties": false,
+            "properties": {
+                "current_password": { "type": "string" },
+                "new_password": { "type": "string", "minLength": 12, "description": "At least 12 characters." },
+            },
         },
         "SignIn": {
             "type": "object",
