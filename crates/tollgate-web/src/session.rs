@@ -143,12 +143,16 @@ pub(crate) async fn login(State(state): State<Arc<WebState>>, req: Request) -> R
     Ok(res)
 }
 
-pub(crate) async fn logout(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn logout(
+    State(state): State<Arc<WebState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(secret) = session_cookie(&headers) {
         state.services.logout(&secret).await.map_err(api_error)?;
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
-    if let Some(c) = cookie("", 0, state.secure_cookies) {
+    if let Some(c) = cookie("", 0, is_tls(&state, &headers, peer.as_deref())) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
     Ok(res)
@@ -161,16 +165,30 @@ struct PasswordBody {
     new_password: String,
 }
 
-/// `POST /api/v1/me/password`: ends every session of the user, this one included.
+/// `POST /api/v1/me/password`: ends every session of the user, this one included. Wrong
+/// current passwords count against the same sign-in throttle (per user and address).
 pub(crate) async fn change_password(
     State(state): State<Arc<WebState>>,
     Extension(actor): Extension<Actor>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: PasswordBody = parse_json(&body)?;
-    state.services.change_password(&actor, b.current_password, b.new_password).await.map_err(api_error)?;
+    let ip = source_ip(&state, peer.as_deref(), &headers);
+    let services = &state.services;
+    let check = async {
+        match services.change_password(&actor, b.current_password, b.new_password).await {
+            Ok(()) => Ok(Some(())),
+            Err(tollgate_service::ServiceError::Forbidden(_)) => Ok(None),
+            Err(e) => Err(api_error(e)),
+        }
+    };
+    throttled(&state, &actor.id, ip.as_deref(), check)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "Not allowed: the current password is wrong."))?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    if let Some(c) = cookie("", 0, state.secure_cookies) {
+    if let Some(c) = cookie("", 0, is_tls(&state, &headers, peer.as_deref())) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
     Ok(res)
