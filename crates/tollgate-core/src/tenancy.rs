@@ -54,12 +54,18 @@ pub struct User {
     pub created_at: UnixMillis,
 }
 
-/// A team's own rules. Budget fields arrive with the metering work.
+/// A team's own rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TeamSettings {
     /// Empty: every model the organization serves.
     pub allowed_models: Vec<String>,
+    /// Team-wide limits (pools shared by the team's keys, enforced by metering). No key
+    /// of the team may be given a larger limit of its own.
+    pub budget_micros: Option<i64>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub token_quota: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

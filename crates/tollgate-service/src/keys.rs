@@ -154,6 +154,7 @@ impl Services {
             expiry(new.expires_in.as_deref(), new.expires_at.as_ref().map(|s| Some(s.clone())), now)?.flatten();
         let settings = new.settings.apply(&KeySettings::default())?;
         let (org_id, team_id, owner_id) = self.placement(actor, new.team_id, new.owner_id).await?;
+        self.check_within_team(&team_id, &settings).await?;
         let secret = self.key_format.generate();
         let record = KeyRecord {
             id: new_id("key"),
@@ -193,6 +194,26 @@ impl Services {
         let key = self.store.get_key(id).await?;
         actor.check_sees_key(&key)?;
         Ok(key)
+    }
+
+    /// A key can never exceed what its team may do: none of its own limits may be larger
+    /// than the team's. Refused with `Forbidden` (PRODUCT §9: limits above the caller's own).
+    async fn check_within_team(&self, team_id: &str, s: &KeySettings) -> Result<()> {
+        let team = self.store.get_team(team_id).await?.settings;
+        let checks = [
+            (s.budget_micros, team.budget_micros, "budget_usd may not exceed the team's budget"),
+            (s.rpm, team.rpm, "rpm may not exceed the team's rpm"),
+            (s.tpm, team.tpm, "tpm may not exceed the team's tpm"),
+            (s.token_quota, team.token_quota, "token_quota may not exceed the team's token quota"),
+        ];
+        for (key, cap, why) in checks {
+            if let (Some(k), Some(c)) = (key, cap)
+                && k > c
+            {
+                return Err(ServiceError::Forbidden(why));
+            }
+        }
+        Ok(())
     }
 
     /// Where a new key lives: the organization, team and owner, checked against the
@@ -282,6 +303,7 @@ impl Services {
             key.expires_at = exp;
         }
         key.settings = patch.settings.apply(&key.settings)?;
+        self.check_within_team(&key.team_id, &key.settings).await?;
         key.updated_at = now;
         let after = KeyView::new(&key, now);
         self.store.update_key(&key, &audit(actor, "key.update", id, Some(&before), Some(&after), now)).await?;

@@ -19,7 +19,9 @@ pub use keys::{CreatedKey, KeyList, KeyPatch, KeyView, ListKeys, MAX_ROTATION_GR
 pub use principal::{Actor, Principal, UserPrincipal};
 pub use reveal::Sealer;
 pub use settings::SettingsInput;
-pub use tenancy::{ACCESS_TOKEN_PREFIX, MeView, MemberView, SESSION_TTL_MS, TeamView, TokenView};
+pub use tenancy::{
+    ACCESS_TOKEN_PREFIX, MeView, MemberView, OrganizationView, SESSION_TTL_MS, TeamInput, TeamView, TokenView,
+};
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
 /// one exit message in the CLI.

@@ -50,7 +50,59 @@ pub struct TeamView {
     pub org_id: String,
     pub name: String,
     pub allowed_models: Vec<String>,
+    pub budget_usd: Option<tollgate_core::MicroUsd>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub token_quota: Option<i64>,
     pub created_at: String,
+}
+
+/// Team fields as callers give them: `None` keeps, `Some(None)` clears.
+#[derive(Debug, Clone, Default)]
+pub struct TeamInput {
+    pub name: Option<String>,
+    pub allowed_models: Option<Vec<String>>,
+    pub budget_usd: Option<Option<f64>>,
+    pub rpm: Option<Option<i64>>,
+    pub tpm: Option<Option<i64>>,
+    pub token_quota: Option<Option<i64>>,
+}
+
+impl TeamInput {
+    fn apply(self, team: &mut Team) -> Result<()> {
+        if let Some(n) = self.name {
+            let n = n.trim().to_owned();
+            if n.is_empty() || n.len() > 64 {
+                return Err(ServiceError::invalid("name", "must be 1-64 characters"));
+            }
+            team.name = n;
+        }
+        if let Some(m) = self.allowed_models {
+            team.settings.allowed_models = clean_models(m)?;
+        }
+        if let Some(b) = self.budget_usd {
+            team.settings.budget_micros = b
+                .map(|usd| {
+                    tollgate_core::MicroUsd::from_usd(usd)
+                        .map(|m| m.0)
+                        .map_err(|m| ServiceError::invalid("budget_usd", m))
+                })
+                .transpose()?;
+        }
+        for (field, input, slot) in [
+            ("rpm", self.rpm, &mut team.settings.rpm),
+            ("tpm", self.tpm, &mut team.settings.tpm),
+            ("token_quota", self.token_quota, &mut team.settings.token_quota),
+        ] {
+            if let Some(v) = input {
+                if v.is_some_and(|n| n < 1) {
+                    return Err(ServiceError::invalid(field, "must be at least 1, or null for no limit"));
+                }
+                *slot = v;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl From<&Team> for TeamView {
@@ -60,6 +112,10 @@ impl From<&Team> for TeamView {
             org_id: t.org_id.clone(),
             name: t.name.clone(),
             allowed_models: t.settings.allowed_models.clone(),
+            budget_usd: t.settings.budget_micros.map(tollgate_core::MicroUsd),
+            rpm: t.settings.rpm,
+            tpm: t.settings.tpm,
+            token_quota: t.settings.token_quota,
             created_at: to_rfc3339(t.created_at),
         }
     }
@@ -319,20 +375,20 @@ impl Services {
         Ok(self.store.set_role(&org_id, user_id, role, &entry).await?)
     }
 
-    pub async fn create_team(&self, actor: &Actor, name: &str, allowed_models: Vec<String>) -> Result<TeamView> {
+    pub async fn create_team(&self, actor: &Actor, input: TeamInput) -> Result<TeamView> {
         let org_id = self.org_of(actor).await?;
         actor.require_manager(&org_id)?;
-        let name = name.trim();
-        if name.is_empty() || name.len() > 64 {
-            return Err(ServiceError::invalid("name", "must be 1-64 characters"));
+        if input.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            return Err(ServiceError::invalid("name", "is required"));
         }
-        let team = Team {
+        let mut team = Team {
             id: new_id("team"),
             org_id,
-            name: name.to_owned(),
-            settings: TeamSettings { allowed_models: clean_models(allowed_models)? },
+            name: String::new(),
+            settings: TeamSettings::default(),
             created_at: now_millis(),
         };
+        input.apply(&mut team)?;
         let view = TeamView::from(&team);
         self.store
             .insert_team(
@@ -369,25 +425,10 @@ impl Services {
         Ok(TeamView::from(&self.visible_team(actor, id).await?))
     }
 
-    pub async fn update_team(
-        &self,
-        actor: &Actor,
-        id: &str,
-        name: Option<String>,
-        allowed_models: Option<Vec<String>>,
-    ) -> Result<TeamView> {
+    pub async fn update_team(&self, actor: &Actor, id: &str, input: TeamInput) -> Result<TeamView> {
         let mut team = self.visible_team(actor, id).await?;
         actor.require_manager(&team.org_id)?;
-        if let Some(n) = name {
-            let n = n.trim().to_owned();
-            if n.is_empty() || n.len() > 64 {
-                return Err(ServiceError::invalid("name", "must be 1-64 characters"));
-            }
-            team.name = n;
-        }
-        if let Some(m) = allowed_models {
-            team.settings.allowed_models = clean_models(m)?;
-        }
+        input.apply(&mut team)?;
         let view = TeamView::from(&team);
         self.store
             .update_team(

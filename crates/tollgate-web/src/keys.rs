@@ -32,7 +32,7 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
 }
 
 /// `absent` → `None`, `null` → `Some(None)`, value → `Some(Some(v))`.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

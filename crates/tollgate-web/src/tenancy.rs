@@ -12,7 +12,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tollgate_core::ApiError;
 use tollgate_core::tenancy::Role;
-use tollgate_service::Actor;
+use tollgate_service::{Actor, TeamInput};
 
 use crate::WebState;
 use crate::error::{api_error, parse_json};
@@ -169,6 +169,27 @@ struct TeamBody {
     name: Option<String>,
     #[serde(default)]
     allowed_models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::keys::nullable")]
+    budget_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "crate::keys::nullable")]
+    rpm: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "crate::keys::nullable")]
+    tpm: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "crate::keys::nullable")]
+    token_quota: Option<Option<i64>>,
+}
+
+impl From<TeamBody> for TeamInput {
+    fn from(b: TeamBody) -> Self {
+        Self {
+            name: b.name,
+            allowed_models: b.allowed_models,
+            budget_usd: b.budget_usd,
+            rpm: b.rpm,
+            tpm: b.tpm,
+            token_quota: b.token_quota,
+        }
+    }
 }
 
 async fn create_team(
@@ -177,8 +198,8 @@ async fn create_team(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: TeamBody = parse_json(&body)?;
-    let name = b.name.ok_or_else(|| ApiError::invalid_request("name: is required").with_param("name"))?;
-    let team = s.services.create_team(&a, &name, b.allowed_models.unwrap_or_default()).await.map_err(api_error)?;
+    // The service answers a missing name with 400 naming the field.
+    let team = s.services.create_team(&a, TeamInput::from(b)).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(team)).into_response())
 }
 
@@ -202,7 +223,7 @@ async fn update_team(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: TeamBody = parse_json(&body)?;
-    Ok(Json(s.services.update_team(&a, &id, b.name, b.allowed_models).await.map_err(api_error)?).into_response())
+    Ok(Json(s.services.update_team(&a, &id, TeamInput::from(b)).await.map_err(api_error)?).into_response())
 }
 
 #[derive(Deserialize)]

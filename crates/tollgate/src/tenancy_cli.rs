@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use tollgate_core::tenancy::Role;
-use tollgate_service::{Actor, Services};
+use tollgate_service::{Actor, Services, TeamInput};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -76,7 +76,8 @@ pub async fn teams(command: TeamsCommand, services: &Services) -> anyhow::Result
     let actor = Actor::cli();
     match command {
         TeamsCommand::Create { name, allowed_models } => {
-            println!("{}", serde_json::to_string_pretty(&services.create_team(&actor, &name, allowed_models).await?)?);
+            let input = TeamInput { name: Some(name), allowed_models: Some(allowed_models), ..Default::default() };
+            println!("{}", serde_json::to_string_pretty(&services.create_team(&actor, input).await?)?);
         }
         TeamsCommand::List => println!("{}", serde_json::to_string_pretty(&services.list_teams(&actor).await?)?),
         TeamsCommand::AddMember { team_id, user_id } => {

@@ -220,3 +220,32 @@ async fn a_team_limits_the_models_of_every_key_in_it() {
         200
     );
 }
+
+#[tokio::test]
+async fn no_key_may_have_limits_above_its_team() {
+    let app = TestApp::start().await.unwrap();
+    let op = Caller { app: &app, token: ADMIN_TOKEN.into() };
+    let team = op.get("/teams").await.json()["data"][0]["id"].as_str().unwrap().to_owned();
+    let capped = op.call(Method::PATCH, &format!("/teams/{team}"), Some(json!({ "rpm": 100, "budget_usd": 20 }))).await;
+    assert_eq!((status(&capped), capped.json()["rpm"].clone()), (200, json!(100)), "{}", capped.text());
+    user(&op, "m@test.local", "member", &[&team]).await;
+    let member = login(&app, "m@test.local", "a-long-password-123").await;
+
+    for (who, caller) in [("member", &member), ("operator", &op)] {
+        let over = caller.post("/keys", json!({ "name": "fast", "rpm": 1000 })).await;
+        assert_eq!((status(&over), over.error_code()), (403, "forbidden".to_owned()), "{who}: {}", over.text());
+        assert!(over.json()["error"]["message"].as_str().unwrap().contains("rpm"));
+        let over = caller.post("/keys", json!({ "name": "rich", "budget_usd": 25 })).await;
+        assert_eq!(status(&over), 403, "{who}");
+    }
+    let within = member.post("/keys", json!({ "name": "ok", "rpm": 100, "budget_usd": 20 })).await;
+    assert_eq!(status(&within), 201, "{}", within.text());
+    let id = within.json()["id"].as_str().unwrap().to_owned();
+    let raise = member.call(Method::PATCH, &format!("/keys/{id}"), Some(json!({ "rpm": 101 }))).await;
+    assert_eq!(status(&raise), 403);
+    // Without a limit of its own, a key is bounded by the team's pool at run time.
+    assert_eq!(status(&member.post("/keys", json!({ "name": "plain" })).await), 201);
+    let lift = op.call(Method::PATCH, &format!("/teams/{team}"), Some(json!({ "rpm": null }))).await;
+    assert_eq!(lift.json()["rpm"], json!(null));
+    assert_eq!(status(&member.call(Method::PATCH, &format!("/keys/{id}"), Some(json!({ "rpm": 101 }))).await), 200);
+}
