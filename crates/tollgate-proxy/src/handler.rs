@@ -178,17 +178,15 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
             Ok(metered(res, meter, hide_usage_only))
         }
-        ProviderKind::OpenAi { base_url, api_key } => {
-            let path = endpoint.path().trim_start_matches("/v1");
+        ProviderKind::OpenAi(target) => {
             let rid = pending.event.as_ref().map_or("", |e| e.request_id.as_str());
-            let res = dp
-                .client
-                .post_json(base_url, path, api_key, rid, upstream_body, dp.limits.first_byte_timeout)
-                .await
-                .map_err(|failure| {
-                    tracing::warn!(provider = %channel.provider.name, error = %failure, "upstream request failed");
-                    failure.to_api_error()
-                })?;
+            let res =
+                dp.client.post_json(target, endpoint, rid, upstream_body, dp.limits.first_byte_timeout).await.map_err(
+                    |failure| {
+                        tracing::warn!(provider = %channel.provider.name, error = %failure, "upstream request failed");
+                        failure.to_api_error()
+                    },
+                )?;
             if res.status().is_success() {
                 let meter = meter(pending).ok_or_else(ApiError::internal)?;
                 return Ok(metered(res, meter, hide_usage_only));

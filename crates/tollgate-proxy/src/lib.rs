@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use tollgate_core::key::{Digester, KeyFormat};
 
 pub use snapshot::{Channel, KeyAuth, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
-pub use upstream::UpstreamClient;
+pub use upstream::{OpenAiUpstream, UpstreamClient};
 pub use usage_sink::{UsageReceiver, UsageSink, usage_channel};
 
 /// The id of the request being served, set by the server's outermost layer.

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tollgate_core::Secret;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 use tollgate_core::model::ModelType;
 use tollgate_core::money::Pricing;
@@ -83,9 +82,9 @@ pub struct KeyAuth {
 pub enum ProviderKind {
     /// Answers locally, deterministically; streams word by word with this pause.
     Demo { word_delay: std::time::Duration },
-    /// Any OpenAI-compatible server. `base_url` ends without a slash, e.g.
-    /// `https://api.openai.com/v1`; endpoint paths are appended to it.
-    OpenAi { base_url: String, api_key: Secret },
+    /// Any OpenAI-compatible server (base URL such as `https://api.openai.com/v1`, to
+    /// which endpoint paths are appended).
+    OpenAi(crate::upstream::OpenAiUpstream),
 }
 
 #[derive(Debug)]

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tollgate_core::model::Endpoint;
 use tollgate_core::{ApiError, ErrorCode, Secret};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -45,27 +46,23 @@ impl UpstreamClient {
         Self { client }
     }
 
-    /// Sends `body` to `base_url` + `path` and waits for the response head, at most
+    /// Sends `body` to the provider's endpoint and waits for the response head, at most
     /// `first_byte_timeout`.
     pub(crate) async fn post_json(
         &self,
-        base_url: &str,
-        path: &str,
-        api_key: &Secret,
+        target: &OpenAiUpstream,
+        endpoint: Endpoint,
         request_id: &str,
         body: Bytes,
         first_byte_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
-        let mut req = Request::post(format!("{base_url}{path}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|_| UpstreamFailure::BadUrl)?;
+        let uri = target.uri(endpoint).ok_or(UpstreamFailure::BadUrl)?.clone();
+        let mut req = Request::post(uri).body(Full::new(body)).map_err(|_| UpstreamFailure::BadUrl)?;
         let headers = req.headers_mut();
-        if !api_key.is_empty() {
-            let auth = HeaderValue::from_str(&format!("Bearer {}", api_key.expose()))
-                .map_err(|_| UpstreamFailure::BadCredential)?;
-            headers.insert(header::AUTHORIZATION, mark_sensitive(auth));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("tollgate/", env!("CARGO_PKG_VERSION"))));
+        if let Some(auth) = &target.authorization {
+            headers.insert(header::AUTHORIZATION, auth.clone());
         }
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert("x-request-id", id);
@@ -76,6 +73,47 @@ impl UpstreamClient {
             Ok(Err(e)) => Err(UpstreamFailure::Protocol(error_chain(&e))),
             Ok(Ok(res)) => Ok(res),
         }
+    }
+}
+
+/// An OpenAI-compatible provider, ready to call: its endpoint URIs and its
+/// `Authorization` header are built once (not per request), from the configured base URL.
+#[derive(Debug)]
+pub struct OpenAiUpstream {
+    pub base_url: String,
+    uris: Vec<(Endpoint, http::Uri)>,
+    /// `Bearer <key>`, marked sensitive; `None` for keyless local servers.
+    authorization: Option<HeaderValue>,
+}
+
+impl OpenAiUpstream {
+    /// Fails (with a message naming neither URL nor key) if they do not form valid requests.
+    pub fn new(base_url: &str, api_key: &Secret) -> Result<Self, String> {
+        let mut uris = Vec::new();
+        for e in [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::ImagesGenerations,
+            Endpoint::Responses,
+        ] {
+            let path = e.path().trim_start_matches("/v1");
+            let uri: http::Uri =
+                format!("{base_url}{path}").parse().map_err(|_| "the base URL does not form a valid URI".to_owned())?;
+            uris.push((e, uri));
+        }
+        let authorization = if api_key.is_empty() {
+            None
+        } else {
+            let v = HeaderValue::from_str(&format!("Bearer {}", api_key.expose()))
+                .map_err(|_| "the API key is not a valid header value".to_owned())?;
+            Some(mark_sensitive(v))
+        };
+        Ok(Self { base_url: base_url.to_owned(), uris, authorization })
+    }
+
+    fn uri(&self, endpoint: Endpoint) -> Option<&http::Uri> {
+        self.uris.iter().find(|(e, _)| *e == endpoint).map(|(_, u)| u)
     }
 }
 
@@ -107,15 +145,13 @@ pub(crate) enum UpstreamFailure {
     Timeout,
     #[error("the configured base URL does not form a valid request URI")]
     BadUrl,
-    #[error("the provider credential is not a valid header value")]
-    BadCredential,
 }
 
 impl UpstreamFailure {
     pub fn to_api_error(&self) -> ApiError {
         match self {
             Self::Timeout => ApiError::new(ErrorCode::UpstreamTimeout, "The upstream provider did not answer in time."),
-            Self::Connect(_) | Self::Protocol(_) | Self::BadUrl | Self::BadCredential => {
+            Self::Connect(_) | Self::Protocol(_) | Self::BadUrl => {
                 ApiError::new(ErrorCode::UpstreamError, "The upstream provider could not be reached.")
             }
         }

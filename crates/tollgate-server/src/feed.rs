@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
-use tollgate_proxy::{Channel, ModelRoute, Provider, ProviderKind, Snapshot};
+use tollgate_proxy::{Channel, ModelRoute, OpenAiUpstream, Provider, ProviderKind, Snapshot};
 use tollgate_store::{Entity, Store, StoreError};
 
 use crate::config::{Config, ProviderConfigKind};
@@ -19,22 +19,19 @@ use crate::config::{Config, ProviderConfigKind};
 const FEED_PAGE: i64 = 1000;
 
 /// The model routes the config declares.
-pub fn model_routes(config: &Config) -> Vec<ModelRoute> {
+pub fn model_routes(config: &Config) -> anyhow::Result<Vec<ModelRoute>> {
     let created = tollgate_core::time::now_millis() / 1000;
-    let providers: Vec<Arc<Provider>> = config
-        .providers
-        .iter()
-        .map(|p| {
-            let kind = match &p.kind {
-                ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
-                ProviderConfigKind::OpenAi { base_url, api_key } => {
-                    ProviderKind::OpenAi { base_url: base_url.clone(), api_key: api_key.clone() }
-                }
-            };
-            Arc::new(Provider { name: p.name.clone(), kind })
-        })
-        .collect();
-    config
+    let mut providers: Vec<Arc<Provider>> = Vec::new();
+    for p in &config.providers {
+        let kind = match &p.kind {
+            ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
+            ProviderConfigKind::OpenAi { base_url, api_key } => ProviderKind::OpenAi(
+                OpenAiUpstream::new(base_url, api_key).map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+            ),
+        };
+        providers.push(Arc::new(Provider { name: p.name.clone(), kind }));
+    }
+    Ok(config
         .models
         .iter()
         .map(|m| ModelRoute {
@@ -51,7 +48,7 @@ pub fn model_routes(config: &Config) -> Vec<ModelRoute> {
                 .collect(),
             created,
         })
-        .collect()
+        .collect())
 }
 
 /// Loads the first snapshot; returns it with the feed position it reflects.

@@ -18,15 +18,13 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::key::Digester;
 use tollgate_core::{ApiError, ErrorCode};
-use tollgate_proxy::{DataPlane, Limits, RequestId, UpstreamClient};
+use tollgate_proxy::{DataPlane, Limits, UpstreamClient};
 use tollgate_service::Services;
 use tollgate_store::Store;
 use tollgate_web::WebState;
@@ -84,7 +82,7 @@ impl Server {
         };
         writer.replay_spill().await;
 
-        let (snapshot, seq) = feed::load(&store, feed::model_routes(&config)).await.context("loading the snapshot")?;
+        let (snapshot, seq) = feed::load(&store, feed::model_routes(&config)?).await.context("loading the snapshot")?;
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -110,8 +108,7 @@ impl Server {
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))
             .merge(tollgate_web::router(web))
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn(request_id));
+            .fallback(not_found);
 
         let stop = CancellationToken::new();
         let feed_stop = CancellationToken::new();
@@ -157,22 +154,6 @@ impl Server {
             tracing::error!(error = %e, "shutdown task failed");
         }
     }
-}
-
-/// Gives every response an `x-request-id`: the caller's if it is a sane id, else a new one.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| tollgate_core::ids::is_valid_request_id(v))
-        .map_or_else(|| Arc::from(tollgate_core::ids::new_id("req")), Arc::from);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
-    res
 }
 
 async fn not_found(req: Request) -> Response {

@@ -10,11 +10,32 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tollgate_proxy::PeerAddr;
+
+use http::HeaderValue;
+use tollgate_proxy::{PeerAddr, RequestId};
 use tower::ServiceExt;
+
+/// Gives the request its id — the caller's `x-request-id` if it is a sane id, else a
+/// new one — as an extension for handlers; returns it for the response header. Done
+/// here rather than in a router layer, which boxed every request's future.
+fn assign_request_id(req: &mut axum::extract::Request) -> HeaderValue {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| v.to_str().is_ok_and(tollgate_core::ids::is_valid_request_id))
+        .cloned();
+    let value = given.unwrap_or_else(|| {
+        HeaderValue::from_str(&tollgate_core::ids::new_id("req"))
+            .unwrap_or_else(|_| HeaderValue::from_static("req_invalid"))
+    });
+    let id: Arc<str> = Arc::from(value.to_str().unwrap_or("req_invalid"));
+    req.extensions_mut().insert(RequestId(id));
+    value
+}
 
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, grace: Duration) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -39,8 +60,13 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let mut req = req.map(axum::body::Body::new);
                     req.extensions_mut().insert(PeerAddr(peer));
+                    let id = assign_request_id(&mut req);
                     let router = router.clone();
-                    async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+                    async move {
+                        let mut res = router.oneshot(req).await.unwrap_or_else(|e| match e {});
+                        res.headers_mut().insert("x-request-id", id);
+                        Ok::<_, Infallible>(res)
+                    }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
