@@ -21,3 +21,15 @@ pub struct AuditEntry {
     /// The organization the target belongs to (scopes who may read the entry).
     pub org_id: Option<String>,
 }
+
+impl AuditEntry {
+    pub fn with_before(mut self, before: Option<serde_json::Value>) -> Self {
+        self.before = before;
+        self
+    }
+
+    pub fn with_after(mut self, after: Option<serde_json::Value>) -> Self {
+        self.after = after;
+        self
+    }
+}

@@ -9,7 +9,6 @@ use tollgate_core::key::{KeySettings, KeyStatus};
 use tollgate_core::scope::{IpNet, ModelScope};
 use tollgate_core::time::{now_millis, to_rfc3339};
 
-use crate::keys::audit;
 use crate::principal::Actor;
 use crate::settings::SettingsInput;
 use crate::{Result, ServiceError, Services};
@@ -91,15 +90,13 @@ impl Services {
             ip_allowlist: narrowed.ip_allowlist,
         };
         let token = claims.encode(self.key_format.prefix(), &self.digester);
-        let mut entry = audit(actor, "key.ephemeral", id, None, None, now);
-        entry.org_id = Some(key.org_id.clone());
-        entry.after = Some(serde_json::json!({
+        let entry = actor.audit(&key.org_id, "key.ephemeral", "key", id).with_after(Some(serde_json::json!({
             "expires_at": to_rfc3339(expires_at),
             "models": claims.models,
             "allowed_endpoints": claims.endpoints,
             "allowed_providers": claims.providers,
             "ip_allowlist": claims.ip_allowlist,
-        }));
+        })));
         self.store.record_audit(&entry).await?;
         Ok(EphemeralToken { token, expires_at: to_rfc3339(expires_at), key_id: key.id })
     }

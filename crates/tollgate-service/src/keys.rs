@@ -120,7 +120,7 @@ impl KeyView {
         }
     }
 
-    pub(crate) fn audit_json(&self) -> Option<serde_json::Value> {
+    fn audit_json(&self) -> Option<serde_json::Value> {
         serde_json::to_value(self).ok()
     }
 }
@@ -180,7 +180,7 @@ impl Services {
         let mut record = record;
         record.secret_sealed = self.seal(&record.id, &secret);
         let view = KeyView::new(&record, now);
-        self.store.insert_key(&record, &audit(actor, "key.create", &record.id, None, Some(&view), now)).await?;
+        self.store.insert_key(&record, &audit(actor, "key.create", &record.id, None, Some(&view))).await?;
         tracing::info!(key_id = %record.id, actor = %actor.id, "key created");
         Ok(CreatedKey { key: view, secret })
     }
@@ -306,7 +306,7 @@ impl Services {
         self.check_within_team(&key.team_id, &key.settings).await?;
         key.updated_at = now;
         let after = KeyView::new(&key, now);
-        self.store.update_key(&key, &audit(actor, "key.update", id, Some(&before), Some(&after), now)).await?;
+        self.store.update_key(&key, &audit(actor, "key.update", id, Some(&before), Some(&after))).await?;
         Ok(after)
     }
 
@@ -336,7 +336,7 @@ impl Services {
         }
         key.updated_at = now;
         let after = KeyView::new(&key, now);
-        self.store.update_key(&key, &audit(actor, action, id, Some(&before), Some(&after), now)).await?;
+        self.store.update_key(&key, &audit(actor, action, id, Some(&before), Some(&after))).await?;
         tracing::info!(key_id = %id, actor = %actor.id, action, "key status changed");
         Ok(after)
     }
@@ -346,7 +346,7 @@ impl Services {
         let key = self.visible_key(actor, id).await?;
         let now = now_millis();
         let before = KeyView::new(&key, now);
-        self.store.delete_key(id, &audit(actor, "key.delete", id, Some(&before), None, now)).await?;
+        self.store.delete_key(id, &audit(actor, "key.delete", id, Some(&before), None)).await?;
         tracing::info!(key_id = %id, actor = %actor.id, "key deleted");
         Ok(())
     }
@@ -395,7 +395,7 @@ impl Services {
         key.secret_sealed = self.seal(id, &secret);
         key.updated_at = now;
         let after = KeyView::new(&key, now);
-        self.store.update_key(&key, &audit(actor, "key.rotate", id, Some(&before), Some(&after), now)).await?;
+        self.store.update_key(&key, &audit(actor, "key.rotate", id, Some(&before), Some(&after))).await?;
         tracing::info!(key_id = %id, actor = %actor.id, grace_secs, "key rotated");
         Ok(CreatedKey { key: after, secret })
     }
@@ -430,8 +430,8 @@ impl Services {
         let mut record = record;
         record.secret_sealed = self.seal(&record.id, &secret);
         let view = KeyView::new(&record, now);
-        let mut entry = audit(actor, "key.duplicate", &record.id, None, Some(&view), now);
-        entry.before = Some(serde_json::json!({ "duplicated_from": id }));
+        let entry = audit(actor, "key.duplicate", &record.id, None, Some(&view))
+            .with_before(Some(serde_json::json!({ "duplicated_from": id })));
         self.store.insert_key(&record, &entry).await?;
         Ok(CreatedKey { key: view, secret })
     }
@@ -538,25 +538,13 @@ fn expiry(
     }
 }
 
-pub(crate) fn audit(
-    actor: &Actor,
-    action: &str,
-    id: &str,
-    before: Option<&KeyView>,
-    after: Option<&KeyView>,
-    now: UnixMillis,
-) -> AuditEntry {
-    AuditEntry {
-        at: now,
-        actor: actor.id.clone(),
-        action: action.to_owned(),
-        target_type: "key".to_owned(),
-        target_id: id.to_owned(),
-        before: before.and_then(KeyView::audit_json),
-        after: after.and_then(KeyView::audit_json),
-        source_ip: actor.source_ip.clone(),
-        org_id: before.or(after).map(|k| k.org_id.clone()),
-    }
+/// The audit entry of a key action, with the key's state before and after.
+fn audit(actor: &Actor, action: &str, id: &str, before: Option<&KeyView>, after: Option<&KeyView>) -> AuditEntry {
+    let org_id = before.or(after).map_or("", |k| k.org_id.as_str());
+    actor
+        .audit(org_id, action, "key", id)
+        .with_before(before.and_then(KeyView::audit_json))
+        .with_after(after.and_then(KeyView::audit_json))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -739,7 +727,7 @@ mod tests {
         let mut key = s.store.get_key(&k.key.id).await.unwrap();
         // Simulate: the stored tag is "y"'s; a retry of "y" after an unrelated secret change conflicts.
         key.digest = s.digester.digest("something-else");
-        s.store.update_key(&key, &audit(&a, "test", &k.key.id, None, None, 0)).await.unwrap();
+        s.store.update_key(&key, &audit(&a, "test", &k.key.id, None, None)).await.unwrap();
         assert!(matches!(s.rotate_key(&a, &k.key.id, 0, Some("y")).await, Err(ServiceError::Conflict)));
     }
 

@@ -5,6 +5,7 @@
 //! see answer `NotFound`, never `Forbidden`, so that ids cannot be probed; fields the
 //! actor may see but not set answer `Forbidden`.
 
+use tollgate_core::audit::AuditEntry;
 use tollgate_core::key::KeyRecord;
 use tollgate_core::tenancy::Role;
 
@@ -74,6 +75,22 @@ impl Actor {
     /// `NotFound` unless the actor sees the key.
     pub fn check_sees_key(&self, key: &KeyRecord) -> Result<()> {
         if self.sees_key(key) { Ok(()) } else { Err(ServiceError::NotFound) }
+    }
+
+    /// An audit entry for an action of this actor on `target_id` in `org_id`, stamped now;
+    /// add the object's state with `with_before` / `with_after` (never a secret).
+    pub fn audit(&self, org_id: &str, action: &str, target_type: &str, target_id: &str) -> AuditEntry {
+        AuditEntry {
+            at: tollgate_core::time::now_millis(),
+            actor: self.id.clone(),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id: target_id.to_owned(),
+            before: None,
+            after: None,
+            source_ip: self.source_ip.clone(),
+            org_id: Some(org_id.to_owned()),
+        }
     }
 
     /// Fails with `Forbidden` for anyone who does not manage the organization.

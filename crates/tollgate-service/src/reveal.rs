@@ -5,9 +5,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use tollgate_core::time::now_millis;
 
-use crate::keys::audit;
 use crate::principal::Actor;
 use crate::{Result, ServiceError, Services};
 
@@ -76,8 +74,7 @@ impl Services {
             ServiceError::invalid("reveal", "this key was created before reveal was enabled; rotate it to reveal it")
         })?;
         let secret = sealer.open(id, sealed).ok_or(ServiceError::Internal("a sealed key secret did not open"))?;
-        let mut entry = audit(actor, "key.reveal", id, None, None, now_millis());
-        entry.org_id = Some(key.org_id.clone());
+        let entry = actor.audit(&key.org_id, "key.reveal", "key", id);
         self.store.record_audit(&entry).await?;
         Ok(secret)
     }

@@ -4,7 +4,6 @@
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::Serialize;
-use tollgate_core::audit::AuditEntry;
 use tollgate_core::ids::{new_id, random_base62};
 use tollgate_core::key::{KeyFormat, parse_expires_in};
 use tollgate_core::tenancy::{AccessToken, Organization, Role, Team, TeamSettings, User};
@@ -181,27 +180,6 @@ fn normalize_email(email: &str) -> Result<String> {
     }
 }
 
-fn audit(
-    actor: &Actor,
-    org_id: &str,
-    action: &str,
-    target_type: &str,
-    id: &str,
-    after: Option<serde_json::Value>,
-) -> AuditEntry {
-    AuditEntry {
-        at: now_millis(),
-        actor: actor.id.clone(),
-        action: action.to_owned(),
-        target_type: target_type.to_owned(),
-        target_id: id.to_owned(),
-        before: None,
-        after,
-        source_ip: actor.source_ip.clone(),
-        org_id: Some(org_id.to_owned()),
-    }
-}
-
 impl Services {
     /// First start: one organization, a `default` team, and its owner. Returns the
     /// generated password when none was given (to be shown once), `None` otherwise or
@@ -340,7 +318,8 @@ impl Services {
             role,
             created_at: to_rfc3339(user.created_at),
         };
-        let entry = audit(actor, &org_id, "member.create", "user", &user.id, serde_json::to_value(&view).ok());
+        let entry =
+            actor.audit(&org_id, "member.create", "user", &user.id).with_after(serde_json::to_value(&view).ok());
         self.store.insert_member(&user, &hash, &org_id, role, &team_ids, &entry).await?;
         Ok((view, generated))
     }
@@ -371,7 +350,8 @@ impl Services {
         if current == Role::Owner && role != Role::Owner && owners == 1 {
             return Err(ServiceError::invalid("role", "an organization needs at least one owner"));
         }
-        let entry = audit(actor, &org_id, "member.role", "user", user_id, Some(serde_json::json!({ "role": role })));
+        let entry =
+            actor.audit(&org_id, "member.role", "user", user_id).with_after(Some(serde_json::json!({ "role": role })));
         Ok(self.store.set_role(&org_id, user_id, role, &entry).await?)
     }
 
@@ -393,7 +373,9 @@ impl Services {
         self.store
             .insert_team(
                 &team,
-                &audit(actor, &team.org_id, "team.create", "team", &team.id, serde_json::to_value(&view).ok()),
+                &actor
+                    .audit(&team.org_id, "team.create", "team", &team.id)
+                    .with_after(serde_json::to_value(&view).ok()),
             )
             .await?;
         Ok(view)
@@ -433,7 +415,7 @@ impl Services {
         self.store
             .update_team(
                 &team,
-                &audit(actor, &team.org_id, "team.update", "team", id, serde_json::to_value(&view).ok()),
+                &actor.audit(&team.org_id, "team.update", "team", id).with_after(serde_json::to_value(&view).ok()),
             )
             .await?;
         Ok(view)
@@ -447,8 +429,9 @@ impl Services {
             return Err(ServiceError::NotFound);
         }
         let action = if member { "team.member_add" } else { "team.member_remove" };
-        let entry =
-            audit(actor, &team.org_id, action, "team", team_id, Some(serde_json::json!({ "user_id": user_id })));
+        let entry = actor
+            .audit(&team.org_id, action, "team", team_id)
+            .with_after(Some(serde_json::json!({ "user_id": user_id })));
         Ok(self.store.set_team_member(team_id, user_id, member, &entry).await?)
     }
 
@@ -488,7 +471,9 @@ impl Services {
         self.store
             .insert_access_token(
                 &token,
-                &audit(actor, &token.org_id, "token.create", "token", &token.id, serde_json::to_value(&view).ok()),
+                &actor
+                    .audit(&token.org_id, "token.create", "token", &token.id)
+                    .with_after(serde_json::to_value(&view).ok()),
             )
             .await?;
         Ok((view, secret))
@@ -501,7 +486,7 @@ impl Services {
 
     pub async fn delete_access_token(&self, actor: &Actor, id: &str) -> Result<()> {
         let Some(u) = actor.user_principal() else { return Err(ServiceError::NotFound) };
-        let entry = audit(actor, &u.org_id, "token.delete", "token", id, None);
+        let entry = actor.audit(&u.org_id, "token.delete", "token", id);
         Ok(self.store.delete_access_token(&u.user_id, id, &entry).await?)
     }
 
@@ -569,7 +554,7 @@ impl Services {
             expires_at: now + SESSION_TTL_MS,
         };
         self.store.insert_session(&self.digester.digest(&secret), &session, now).await?;
-        let entry = audit(&actor, &u.org_id, "session.login", "user", &u.user_id, None);
+        let entry = actor.audit(&u.org_id, "session.login", "user", &u.user_id);
         self.store.record_audit(&entry).await?;
         Ok(Some((secret, session.csrf, actor)))
     }
@@ -604,14 +589,13 @@ impl Services {
             return Err(ServiceError::Forbidden("the current password is wrong"));
         }
         let hash = hash_password(new).await?;
-        let entry = audit(actor, &u.org_id, "user.password", "user", &u.user_id, None);
+        let entry = actor.audit(&u.org_id, "user.password", "user", &u.user_id);
         Ok(self.store.set_password(&u.user_id, &hash, &entry).await?)
     }
 
     /// Whether `password` is the user's.
     pub(crate) async fn check_password(&self, user_id: &str, password: String) -> Result<bool> {
-        let user = self.store.get_user(user_id).await?;
-        let (_, hash) = self.store.find_user_by_email(&user.email).await?;
+        let hash = self.store.password_hash(user_id).await?;
         Ok(verify_password(password, hash).await)
     }
 

@@ -116,6 +116,15 @@ impl Store {
         user_from_row(&row)
     }
 
+    /// The password hash of a user.
+    pub async fn password_hash(&self, user_id: &str) -> Result<String> {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// The user with this (lower-cased) email and their password hash.
     pub async fn find_user_by_email(&self, email: &str) -> Result<(User, String)> {
         let row = sqlx::query("SELECT id, email, created_at, password_hash FROM users WHERE email = $1")
