@@ -37,15 +37,31 @@ impl BillingReason {
 /// file's format), not as a USD number.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageEvent {
+    /// Unique per event (the request id may come from the client): writing an event twice,
+    /// as a replayed spill file could, stores it once.
+    pub event_id: String,
     pub request_id: String,
     pub created_at: UnixMillis,
     /// Empty when the request was rejected before a key was identified.
     pub key_id: Option<String>,
     pub key_name: Option<String>,
+    /// The key's organization, team and owner (the user filter of the usage log).
+    #[serde(default)]
+    pub org_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The key's metadata JSON, echoed into the row.
+    #[serde(default)]
+    pub key_metadata: Option<std::sync::Arc<str>>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub endpoint: String,
     pub status: u16,
+    /// The error `code` the client was sent (`rate_limit_exceeded`, `insufficient_quota`…).
+    #[serde(default)]
+    pub error_code: Option<String>,
     pub error: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -56,4 +72,36 @@ pub struct UsageEvent {
     pub stream: bool,
     pub client_ip: Option<String>,
     pub billing_reason: BillingReason,
+}
+
+impl UsageEvent {
+    /// A fresh event of a request that has just arrived: nothing identified, nothing
+    /// billed yet, status 200 until told otherwise.
+    pub fn new(request_id: String, created_at: UnixMillis, endpoint: String) -> Self {
+        Self {
+            event_id: crate::ids::new_id("use"),
+            request_id,
+            created_at,
+            key_id: None,
+            key_name: None,
+            org_id: None,
+            team_id: None,
+            user_id: None,
+            key_metadata: None,
+            model: None,
+            provider: None,
+            endpoint,
+            status: 200,
+            error_code: None,
+            error: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: MicroUsd::ZERO,
+            latency_ms: 0,
+            ttft_ms: None,
+            stream: false,
+            client_ip: None,
+            billing_reason: BillingReason::NotBilled,
+        }
+    }
 }

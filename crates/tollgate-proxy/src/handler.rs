@@ -15,8 +15,8 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use tollgate_core::model::Endpoint;
 use tollgate_core::time::now_millis;
-use tollgate_core::usage::{BillingReason, UsageEvent};
-use tollgate_core::{ApiError, ErrorCode, MicroUsd};
+use tollgate_core::usage::UsageEvent;
+use tollgate_core::{ApiError, ErrorCode};
 
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
 use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind, Snapshot};
@@ -40,25 +40,8 @@ impl Pending {
         let request_id = req.extensions().get::<RequestId>().map_or_else(String::new, |r| r.0.to_string());
         let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
         let client_ip = tollgate_core::scope::client_ip(peer, req.headers(), &dp.trusted_proxies);
-        let event = UsageEvent {
-            request_id,
-            created_at: now_millis(),
-            key_id: None,
-            key_name: None,
-            model: None,
-            provider: None,
-            endpoint: endpoint.to_owned(),
-            status: 200,
-            error: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost: MicroUsd::ZERO,
-            latency_ms: 0,
-            ttft_ms: None,
-            stream: false,
-            client_ip: client_ip.map(|ip| ip.to_string()),
-            billing_reason: BillingReason::NotBilled,
-        };
+        let mut event = UsageEvent::new(request_id, now_millis(), endpoint.to_owned());
+        event.client_ip = client_ip.map(|ip| ip.to_string());
         Self { event: Some(event), started: Instant::now(), client_ip, body_consumed: false }
     }
 
@@ -70,14 +53,21 @@ impl Pending {
         if let Some(e) = self.event() {
             e.key_id = Some(key.id.clone());
             e.key_name = Some(key.name.clone());
+            e.org_id = Some(key.org_id.clone());
+            e.team_id = Some(key.team_id.clone());
+            e.user_id = Some(key.owner_id.clone());
+            e.key_metadata.clone_from(&key.metadata);
         }
     }
 
     /// Emits the unbilled row of a request that produced no metered body.
-    fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<String>) {
+    fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<&ApiError>) {
         if let Some(mut e) = self.event.take() {
             e.status = status.as_u16();
-            e.error = error;
+            if let Some(err) = error {
+                e.error = Some(err.message.clone());
+                e.error_code = Some(err.code.parts().2.to_owned());
+            }
             e.latency_ms = elapsed_ms(self.started, Instant::now());
             dp.usage.emit(e);
         }
@@ -96,7 +86,7 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
         }
         Err(err) => {
             let body_consumed = pending.body_consumed;
-            pending.finish_unbilled(&dp, err.status(), Some(err.message.clone()));
+            pending.finish_unbilled(&dp, err.status(), Some(&err));
             let mut res = err.into_response();
             // Rejected before the body was read (bad key, endpoint scope, too large):
             // hyper cannot reuse the connection, so say so instead of leaving a client to
@@ -323,7 +313,7 @@ fn finish(dp: &DataPlane, pending: Pending, result: Result<Response, ApiError>) 
             res
         }
         Err(err) => {
-            pending.finish_unbilled(dp, err.status(), Some(err.message.clone()));
+            pending.finish_unbilled(dp, err.status(), Some(&err));
             err.into_response()
         }
     }

@@ -14,11 +14,15 @@ use tollgate_core::tenancy::Team;
 use tollgate_core::time::UnixMillis;
 
 /// What the data plane needs to know about a key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub id: String,
     pub name: String,
+    pub org_id: String,
     pub team_id: String,
+    pub owner_id: String,
+    /// The key's metadata as JSON text, echoed into its usage rows (`None` when empty).
+    pub metadata: Option<Arc<str>>,
     pub status: KeyStatus,
     pub expires_at: Option<UnixMillis>,
     pub scopes: KeyScopes,
@@ -60,7 +64,11 @@ impl From<&KeyRecord> for KeyEntry {
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
+            org_id: k.org_id.clone(),
             team_id: k.team_id.clone(),
+            owner_id: k.owner_id.clone(),
+            metadata: (!k.settings.metadata.is_empty())
+                .then(|| Arc::from(serde_json::Value::Object(k.settings.metadata.clone()).to_string())),
             status: k.status,
             expires_at: k.expires_at,
             scopes: k.settings.scopes(),

@@ -60,29 +60,9 @@ impl UsageReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_core::MicroUsd;
-    use tollgate_core::usage::BillingReason;
 
     fn ev(id: &str) -> UsageEvent {
-        UsageEvent {
-            request_id: id.into(),
-            created_at: 0,
-            key_id: None,
-            key_name: None,
-            model: None,
-            provider: None,
-            endpoint: "/v1/models".into(),
-            status: 200,
-            error: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost: MicroUsd::ZERO,
-            latency_ms: 0,
-            ttft_ms: None,
-            stream: false,
-            client_ip: None,
-            billing_reason: BillingReason::NotBilled,
-        }
+        UsageEvent::new(id.into(), 0, "/v1/models".into())
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl UsageWriter {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=MAX_ATTEMPTS {
             match self.store.insert_usage(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     batch.clear();
                     return;
                 }

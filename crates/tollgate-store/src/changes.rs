@@ -16,6 +16,8 @@ use crate::{Backend, Result, Store};
 pub enum Entity {
     Key,
     Team,
+    /// An organization's credit changed (a ledger entry other than usage).
+    Org,
 }
 
 impl Entity {
@@ -23,6 +25,7 @@ impl Entity {
         match self {
             Self::Key => "key",
             Self::Team => "team",
+            Self::Org => "org",
         }
     }
 
@@ -30,6 +33,7 @@ impl Entity {
         match s {
             "key" => Some(Self::Key),
             "team" => Some(Self::Team),
+            "org" => Some(Self::Org),
             _ => None,
         }
     }

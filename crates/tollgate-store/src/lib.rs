@@ -8,6 +8,7 @@
 //! feed ([`Store::changes_since`]).
 
 mod audit;
+mod billing;
 mod changes;
 mod keys;
 mod migrate;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditQuery, AuditRow};
+pub use billing::{Counters, LedgerEntry, LedgerKind, LedgerQuery, OrgMoney};
 pub use changes::{Change, Entity};
 pub use keys::{KeyListQuery, KeySort};
 pub use tenancy::{Bootstrap, Session};

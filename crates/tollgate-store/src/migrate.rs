@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_reveal_sessions.sql"),
         postgres: include_str!("../migrations/postgres/0004_reveal_sessions.sql"),
     },
+    Migration {
+        version: 5,
+        name: "metering",
+        sqlite: include_str!("../migrations/sqlite/0005_metering.sql"),
+        postgres: include_str!("../migrations/postgres/0005_metering.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

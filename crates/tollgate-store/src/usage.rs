@@ -1,19 +1,20 @@
 //! Usage rows: written in batches by the usage writer (which also rolls the per-key
 //! counters forward in the same transaction), read back with filters and keyset pages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::any::AnyRow;
 use sqlx::{Acquire, Row};
 use tollgate_core::MicroUsd;
 use tollgate_core::usage::UsageEvent;
 
+use crate::billing::debit_usage;
 use crate::{Backend, Result, Store, to_i64, to_u64};
 
-const USAGE_COLUMNS: &str = "request_id, created_at, key_id, key_name, model, provider, endpoint, \
-     status, error, prompt_tokens, completion_tokens, cost_micros, latency_ms, ttft_ms, stream, \
-     client_ip, billing_reason";
-const USAGE_COLUMN_COUNT: usize = 17;
+const USAGE_COLUMNS: &str = "event_id, request_id, created_at, key_id, key_name, org_id, team_id, \
+     user_id, key_metadata, model, provider, endpoint, status, error_code, error, prompt_tokens, \
+     completion_tokens, cost_micros, latency_ms, ttft_ms, stream, client_ip, billing_reason";
+const USAGE_COLUMN_COUNT: usize = 23;
 /// Rows per INSERT statement: far below both engines' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
@@ -21,14 +22,21 @@ const ROWS_PER_STATEMENT: usize = 100;
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRow {
     pub id: i64,
+    pub event_id: Option<String>,
     pub request_id: String,
     pub created_at: i64,
     pub key_id: Option<String>,
     pub key_name: Option<String>,
+    pub org_id: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The key's metadata JSON as it was when the request was made.
+    pub key_metadata: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub endpoint: String,
     pub status: u16,
+    pub error_code: Option<String>,
     pub error: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -52,44 +60,37 @@ pub struct UsageQuery {
 }
 
 impl Store {
-    /// Writes a batch of events and adds them to their keys' counters, atomically: a
-    /// retried batch after a failure is written whole or not at all.
-    pub async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
+    /// Writes a batch of events and rolls them into the counters of their keys, teams and
+    /// organizations, the organizations' ledgers (one usage debit per organization per
+    /// batch) and the daily aggregates — atomically: a retried batch is written whole or
+    /// not at all. Events already stored (same `event_id`, e.g. a spill file replayed
+    /// twice) are skipped and counted nowhere. Returns how many rows were new.
+    pub async fn insert_usage(&self, events: &[UsageEvent]) -> Result<usize> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO usage_log ({USAGE_COLUMNS}) VALUES ");
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(" } else { ", (" });
-                for c in 0..USAGE_COLUMN_COUNT {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    match self.backend {
-                        // SQLite resolves each named parameter by a linear scan of the
-                        // statement's names: with `$n` a 1,700-parameter insert is
-                        // quadratic (it was 28% of the gateway's CPU under load). `?`
-                        // parameters are positional and free.
-                        Backend::Sqlite => sql.push('?'),
-                        Backend::Postgres => sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1)),
-                    }
-                }
-                sql.push(')');
-            }
-            let mut q = sqlx::query(&sql);
+            let sql = self.insert_statement(chunk.len());
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
             for e in chunk {
                 q = q
+                    .bind(e.event_id.clone())
                     .bind(e.request_id.clone())
                     .bind(e.created_at)
                     .bind(e.key_id.clone())
                     .bind(e.key_name.clone())
+                    .bind(e.org_id.clone())
+                    .bind(e.team_id.clone())
+                    .bind(e.user_id.clone())
+                    .bind(e.key_metadata.as_deref().map(str::to_owned))
                     .bind(e.model.clone())
                     .bind(e.provider.clone())
                     .bind(e.endpoint.clone())
                     .bind(i64::from(e.status))
+                    .bind(e.error_code.clone())
                     .bind(e.error.clone())
                     .bind(to_i64(e.prompt_tokens))
                     .bind(to_i64(e.completion_tokens))
@@ -100,9 +101,11 @@ impl Store {
                     .bind(e.client_ip.clone())
                     .bind(e.billing_reason.as_str());
             }
-            q.execute(&mut *tx).await?;
+            inserted.extend(q.fetch_all(&mut *tx).await?);
         }
-        for (key_id, t) in totals_by_key(events) {
+        let new: Vec<&UsageEvent> = events.iter().filter(|e| inserted.contains(&e.event_id)).collect();
+        let totals = Totals::of(&new);
+        for (key_id, t) in &totals.keys {
             sqlx::query(
                 "UPDATE api_keys SET request_count = request_count + $1, tokens_used = tokens_used + $2, \
                  spend_micros = spend_micros + $3, \
@@ -113,12 +116,76 @@ impl Store {
             .bind(t.tokens)
             .bind(t.spend)
             .bind(t.last_used)
-            .bind(key_id)
+            .bind(*key_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (team_id, t) in &totals.teams {
+            sqlx::query(
+                "UPDATE teams SET spend_micros = spend_micros + $1, tokens_used = tokens_used + $2 WHERE id = $3",
+            )
+            .bind(t.spend)
+            .bind(t.tokens)
+            .bind(*team_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = tollgate_core::time::now_millis();
+        for (org_id, t) in &totals.orgs {
+            if t.spend == 0 {
+                continue;
+            }
+            debit_usage(&mut tx, org_id, t.spend, t.requests, now).await?;
+        }
+        for (k, d) in &totals.daily {
+            sqlx::query(
+                "INSERT INTO usage_daily (org_id, day, key_id, model, requests, errors, prompt_tokens, \
+                 completion_tokens, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (org_id, day, key_id, model) DO UPDATE SET \
+                 requests = usage_daily.requests + excluded.requests, \
+                 errors = usage_daily.errors + excluded.errors, \
+                 prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                 cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+            )
+            .bind(k.org_id)
+            .bind(k.day)
+            .bind(k.key_id)
+            .bind(k.model)
+            .bind(d.requests)
+            .bind(d.errors)
+            .bind(d.prompt_tokens)
+            .bind(d.completion_tokens)
+            .bind(d.cost)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(new.len())
+    }
+
+    /// `INSERT … VALUES (…), (…) ON CONFLICT (event_id) DO NOTHING RETURNING event_id`.
+    fn insert_statement(&self, rows: usize) -> String {
+        let mut sql = format!("INSERT INTO usage_log ({USAGE_COLUMNS}) VALUES ");
+        for i in 0..rows {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 0..USAGE_COLUMN_COUNT {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                match self.backend {
+                    // SQLite resolves each named parameter by a linear scan of the
+                    // statement's names: with `$n` a 2,000-parameter insert is quadratic
+                    // (it was 28% of the gateway's CPU under load). `?` parameters are
+                    // positional and free.
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", i * USAGE_COLUMN_COUNT + c + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+        sql
     }
 
     pub async fn list_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
@@ -146,40 +213,98 @@ impl Store {
     }
 }
 
-struct KeyTotals {
+#[derive(Default)]
+struct Sums {
     requests: i64,
     tokens: i64,
     spend: i64,
     last_used: i64,
 }
 
-fn totals_by_key(events: &[UsageEvent]) -> HashMap<&str, KeyTotals> {
-    let mut out: HashMap<&str, KeyTotals> = HashMap::new();
-    for e in events {
-        let Some(key_id) = e.key_id.as_deref() else {
-            continue;
-        };
-        let t = out.entry(key_id).or_insert(KeyTotals { requests: 0, tokens: 0, spend: 0, last_used: 0 });
-        t.requests += 1;
-        t.tokens = t.tokens.saturating_add(to_i64(e.prompt_tokens.saturating_add(e.completion_tokens)));
-        t.spend = t.spend.saturating_add(e.cost.0);
-        t.last_used = t.last_used.max(e.created_at);
+#[derive(PartialEq, Eq, Hash)]
+struct DayKey<'a> {
+    org_id: &'a str,
+    day: i64,
+    key_id: &'a str,
+    model: &'a str,
+}
+
+#[derive(Default)]
+struct DaySums {
+    requests: i64,
+    errors: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost: i64,
+}
+
+/// What one batch adds to each counter.
+#[derive(Default)]
+struct Totals<'a> {
+    keys: HashMap<&'a str, Sums>,
+    teams: HashMap<&'a str, Sums>,
+    orgs: HashMap<&'a str, Sums>,
+    daily: HashMap<DayKey<'a>, DaySums>,
+}
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+impl<'a> Totals<'a> {
+    fn of(events: &[&'a UsageEvent]) -> Self {
+        let mut out = Self::default();
+        for e in events {
+            let tokens = to_i64(e.prompt_tokens.saturating_add(e.completion_tokens));
+            let add = |s: &mut Sums| {
+                s.requests += 1;
+                s.tokens = s.tokens.saturating_add(tokens);
+                s.spend = s.spend.saturating_add(e.cost.0);
+                s.last_used = s.last_used.max(e.created_at);
+            };
+            if let Some(id) = e.key_id.as_deref() {
+                add(out.keys.entry(id).or_default());
+            }
+            if let Some(id) = e.team_id.as_deref() {
+                add(out.teams.entry(id).or_default());
+            }
+            let Some(org_id) = e.org_id.as_deref() else {
+                continue;
+            };
+            add(out.orgs.entry(org_id).or_default());
+            let day = DayKey {
+                org_id,
+                day: e.created_at.div_euclid(MILLIS_PER_DAY),
+                key_id: e.key_id.as_deref().unwrap_or(""),
+                model: e.model.as_deref().unwrap_or(""),
+            };
+            let d = out.daily.entry(day).or_default();
+            d.requests += 1;
+            d.errors += i64::from(e.status >= 400);
+            d.prompt_tokens = d.prompt_tokens.saturating_add(to_i64(e.prompt_tokens));
+            d.completion_tokens = d.completion_tokens.saturating_add(to_i64(e.completion_tokens));
+            d.cost = d.cost.saturating_add(e.cost.0);
+        }
+        out
     }
-    out
 }
 
 fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
     let opt_u64 = |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
     Ok(UsageRow {
         id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
         request_id: row.try_get("request_id")?,
         created_at: row.try_get("created_at")?,
         key_id: row.try_get("key_id")?,
         key_name: row.try_get("key_name")?,
+        org_id: row.try_get("org_id")?,
+        team_id: row.try_get("team_id")?,
+        user_id: row.try_get("user_id")?,
+        key_metadata: row.try_get("key_metadata")?,
         model: row.try_get("model")?,
         provider: row.try_get("provider")?,
         endpoint: row.try_get("endpoint")?,
         status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
+        error_code: row.try_get("error_code")?,
         error: row.try_get("error")?,
         prompt_tokens: to_u64(row.try_get("prompt_tokens")?),
         completion_tokens: to_u64(row.try_get("completion_tokens")?),

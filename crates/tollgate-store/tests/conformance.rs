@@ -163,25 +163,20 @@ async fn list_keys_searches_filters_and_pages(s: &Store) {
 }
 
 fn event(request_id: &str, key_id: Option<&str>, at: i64, cost: i64) -> UsageEvent {
-    UsageEvent {
-        request_id: request_id.into(),
-        created_at: at,
-        key_id: key_id.map(Into::into),
-        key_name: key_id.map(|_| "alpha".into()),
-        model: Some("demo-chat".into()),
-        provider: Some("demo".into()),
-        endpoint: "/v1/chat/completions".into(),
-        status: 200,
-        error: None,
-        prompt_tokens: 10,
-        completion_tokens: 5,
-        cost: MicroUsd(cost),
-        latency_ms: 12,
-        ttft_ms: Some(3),
-        stream: true,
-        client_ip: Some("127.0.0.1".into()),
-        billing_reason: BillingReason::Completed,
-    }
+    let mut e = UsageEvent::new(request_id.into(), at, "/v1/chat/completions".into());
+    e.key_id = key_id.map(Into::into);
+    e.key_name = key_id.map(|_| "alpha".into());
+    e.model = Some("demo-chat".into());
+    e.provider = Some("demo".into());
+    e.prompt_tokens = 10;
+    e.completion_tokens = 5;
+    e.cost = MicroUsd(cost);
+    e.latency_ms = 12;
+    e.ttft_ms = Some(3);
+    e.stream = true;
+    e.client_ip = Some("127.0.0.1".into());
+    e.billing_reason = BillingReason::Completed;
+    e
 }
 
 async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
