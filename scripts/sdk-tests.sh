@@ -27,17 +27,7 @@ step "building tollgate and with-gateway"
 cargo build -p tollgate -p tollgate-testkit --bins
 
 step "preparing the Python venv at ${venv#"$root"/}"
-# A venv whose interpreter has gone (python upgraded, directory moved) is rebuilt.
-if [[ -d "$venv" ]] && ! "$venv/bin/python" -c 'pass' 2>/dev/null; then
-  rm -rf "$venv"
-fi
-if [[ ! -d "$venv" ]]; then
-  python3 -m venv "$venv" || {
-    echo "python3 -m venv failed; on Debian/Ubuntu install python3-venv" >&2
-    exit 1
-  }
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/sdk/python/requirements.txt
+scripts/python-venv.sh >/dev/null
 
 step "installing the Node packages (npm ci)"
 (cd tests/sdk/node && npm ci --no-audit --no-fund)

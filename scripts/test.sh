@@ -11,6 +11,11 @@ if cargo tree -p tollgate-proxy -e normal --prefix none | grep -qE '^sqlx'; then
   exit 1
 fi
 
+echo "==> Python venv (aiosmtpd for the email tests, the OpenAI SDK suite)"
+# Set, it makes the email tests fail rather than skip when aiosmtpd is missing.
+TOLLGATE_TEST_PYTHON="$(scripts/python-venv.sh)"
+export TOLLGATE_TEST_PYTHON
+
 echo "==> Rust tests (SQLite; PostgreSQL at \${TOLLGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres})"
 cargo nextest run --workspace --no-fail-fast
 

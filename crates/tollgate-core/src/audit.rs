@@ -32,4 +32,11 @@ impl AuditEntry {
         self.after = after;
         self
     }
+
+    /// For a change to the whole gateway (a model's price): no organization's own log
+    /// shows it; the operator's does.
+    pub fn gateway_wide(mut self) -> Self {
+        self.org_id = None;
+        self
+    }
 }

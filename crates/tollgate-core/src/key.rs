@@ -262,9 +262,20 @@ impl KeySettings {
 }
 
 impl KeyRecord {
-    /// The status a caller sees at `now`: a stored `active` past its expiry is `expired`.
+    /// The status a caller sees at `now`: a stored `active` past its expiry is `expired`;
+    /// an active key whose token quota or budget is used up is `exhausted` (raising the
+    /// limit brings it back — nothing is written).
     pub fn effective_status(&self, now: UnixMillis) -> KeyStatus {
-        effective_status(self.status, self.expires_at, now)
+        match effective_status(self.status, self.expires_at, now) {
+            KeyStatus::Active if self.is_spent() => KeyStatus::Exhausted,
+            s => s,
+        }
+    }
+
+    /// Whether the key's counters have reached its token quota or budget.
+    pub fn is_spent(&self) -> bool {
+        self.settings.token_quota.is_some_and(|q| self.tokens_used >= q)
+            || self.settings.budget_micros.is_some_and(|b| self.spend.0 >= b)
     }
 }
 

@@ -18,6 +18,7 @@ use tollgate_core::time::now_millis;
 use tollgate_core::usage::UsageEvent;
 use tollgate_core::{ApiError, ErrorCode};
 
+use crate::admission::{self, Charge, Hold, RateHeaders};
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
 use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind, Snapshot};
 use crate::upstream::relay_status;
@@ -33,6 +34,9 @@ struct Pending {
     client_ip: Option<std::net::IpAddr>,
     /// Whether the request body was read to its end (see `proxy`).
     body_consumed: bool,
+    /// Reserved budget until a metered body takes it; released (not billed) if dropped here.
+    hold: Option<Hold>,
+    rate_headers: RateHeaders,
 }
 
 impl Pending {
@@ -42,7 +46,14 @@ impl Pending {
         let client_ip = tollgate_core::scope::client_ip(peer, req.headers(), &dp.trusted_proxies);
         let mut event = UsageEvent::new(request_id, now_millis(), endpoint.to_owned());
         event.client_ip = client_ip.map(|ip| ip.to_string());
-        Self { event: Some(event), started: Instant::now(), client_ip, body_consumed: false }
+        Self {
+            event: Some(event),
+            started: Instant::now(),
+            client_ip,
+            body_consumed: false,
+            hold: None,
+            rate_headers: RateHeaders::default(),
+        }
     }
 
     fn event(&mut self) -> Option<&mut UsageEvent> {
@@ -76,7 +87,9 @@ impl Pending {
 
 pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, req: Request) -> Response {
     let mut pending = Pending::new(&dp, &req, endpoint.path());
-    match serve(&dp, endpoint, req, &mut pending).await {
+    let result = serve(&dp, endpoint, req, &mut pending).await;
+    let rate_headers = pending.rate_headers;
+    let mut res = match result {
         Ok(res) => {
             // A relayed upstream error has not been recorded yet; a metered body has
             // taken the event and will record it itself.
@@ -97,7 +110,9 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
             }
             res
         }
-    }
+    };
+    rate_headers.apply(res.headers_mut());
+    res
 }
 
 async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
@@ -147,17 +162,33 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     }
     let upstream_body = parsed.upstream_body(endpoint, &channel.upstream_model)?;
 
+    let images = if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 };
+    let prompt_estimate = parsed.prompt_token_estimate();
+    let max_output = match endpoint {
+        Endpoint::Embeddings | Endpoint::ImagesGenerations => 0,
+        _ => parsed.max_tokens.unwrap_or(model.max_output_tokens),
+    };
+    let charge = Charge {
+        max_spend: model.pricing.cost(prompt_estimate, max_output, images),
+        max_tokens: prompt_estimate.saturating_add(max_output),
+        rate_tokens: prompt_estimate.saturating_add(parsed.max_tokens.unwrap_or(0)),
+    };
+    pending.hold =
+        admission::admit(&snapshot, &key, &charge, dp.policy, dp.shared.as_ref(), &mut pending.rate_headers).await?;
+
     let meter = |pending: &mut Pending| -> Option<Meter> {
         Some(Meter {
             sink: dp.usage.clone(),
             event: pending.event.take()?,
             started: pending.started,
             pricing: model.pricing,
-            images: if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 },
-            prompt_estimate: parsed.prompt_token_estimate(),
+            images,
+            prompt_estimate,
             usage: None,
             output_bytes: 0,
+            output_chunks: 0,
             first_byte: None,
+            hold: pending.hold.take(),
         })
     };
     let hide_usage_only = !parsed.client_wants_usage;
@@ -254,7 +285,7 @@ pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) 
     let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).map(|key| {
         pending.identify(&key);
         let snapshot = dp.snapshot.load();
-        let team_unrestricted = snapshot.teams.get(&key.team_id).is_none_or(|t| t.is_empty());
+        let team_unrestricted = snapshot.teams.get(&key.team_id).is_none_or(|t| t.allowed_models.is_empty());
         if key.sees_every_model() && team_unrestricted {
             return json_response(snapshot.model_list.clone());
         }

@@ -8,11 +8,15 @@
 //!
 //! [`UsageEvent`]: tollgate_core::usage::UsageEvent
 
+mod accounts;
+mod admission;
 mod auth;
 mod demo;
 mod handler;
 mod meter;
+pub mod metrics;
 mod request;
+pub mod shared_limits;
 mod snapshot;
 mod sse;
 mod upstream;
@@ -26,9 +30,13 @@ use axum::Router;
 use axum::routing::{get, post};
 use tollgate_core::key::{Digester, KeyFormat};
 
-pub use snapshot::{Channel, KeyAuth, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
+pub use accounts::{Account, AccountLimits, AccountTotals, Accounts};
+pub use admission::{Policy, SettlementSender, Shared, SharedSettlement};
+pub use snapshot::{
+    Channel, KeyAuth, KeyEntry, ModelRoute, OrgBalance, OrgEntry, Provider, ProviderKind, Snapshot, TeamEntry,
+};
 pub use upstream::{OpenAiUpstream, UpstreamClient};
-pub use usage_sink::{UsageReceiver, UsageSink, usage_channel};
+pub use usage_sink::{UsageReceiver, UsageSink, usage_channel, usage_channel_with_metrics};
 
 /// The id of the request being served, set by the server's outermost layer.
 #[derive(Debug, Clone)]
@@ -57,6 +65,10 @@ pub struct DataPlane {
     pub limits: Limits,
     /// Peers whose `X-Forwarded-For` is believed (load balancers in front of Tollgate).
     pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
+    /// How budgets, balances and rate limits are applied.
+    pub policy: Policy,
+    /// Limits shared with other instances (Redis), when configured.
+    pub shared: Option<Shared>,
 }
 
 /// The `/v1` route table.

@@ -37,7 +37,11 @@ pub(crate) struct Meter {
     pub prompt_estimate: u64,
     pub usage: Option<TokenUsage>,
     pub output_bytes: u64,
+    /// Events that carried generated text: each is at least one token.
+    pub output_chunks: u64,
     pub first_byte: Option<Instant>,
+    /// The request's budget reservation, settled here to the real cost.
+    pub hold: Option<crate::admission::Hold>,
 }
 
 /// How the response ended.
@@ -52,7 +56,7 @@ impl Meter {
         let reported = self.usage;
         let (prompt, completion) = match reported {
             Some(u) => (u.prompt, u.completion),
-            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN)),
+            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN).max(self.output_chunks)),
         };
         let e = &mut self.event;
         e.billing_reason = match outcome {
@@ -69,6 +73,9 @@ impl Meter {
         e.cost = self.pricing.cost(prompt, completion, self.images);
         e.latency_ms = elapsed_ms(self.started, Instant::now());
         e.ttft_ms = self.first_byte.map(|t| elapsed_ms(self.started, t));
+        if let Some(hold) = self.hold.take() {
+            hold.settle(e.cost, prompt.saturating_add(completion));
+        }
         self.sink.emit(self.event);
     }
 }
@@ -117,6 +124,7 @@ impl<B> MeteredBody<B> {
             let event = pending.split_to(end);
             let info = inspect_event(&event);
             meter.output_bytes += info.output_bytes;
+            meter.output_chunks += u64::from(info.output_bytes > 0);
             if info.usage.is_some() {
                 meter.usage = info.usage;
             }

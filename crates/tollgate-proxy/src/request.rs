@@ -42,6 +42,12 @@ struct Head<'a> {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +66,9 @@ pub(crate) struct ParsedRequest {
     pub client_wants_usage: bool,
     /// Images requested (`n`), for per-image prices.
     pub images: u64,
+    /// The output cap the client set (`max_tokens`, `max_completion_tokens` or the
+    /// Responses API's `max_output_tokens`).
+    pub max_tokens: Option<u64>,
 }
 
 pub(crate) fn parse(body: Bytes) -> Result<ParsedRequest, ApiError> {
@@ -79,7 +88,8 @@ pub(crate) fn parse(body: Bytes) -> Result<ParsedRequest, ApiError> {
     };
     let stream = head.stream.unwrap_or(false);
     let client_wants_usage = stream && head.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    Ok(ParsedRequest { model, stream, client_wants_usage, images: head.n.unwrap_or(1), body })
+    let max_tokens = head.max_completion_tokens.or(head.max_tokens).or(head.max_output_tokens);
+    Ok(ParsedRequest { model, stream, client_wants_usage, images: head.n.unwrap_or(1), max_tokens, body })
 }
 
 impl ParsedRequest {

@@ -13,6 +13,8 @@ use tollgate_core::scope::{KeyScopes, ModelScope};
 use tollgate_core::tenancy::Team;
 use tollgate_core::time::UnixMillis;
 
+use crate::accounts::{Account, AccountLimits, Accounts};
+
 /// What the data plane needs to know about a key.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
@@ -28,6 +30,9 @@ pub struct KeyEntry {
     pub scopes: KeyScopes,
     /// An ephemeral token's own narrowing, checked in addition to `scopes`.
     pub narrowing: Option<Arc<KeyScopes>>,
+    pub limits: AccountLimits,
+    /// The key's counters, shared by every snapshot version (and its ephemeral tokens).
+    pub account: Arc<Account>,
 }
 
 impl KeyEntry {
@@ -59,22 +64,75 @@ impl KeyEntry {
     }
 }
 
-impl From<&KeyRecord> for KeyEntry {
-    fn from(k: &KeyRecord) -> Self {
+impl KeyEntry {
+    /// The entry of a stored key; its account comes from the registry and learns the
+    /// stored counters.
+    pub fn new(k: &KeyRecord, accounts: &Accounts) -> Self {
+        let account = accounts.key(&k.id);
+        account.merge_stored(k.spend.0, k.tokens_used);
+        let s = &k.settings;
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
             org_id: k.org_id.clone(),
             team_id: k.team_id.clone(),
             owner_id: k.owner_id.clone(),
-            metadata: (!k.settings.metadata.is_empty())
-                .then(|| Arc::from(serde_json::Value::Object(k.settings.metadata.clone()).to_string())),
+            metadata: (!s.metadata.is_empty())
+                .then(|| Arc::from(serde_json::Value::Object(s.metadata.clone()).to_string())),
             status: k.status,
             expires_at: k.expires_at,
-            scopes: k.settings.scopes(),
+            scopes: s.scopes(),
             narrowing: None,
+            limits: AccountLimits {
+                budget: s.budget_micros,
+                token_quota: s.token_quota,
+                rpm: s.rpm.and_then(|v| u64::try_from(v).ok()),
+                tpm: s.tpm.and_then(|v| u64::try_from(v).ok()),
+            },
+            account,
         }
     }
+}
+
+/// What the data plane needs to know about a team.
+#[derive(Debug)]
+pub struct TeamEntry {
+    /// The models the team may use (empty: all).
+    pub allowed_models: BTreeSet<String>,
+    pub limits: AccountLimits,
+    pub account: Arc<Account>,
+}
+
+impl TeamEntry {
+    fn new(t: &Team, accounts: &Accounts) -> Self {
+        let s = &t.settings;
+        Self {
+            allowed_models: s.allowed_models.iter().cloned().collect(),
+            limits: AccountLimits {
+                budget: s.budget_micros,
+                token_quota: s.token_quota,
+                rpm: s.rpm.and_then(|v| u64::try_from(v).ok()),
+                tpm: s.tpm.and_then(|v| u64::try_from(v).ok()),
+            },
+            account: accounts.team(&t.id),
+        }
+    }
+}
+
+/// An organization's money as the store last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgBalance {
+    pub id: String,
+    /// Sum of its non-usage ledger entries (micro-USD): the limit of its spend.
+    pub credit: i64,
+    /// Sum of its usage debits.
+    pub spend: i64,
+}
+
+#[derive(Debug)]
+pub struct OrgEntry {
+    pub credit: i64,
+    pub account: Arc<Account>,
 }
 
 /// A digest the data plane accepts: the key it belongs to and, for a secret rotated out
@@ -109,11 +167,16 @@ pub struct Channel {
 }
 
 /// A public model.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ModelRoute {
     pub id: String,
     pub model_type: ModelType,
+    /// What requests are billed at: the API's override if one is set, else `config_pricing`.
     pub pricing: Pricing,
+    pub config_pricing: Pricing,
+    /// The most output a request may produce when it sets no `max_tokens`: what its
+    /// reservation assumes.
+    pub max_output_tokens: u64,
     /// Never empty (the server validates it).
     pub channels: Vec<Channel>,
     pub created: i64,
@@ -134,25 +197,34 @@ pub struct Snapshot {
     /// The same keys by id (ephemeral tokens name their parent by id).
     pub keys_by_id: HashMap<String, Arc<KeyEntry>>,
     pub models: HashMap<String, Arc<ModelRoute>>,
-    /// Team id → the models the team may use (empty: all).
-    pub teams: HashMap<String, Arc<BTreeSet<String>>>,
+    pub teams: HashMap<String, Arc<TeamEntry>>,
+    pub orgs: HashMap<String, Arc<OrgEntry>>,
     /// `GET /v1/models`, rendered once per snapshot.
     pub model_list: Bytes,
+    /// The counters' registry, handed from each snapshot to the next.
+    pub accounts: Arc<Accounts>,
 }
 
 impl Snapshot {
-    pub fn new(keys: &[KeyRecord], teams: &[Team], models: Vec<ModelRoute>) -> Self {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        keys: &[KeyRecord],
+        teams: &[Team],
+        orgs: &[OrgBalance],
+        models: Vec<ModelRoute>,
+    ) -> Self {
         let mut map = HashMap::with_capacity(keys.len());
-        insert_key_digests(&mut map, keys);
+        insert_key_digests(&mut map, keys, &accounts);
         let keys = map;
         let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
         let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
         let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
         let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
-        let teams = teams.iter().map(team_entry).collect();
+        let teams = teams.iter().map(|t| (t.id.clone(), Arc::new(TeamEntry::new(t, &accounts)))).collect();
+        let orgs = orgs.iter().map(|o| (o.id.clone(), org_entry(o, &accounts))).collect();
         let keys_by_id = by_id(&keys);
-        Self { keys, keys_by_id, models, teams, model_list }
+        Self { keys, keys_by_id, models, teams, orgs, model_list, accounts }
     }
 
     /// A copy with these keys inserted or replaced (by id: a key whose digest changed
@@ -162,14 +234,19 @@ impl Snapshot {
         let gone: std::collections::HashSet<&str> =
             upserts.iter().map(|k| k.id.as_str()).chain(removed_ids.iter().map(String::as_str)).collect();
         keys.retain(|_, auth| !gone.contains(auth.key.id.as_str()));
-        insert_key_digests(&mut keys, upserts);
+        for id in removed_ids {
+            self.accounts.forget_key(id);
+        }
+        insert_key_digests(&mut keys, upserts, &self.accounts);
         let keys_by_id = by_id(&keys);
         Self {
             keys,
             keys_by_id,
             models: self.models.clone(),
             teams: self.teams.clone(),
+            orgs: self.orgs.clone(),
             model_list: self.model_list.clone(),
+            accounts: self.accounts.clone(),
         }
     }
 
@@ -179,19 +256,59 @@ impl Snapshot {
         for id in removed_ids {
             teams.remove(id);
         }
-        teams.extend(upserts.iter().map(team_entry));
+        teams.extend(upserts.iter().map(|t| (t.id.clone(), Arc::new(TeamEntry::new(t, &self.accounts)))));
         Self {
             keys: self.keys.clone(),
             keys_by_id: self.keys_by_id.clone(),
             models: self.models.clone(),
             teams,
+            orgs: self.orgs.clone(),
             model_list: self.model_list.clone(),
+            accounts: self.accounts.clone(),
+        }
+    }
+
+    /// A copy whose model prices are `overrides` (by model id) and the config's elsewhere.
+    pub fn with_prices(&self, overrides: &[(String, Pricing)]) -> Self {
+        let models = self
+            .models
+            .iter()
+            .map(|(id, m)| {
+                let pricing = overrides.iter().find(|(o, _)| o == id).map_or(m.config_pricing, |(_, p)| *p);
+                let m =
+                    if pricing == m.pricing { m.clone() } else { Arc::new(ModelRoute { pricing, ..(**m).clone() }) };
+                (id.clone(), m)
+            })
+            .collect();
+        Self {
+            keys: self.keys.clone(),
+            keys_by_id: self.keys_by_id.clone(),
+            models,
+            teams: self.teams.clone(),
+            orgs: self.orgs.clone(),
+            model_list: self.model_list.clone(),
+            accounts: self.accounts.clone(),
+        }
+    }
+
+    /// A copy with these organizations' money replaced.
+    pub fn with_org_changes(&self, upserts: &[OrgBalance]) -> Self {
+        let mut orgs = self.orgs.clone();
+        orgs.extend(upserts.iter().map(|o| (o.id.clone(), org_entry(o, &self.accounts))));
+        Self {
+            keys: self.keys.clone(),
+            keys_by_id: self.keys_by_id.clone(),
+            models: self.models.clone(),
+            teams: self.teams.clone(),
+            orgs,
+            model_list: self.model_list.clone(),
+            accounts: self.accounts.clone(),
         }
     }
 
     /// Whether the key's team lets it use `model_id` (a key can never exceed its team).
     pub fn team_allows(&self, key: &KeyEntry, model_id: &str) -> bool {
-        self.teams.get(&key.team_id).is_none_or(|allowed| allowed.is_empty() || allowed.contains(model_id))
+        self.teams.get(&key.team_id).is_none_or(|t| t.allowed_models.is_empty() || t.allowed_models.contains(model_id))
     }
 }
 
@@ -199,14 +316,16 @@ fn by_id(keys: &HashMap<KeyDigest, KeyAuth>) -> HashMap<String, Arc<KeyEntry>> {
     keys.values().filter(|a| a.valid_until.is_none()).map(|a| (a.key.id.clone(), a.key.clone())).collect()
 }
 
-fn team_entry(t: &Team) -> (String, Arc<BTreeSet<String>>) {
-    (t.id.clone(), Arc::new(t.settings.allowed_models.iter().cloned().collect()))
+fn org_entry(o: &OrgBalance, accounts: &Accounts) -> Arc<OrgEntry> {
+    let account = accounts.org(&o.id);
+    account.merge_stored(o.spend, 0);
+    Arc::new(OrgEntry { credit: o.credit, account })
 }
 
 /// Maps each key's current digest, and its previous one while in grace.
-fn insert_key_digests(map: &mut HashMap<KeyDigest, KeyAuth>, keys: &[KeyRecord]) {
+fn insert_key_digests(map: &mut HashMap<KeyDigest, KeyAuth>, keys: &[KeyRecord], accounts: &Accounts) {
     for k in keys {
-        let entry = Arc::new(KeyEntry::from(k));
+        let entry = Arc::new(KeyEntry::new(k, accounts));
         if let Some((old, until)) = k.previous_digest {
             map.insert(old, KeyAuth { key: entry.clone(), valid_until: Some(until) });
         }
@@ -245,7 +364,7 @@ mod tests {
 
     #[test]
     fn key_changes_replace_by_id() {
-        let s = Snapshot::new(&[record("a", 1), record("b", 2)], &[], vec![]);
+        let s = Snapshot::new(Default::default(), &[record("a", 1), record("b", 2)], &[], &[], vec![]);
         let mut a2 = record("a", 9);
         a2.status = KeyStatus::Inactive;
         let s2 = s.with_key_changes(&[a2.clone()], &["b".to_owned()]);

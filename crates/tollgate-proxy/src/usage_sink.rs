@@ -10,26 +10,38 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tollgate_core::usage::UsageEvent;
 
+use crate::metrics::Metrics;
+
 #[derive(Clone)]
 pub struct UsageSink {
     tx: mpsc::Sender<UsageEvent>,
     overflow: Arc<Mutex<Vec<UsageEvent>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// The writer's end.
 pub struct UsageReceiver {
     pub rx: mpsc::Receiver<UsageEvent>,
     overflow: Arc<Mutex<Vec<UsageEvent>>>,
+    metrics: Arc<Metrics>,
 }
 
 pub fn usage_channel(capacity: usize) -> (UsageSink, UsageReceiver) {
+    usage_channel_with_metrics(capacity, Arc::default())
+}
+
+/// As [`usage_channel`], counting every event in `metrics`.
+pub fn usage_channel_with_metrics(capacity: usize, metrics: Arc<Metrics>) -> (UsageSink, UsageReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Mutex::new(Vec::new()));
-    (UsageSink { tx, overflow: overflow.clone() }, UsageReceiver { rx, overflow })
+    let sink = UsageSink { tx, overflow: overflow.clone(), metrics: metrics.clone() };
+    (sink, UsageReceiver { rx, overflow, metrics })
 }
 
 impl UsageSink {
     pub fn emit(&self, event: UsageEvent) {
+        self.metrics.record(&event);
+        crate::metrics::log_request(&event);
         if let Err(e) = self.tx.try_send(event) {
             let event = match e {
                 mpsc::error::TrySendError::Full(ev) => ev,
@@ -43,6 +55,17 @@ impl UsageSink {
             parked.push(event);
         }
     }
+
+    /// How many events are waiting for the writer (channel plus overflow).
+    pub fn pending(&self) -> usize {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        queued + self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// The Prometheus text of every metric, with the current queue depth.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.pending())
+    }
 }
 
 impl UsageReceiver {
@@ -54,6 +77,11 @@ impl UsageReceiver {
     /// How many events are waiting (channel plus overflow), for metrics and tests.
     pub fn pending(&self) -> usize {
         self.rx.len() + self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// The metrics the writer reports into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -71,7 +99,7 @@ mod tests {
         for i in 0..5 {
             sink.emit(ev(&i.to_string()));
         }
-        assert_eq!(rx.pending(), 5);
+        assert_eq!((rx.pending(), sink.pending()), (5, 5));
         let parked: Vec<_> = rx.take_overflow().into_iter().map(|e| e.request_id).collect();
         assert_eq!(parked, ["2", "3", "4"]);
         assert_eq!(rx.rx.try_recv().map(|e| e.request_id).ok().as_deref(), Some("0"));

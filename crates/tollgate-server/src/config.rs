@@ -40,10 +40,16 @@ pub struct RawConfig {
     /// Mark the dashboard session cookie `Secure` (set when TLS ends in front of
     /// Tollgate; `X-Forwarded-Proto: https` from a trusted proxy also does it).
     pub secure_cookies: bool,
+    /// Redis for limits and budgets shared by several instances (`TOLLGATE_REDIS_URL`).
+    pub redis_url: Option<Secret>,
     pub keys: RawKeys,
     pub upstream: RawUpstream,
     pub usage: RawUsage,
+    pub limits: RawLimits,
+    pub billing: RawBilling,
     pub change_feed: RawChangeFeed,
+    pub notifications: RawNotifications,
+    pub metrics: RawMetrics,
     pub providers: Vec<RawProvider>,
     pub models: Vec<RawModel>,
 }
@@ -64,10 +70,15 @@ impl Default for RawConfig {
             demo: None,
             trusted_proxies: Vec::new(),
             secure_cookies: false,
+            redis_url: None,
             keys: RawKeys::default(),
             upstream: RawUpstream::default(),
             usage: RawUsage::default(),
+            limits: RawLimits::default(),
+            billing: RawBilling::default(),
             change_feed: RawChangeFeed::default(),
+            notifications: RawNotifications::default(),
+            metrics: RawMetrics::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -149,6 +160,34 @@ impl Default for RawUsage {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Prefix of every Redis key Tollgate writes (put a `{hash tag}` in it on Redis Cluster).
+    pub redis_prefix: String,
+    /// Per-call timeout of the shared limiter; past it the instance uses its own limits.
+    pub redis_timeout_ms: u64,
+    /// While Redis is unreachable, each instance allows this fraction (1/n) of every rate
+    /// limit: set it to the number of instances.
+    pub fallback_share: u64,
+    /// How often an instance on PostgreSQL re-reads the spend counters other instances
+    /// wrote (budgets without Redis).
+    pub counter_refresh_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self { redis_prefix: "tg:".into(), redis_timeout_ms: 250, fallback_share: 1, counter_refresh_ms: 1_000 }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBilling {
+    /// Refuse requests the organization's balance (its ledger) cannot cover.
+    pub enforce_balance: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawChangeFeed {
     pub poll_interval_ms: u64,
 }
@@ -157,6 +196,283 @@ impl Default for RawChangeFeed {
     fn default() -> Self {
         Self { poll_interval_ms: 250 }
     }
+}
+
+/// `[notifications]`: budget alerts, quota/budget exhaustion and expiry reminders, sent
+/// to a webhook and/or by email to the key's owner. Neither channel set: no notifier runs.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNotifications {
+    /// How often keys are checked for alerts that are due.
+    pub sweep_interval_ms: u64,
+    /// POSTed a signed JSON event (`TOLLGATE_NOTIFICATIONS__WEBHOOK_URL`).
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of `x-tollgate-signature`; required with `webhook_url`.
+    pub webhook_secret: Option<Secret>,
+    /// Email to key owners through this SMTP server (unset: no email).
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<Secret>,
+    /// `alerts@example.com` or `Tollgate <alerts@example.com>`; required with `smtp_host`.
+    pub smtp_from: Option<String>,
+    /// Upgrade the connection with STARTTLS before anything else is sent (and refuse to
+    /// send if the server does not offer it). Turn off only for a trusted local relay.
+    pub smtp_starttls: bool,
+    /// Attempts per delivery before it is marked failed.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each next one twice as long, up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per attempt: connect, send and get the answer (webhook or whole SMTP exchange).
+    pub timeout_ms: u64,
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        Self {
+            sweep_interval_ms: 30_000,
+            webhook_url: None,
+            webhook_secret: None,
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_from: None,
+            smtp_starttls: true,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Validated `[notifications]`.
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
+    pub sweep_interval: Duration,
+    pub webhook: Option<WebhookConfig>,
+    pub smtp: Option<SmtpConfig>,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+}
+
+/// Where events are POSTed. `Debug` shows only scheme and host: webhook URLs often carry
+/// a token in their path.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: http::Uri,
+    pub secret: Secret,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.scheme_str().unwrap_or("");
+        let host = self.url.host().unwrap_or("");
+        write!(f, "WebhookConfig {{ url: {scheme}://{host}/***, secret: *** }}")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// With the password: `AUTH PLAIN`.
+    pub credentials: Option<(String, Secret)>,
+    /// The `From:` header as configured.
+    pub from_header: String,
+    /// The bare address of `from_header` (`MAIL FROM`).
+    pub from_address: String,
+    pub starttls: bool,
+}
+
+/// `local@domain`: printable ASCII, no spaces, brackets or line breaks.
+pub fn valid_email_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    (3..=254).contains(&a.len())
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.starts_with('.')
+        && a.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'(' | b')' | b',' | b';' | b'"'))
+}
+
+/// `addr` or `Display Name <addr>` → `(header, address)`.
+fn parse_mailbox(s: &str) -> Result<(String, String), String> {
+    let s = s.trim();
+    if s.bytes().any(|b| !(b.is_ascii_graphic() || b == b' ')) {
+        return Err("must be printable ASCII on one line".into());
+    }
+    let address = match (s.find('<'), s.strip_suffix('>')) {
+        (Some(open), Some(inner)) => inner[open + 1..].trim().to_owned(),
+        (None, None) => s.to_owned(),
+        _ => return Err(format!("{s:?} is not an address or `Name <address>`")),
+    };
+    if !valid_email_address(&address) {
+        return Err(format!("{address:?} is not an email address"));
+    }
+    Ok((s.to_owned(), address))
+}
+
+fn notifications_config(raw: &RawNotifications, errors: &mut Vec<String>) -> NotificationsConfig {
+    let mut error = |m: String| errors.push(format!("notifications.{m}"));
+    if !(50..=86_400_000).contains(&raw.sweep_interval_ms) {
+        error("sweep_interval_ms: must be between 50 and 86400000".into());
+    }
+    let webhook = match (raw.webhook_url.as_deref().filter(|u| !u.is_empty()), raw.webhook_secret.as_ref()) {
+        (None, Some(s)) if !s.is_empty() => {
+            error("webhook_secret: set without webhook_url".into());
+            None
+        }
+        (None, _) => None,
+        (Some(url), secret) => {
+            let uri = url.parse::<http::Uri>().map_err(|_| "is not a URL".to_owned()).and_then(|u| {
+                if !matches!(u.scheme_str(), Some("http" | "https")) {
+                    Err("must start with http:// or https://".to_owned())
+                } else if u.host().is_none_or(str::is_empty) {
+                    Err("must include a host".to_owned())
+                } else if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    Err("must not contain credentials".to_owned())
+                } else {
+                    Ok(u)
+                }
+            });
+            let secret = match secret.filter(|s| !s.is_empty()) {
+                None => Err("webhook_secret: required when webhook_url is set".to_owned()),
+                Some(s) if s.expose().len() < 16 => Err("webhook_secret: must be at least 16 characters".to_owned()),
+                Some(s) => Ok(s.clone()),
+            };
+            // The URL is not echoed: it may carry a token.
+            match (uri.map_err(|m| format!("webhook_url: {m}")), secret) {
+                (Ok(url), Ok(secret)) => Some(WebhookConfig { url, secret }),
+                (u, s) => {
+                    u.err().into_iter().chain(s.err()).for_each(&mut error);
+                    None
+                }
+            }
+        }
+    };
+    let username = raw.smtp_username.clone().filter(|u| !u.is_empty());
+    let password = raw.smtp_password.clone().filter(|p| !p.is_empty());
+    let smtp = match raw.smtp_host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        None => {
+            if username.is_some() || password.is_some() || raw.smtp_from.is_some() {
+                error("smtp_host: required when other smtp_* fields are set".into());
+            }
+            None
+        }
+        Some(host) => {
+            let mut ok = true;
+            if host.bytes().any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))) {
+                error(format!("smtp_host: {host:?} is not a host name or IP address"));
+                ok = false;
+            }
+            if raw.smtp_port == 0 {
+                error("smtp_port: must be between 1 and 65535".into());
+                ok = false;
+            }
+            let credentials = match (username, password) {
+                (Some(u), Some(p)) => Some((u, p)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    error("smtp_password: required when smtp_username is set".into());
+                    None
+                }
+                (None, Some(_)) => {
+                    error("smtp_username: required when smtp_password is set".into());
+                    None
+                }
+            };
+            let from = match raw.smtp_from.as_deref().map(parse_mailbox) {
+                Some(Ok(f)) => Some(f),
+                Some(Err(m)) => {
+                    error(format!("smtp_from: {m}"));
+                    None
+                }
+                None => {
+                    error("smtp_from: required when smtp_host is set".into());
+                    None
+                }
+            };
+            match from {
+                Some((from_header, from_address)) if ok => Some(SmtpConfig {
+                    host: host.to_owned(),
+                    port: raw.smtp_port,
+                    credentials,
+                    from_header,
+                    from_address,
+                    starttls: raw.smtp_starttls,
+                }),
+                _ => None,
+            }
+        }
+    };
+    if !(1..=100).contains(&raw.max_attempts) {
+        error("max_attempts: must be between 1 and 100".into());
+    }
+    if raw.retry_base_ms == 0 {
+        error("retry_base_ms: must be greater than 0".into());
+    }
+    if raw.retry_max_ms < raw.retry_base_ms {
+        error("retry_max_ms: must be at least retry_base_ms".into());
+    }
+    if !(100..=600_000).contains(&raw.timeout_ms) {
+        error("timeout_ms: must be between 100 and 600000".into());
+    }
+    NotificationsConfig {
+        sweep_interval: Duration::from_millis(raw.sweep_interval_ms),
+        webhook,
+        smtp,
+        max_attempts: raw.max_attempts,
+        retry_base: Duration::from_millis(raw.retry_base_ms),
+        retry_max: Duration::from_millis(raw.retry_max_ms),
+        timeout: Duration::from_millis(raw.timeout_ms),
+    }
+}
+
+/// `[metrics]`: Prometheus text on `GET /metrics`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub enabled: bool,
+    /// Serve `/metrics` on its own listener (e.g. `127.0.0.1:9090`) instead of the main one.
+    pub listen: Option<String>,
+    /// Add `tollgate_key_*` series labelled by key id: one series set per key ever seen.
+    pub key_labels: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self { enabled: true, listen: None, key_labels: false }
+    }
+}
+
+/// Validated `[metrics]`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// `None`: served on the main listener.
+    pub listen: Option<SocketAddr>,
+    pub key_labels: bool,
+}
+
+fn metrics_config(raw: &RawMetrics, main_listen: SocketAddr, errors: &mut Vec<String>) -> MetricsConfig {
+    let listen = raw.listen.as_deref().map(str::trim).filter(|l| !l.is_empty()).and_then(|l| match l.parse() {
+        Ok(addr) if addr == main_listen && main_listen.port() != 0 => {
+            errors.push(format!("metrics.listen: {l} is the main listen address; leave it unset to serve there"));
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(format!("metrics.listen: {l:?} is not an address such as 127.0.0.1:9090"));
+            None
+        }
+    });
+    MetricsConfig { enabled: raw.enabled, listen, key_labels: raw.key_labels }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -187,6 +503,10 @@ pub struct RawModel {
     pub output_price_per_mtok: f64,
     #[serde(default)]
     pub price_per_image: f64,
+    /// The output a request without `max_tokens` is assumed to reach when its cost is
+    /// reserved (default 4096).
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
     pub channels: Vec<RawChannel>,
 }
 
@@ -224,6 +544,14 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     pub usage_queue_capacity: usize,
     pub change_poll_interval: Duration,
+    pub notifications: NotificationsConfig,
+    pub metrics: MetricsConfig,
+    pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub redis_timeout: Duration,
+    pub fallback_share: u64,
+    pub counter_refresh: Duration,
+    pub enforce_balance: bool,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -245,6 +573,7 @@ pub struct ModelConfig {
     pub id: String,
     pub model_type: ModelType,
     pub pricing: Pricing,
+    pub max_output_tokens: u64,
     /// `(provider name, upstream model)`.
     pub channels: Vec<(String, String)>,
 }
@@ -266,6 +595,7 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 const ENV_PREFIX: &str = "TOLLGATE_";
+const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 /// Variables with the prefix that are not config fields.
 const NON_FIELD_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
@@ -432,6 +762,8 @@ pub fn validate(
     let flush = positive("usage.flush_interval_ms", raw.usage.flush_interval_ms);
     let capacity = positive("usage.queue_capacity", raw.usage.queue_capacity);
     let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
+    let notifications = notifications_config(&raw.notifications, &mut errors);
+    let metrics = metrics_config(&raw.metrics, listen, &mut errors);
 
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.trusted_proxies.iter().enumerate() {
@@ -515,12 +847,14 @@ pub fn validate(
             id: "demo-chat".into(),
             model_type: ModelType::Chat,
             pricing: Pricing { input_per_mtok: price(0.5), output_per_mtok: price(1.5), per_image: MicroUsd::ZERO },
+            max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
             channels: vec![("demo".into(), "demo-chat".into())],
         });
         models.push(ModelConfig {
             id: "demo-embed".into(),
             model_type: ModelType::Embedding,
             pricing: Pricing { input_per_mtok: price(0.02), ..Pricing::default() },
+            max_output_tokens: 0,
             channels: vec![("demo".into(), "demo-embed".into())],
         });
     }
@@ -553,7 +887,28 @@ pub fn validate(
             }
             channels.push((c.provider.clone(), c.model.clone().unwrap_or_else(|| m.id.clone())));
         }
-        models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, channels });
+        let max_output_tokens = m.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+        if max_output_tokens > 10_000_000 {
+            errors.push(format!("{at}.max_output_tokens: at most 10000000"));
+        }
+        models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, max_output_tokens, channels });
+    }
+
+    let limits = &raw.limits;
+    if limits.fallback_share == 0 {
+        errors.push("limits.fallback_share: must be at least 1".into());
+    }
+    if !(10..=10_000).contains(&limits.redis_timeout_ms) {
+        errors.push("limits.redis_timeout_ms: must be between 10 and 10000".into());
+    }
+    if !(100..=600_000).contains(&limits.counter_refresh_ms) {
+        errors.push("limits.counter_refresh_ms: must be between 100 and 600000".into());
+    }
+    let redis_url = raw.redis_url.filter(|u| !u.is_empty());
+    if let Some(u) = &redis_url
+        && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+    {
+        errors.push("redis_url: must start with redis:// or rediss://".into());
     }
 
     if !errors.is_empty() {
@@ -580,6 +935,14 @@ pub fn validate(
         usage_flush_interval: Duration::from_millis(flush),
         usage_queue_capacity: usize::try_from(capacity).unwrap_or(65_536),
         change_poll_interval: Duration::from_millis(poll),
+        notifications,
+        metrics,
+        redis_url,
+        redis_prefix: raw.limits.redis_prefix.clone(),
+        redis_timeout: Duration::from_millis(raw.limits.redis_timeout_ms),
+        fallback_share: raw.limits.fallback_share.max(1),
+        counter_refresh: Duration::from_millis(raw.limits.counter_refresh_ms),
+        enforce_balance: raw.billing.enforce_balance,
         providers,
         models,
     })
@@ -748,5 +1111,111 @@ mod tests {
         assert!(normalize_base_url("https://user:pw@api.example.com/v1").is_err());
         assert!(normalize_base_url("https://api.example.com/v1?x=1").is_err());
         assert_eq!(normalize_base_url("https://api.example.com/v1/").as_deref(), Ok("https://api.example.com/v1"));
+    }
+
+    #[test]
+    fn metrics_are_on_the_main_listener_by_default_and_validated() {
+        let c = load(None, Vec::new(), Credentials::Required).unwrap();
+        assert!(c.metrics.enabled && c.metrics.listen.is_none() && !c.metrics.key_labels);
+
+        let c = from_toml("[metrics]\nlisten = \"127.0.0.1:9090\"\nkey_labels = true", &[]).unwrap();
+        assert_eq!(c.metrics.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9090"));
+        assert!(c.metrics.key_labels);
+        let c = from_toml(
+            "[metrics]\nlisten = \"127.0.0.1:9090\"",
+            &[("TOLLGATE_METRICS__ENABLED", "false"), ("TOLLGATE_METRICS__LISTEN", "0.0.0.0:9100")],
+        )
+        .unwrap();
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9100"));
+        let c = from_toml("", &[("TOLLGATE_METRICS__KEY_LABELS", "true"), ("TOLLGATE_METRICS__LISTEN", "")]).unwrap();
+        assert!(c.metrics.key_labels && c.metrics.listen.is_none());
+
+        let e = errors(from_toml("[metrics]\nlisten = \"nowhere\"", &[]));
+        assert!(e.contains("metrics.listen: \"nowhere\" is not an address"), "{e}");
+        let e = errors(from_toml("listen = \"127.0.0.1:8080\"\n[metrics]\nlisten = \"127.0.0.1:8080\"", &[]));
+        assert!(e.contains("metrics.listen: 127.0.0.1:8080 is the main listen address"), "{e}");
+        let e = errors(from_toml("[metrics]\nenable = true", &[]));
+        assert!(e.contains("metrics") && e.contains("unknown field `enable`"), "{e}");
+        let e = errors(from_toml("", &[("TOLLGATE_METRICS__ENABLED", "yes")]));
+        assert!(e.contains("TOLLGATE_METRICS__ENABLED: must be true or false"), "{e}");
+    }
+
+    #[test]
+    fn notifications_are_off_by_default_and_validated_by_field() {
+        let c = load(None, Vec::new(), Credentials::Required).unwrap();
+        assert!(c.notifications.webhook.is_none() && c.notifications.smtp.is_none());
+        assert_eq!(c.notifications.sweep_interval, Duration::from_secs(30));
+        assert_eq!((c.notifications.max_attempts, c.notifications.retry_base), (5, Duration::from_secs(1)));
+
+        let e = errors(from_toml(
+            r#"
+            [notifications]
+            sweep_interval_ms = 0
+            webhook_url = "ftp://hooks.example.com/x"
+            smtp_host = "smtp.example.com"
+            smtp_username = "u"
+            smtp_from = "not an address"
+            max_attempts = 0
+            retry_base_ms = 10
+            retry_max_ms = 5
+            "#,
+            &[],
+        ));
+        for needle in [
+            "notifications.sweep_interval_ms",
+            "notifications.webhook_url: must start with http:// or https://",
+            "notifications.webhook_secret: required when webhook_url is set",
+            "notifications.smtp_password: required when smtp_username is set",
+            "notifications.smtp_from:",
+            "notifications.max_attempts",
+            "notifications.retry_max_ms",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        let e = errors(from_toml("[notifications]\nwebhook_secret = \"0123456789abcdef\"", &[]));
+        assert!(e.contains("notifications.webhook_secret: set without webhook_url"), "{e}");
+        let e = errors(from_toml("[notifications]\nsmtp_from = \"a@b.c\"", &[]));
+        assert!(e.contains("notifications.smtp_host: required"), "{e}");
+        let e = errors(from_toml(
+            "[notifications]\nwebhook_url = \"https://h.example/x\"\nwebhook_secret = \"short\"",
+            &[],
+        ));
+        assert!(e.contains("at least 16 characters") && !e.contains("short"), "{e}");
+        let e = errors(from_toml("[notifications]\nsmtp_hots = \"x\"", &[]));
+        assert!(e.contains("unknown field `smtp_hots`"), "{e}");
+    }
+
+    #[test]
+    fn notifications_come_from_the_environment_and_keep_their_secrets() {
+        let c = from_toml(
+            "[notifications]\nsmtp_from = \"Tollgate <alerts@example.com>\"",
+            &[
+                ("TOLLGATE_NOTIFICATIONS__WEBHOOK_URL", "https://hooks.example.com/T0KEN-in-path"),
+                ("TOLLGATE_NOTIFICATIONS__WEBHOOK_SECRET", "whsec-0123456789abcdef"),
+                ("TOLLGATE_NOTIFICATIONS__SMTP_HOST", "smtp.example.com"),
+                ("TOLLGATE_NOTIFICATIONS__SMTP_PORT", "2525"),
+                ("TOLLGATE_NOTIFICATIONS__SMTP_USERNAME", "mailer"),
+                ("TOLLGATE_NOTIFICATIONS__SMTP_PASSWORD", "smtp-pass-xyz"),
+                ("TOLLGATE_NOTIFICATIONS__SMTP_STARTTLS", "false"),
+                ("TOLLGATE_NOTIFICATIONS__SWEEP_INTERVAL_MS", "200"),
+                ("TOLLGATE_NOTIFICATIONS__RETRY_BASE_MS", "50"),
+            ],
+        )
+        .unwrap();
+        let n = &c.notifications;
+        let webhook = n.webhook.as_ref().unwrap();
+        assert_eq!(webhook.url.to_string(), "https://hooks.example.com/T0KEN-in-path");
+        assert_eq!(webhook.secret.expose(), "whsec-0123456789abcdef");
+        let smtp = n.smtp.as_ref().unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port, smtp.starttls), ("smtp.example.com", 2525, false));
+        assert_eq!(smtp.from_address, "alerts@example.com");
+        assert_eq!(smtp.from_header, "Tollgate <alerts@example.com>");
+        assert_eq!(smtp.credentials.as_ref().map(|(u, p)| (u.as_str(), p.expose())), Some(("mailer", "smtp-pass-xyz")));
+        assert_eq!((n.sweep_interval, n.retry_base), (Duration::from_millis(200), Duration::from_millis(50)));
+        let shown = format!("{c:?}");
+        for secret in ["whsec-0123456789abcdef", "smtp-pass-xyz", "T0KEN-in-path"] {
+            assert!(!shown.contains(secret), "{secret} leaked into Debug");
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
-use tollgate_proxy::{Channel, ModelRoute, OpenAiUpstream, Provider, ProviderKind, Snapshot};
+use tollgate_proxy::{Accounts, Channel, ModelRoute, OpenAiUpstream, OrgBalance, Provider, ProviderKind, Snapshot};
 use tollgate_store::{Entity, Store, StoreError};
 
 use crate::config::{Config, ProviderConfigKind};
@@ -38,6 +38,8 @@ pub fn model_routes(config: &Config) -> anyhow::Result<Vec<ModelRoute>> {
             id: m.id.clone(),
             model_type: m.model_type,
             pricing: m.pricing,
+            config_pricing: m.pricing,
+            max_output_tokens: m.max_output_tokens,
             channels: m
                 .channels
                 .iter()
@@ -56,22 +58,80 @@ pub async fn load(store: &Store, models: Vec<ModelRoute>) -> Result<(Snapshot, i
     let seq = store.latest_change_seq().await?;
     let keys = store.all_keys().await?;
     let teams = store.list_teams(None).await?;
-    Ok((Snapshot::new(&keys, &teams, models), seq))
+    let orgs = org_balances(store).await?;
+    let accounts = Arc::new(Accounts::default());
+    merge_team_counters(store, &accounts).await?;
+    let prices = store.model_prices().await?;
+    Ok((Snapshot::new(accounts, &keys, &teams, &orgs, models).with_prices(&prices), seq))
 }
 
-/// Applies new changes until cancelled.
+async fn org_balances(store: &Store) -> Result<Vec<OrgBalance>, StoreError> {
+    Ok(store
+        .all_org_money()
+        .await?
+        .into_iter()
+        .map(|(id, m)| OrgBalance { id, credit: m.credit.0, spend: m.spend.0 })
+        .collect())
+}
+
+async fn merge_team_counters(store: &Store, accounts: &Accounts) -> Result<(), StoreError> {
+    for c in store.team_counters().await? {
+        accounts.team(&c.id).merge_stored(c.spend.0, c.tokens);
+    }
+    Ok(())
+}
+
+/// Raises this instance's counters to what the store holds — how spend settled by other
+/// instances on the same database reaches this one when there is no Redis. Keys: those
+/// used in the last `window` (a key's `last_used_at` is its latest request's start).
+pub async fn refresh_counters(store: &Store, accounts: &Accounts, window: Duration) -> Result<(), StoreError> {
+    let since = tollgate_core::time::now_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    for c in store.key_counters_used_since(since).await? {
+        if let Some(a) = accounts.existing_key(&c.id) {
+            a.merge_stored(c.spend.0, c.tokens);
+        }
+    }
+    for c in store.team_counters().await? {
+        if let Some(a) = accounts.existing_team(&c.id) {
+            a.merge_stored(c.spend.0, c.tokens);
+        }
+    }
+    for (id, m) in store.all_org_money().await? {
+        if let Some(a) = accounts.existing_org(&id) {
+            a.merge_stored(m.spend.0, 0);
+        }
+    }
+    Ok(())
+}
+
+/// How far back `refresh_counters` looks for keys in use.
+const COUNTER_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Applies new changes until cancelled; with `counter_refresh`, also raises the spend
+/// counters to what other instances wrote (several instances on one database).
 pub async fn follow(
     store: Store,
     snapshot: Arc<ArcSwap<Snapshot>>,
     mut seq: i64,
     every: Duration,
+    counter_refresh: Option<Duration>,
     stop: CancellationToken,
 ) {
     let mut failing = false;
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
+        }
+        if let Some(interval) = counter_refresh
+            && last_refresh.elapsed() >= interval
+        {
+            last_refresh = tokio::time::Instant::now();
+            let accounts = snapshot.load().accounts.clone();
+            if let Err(e) = refresh_counters(&store, &accounts, COUNTER_WINDOW).await {
+                tracing::debug!(error = %e, "refreshing spend counters failed; retrying next interval");
+            }
         }
         match apply_once(&store, &snapshot, seq).await {
             Ok(next) => {
@@ -125,6 +185,13 @@ pub async fn apply_once(store: &Store, snapshot: &ArcSwap<Snapshot>, mut seq: i6
         let mut patched = snapshot.load().with_key_changes(&upserts, &removed);
         if !team_upserts.is_empty() || !teams_removed.is_empty() {
             patched = patched.with_team_changes(&team_upserts, &teams_removed);
+        }
+        if changes.iter().any(|c| c.entity == Entity::Org) {
+            // Credits changed: a handful of rows, re-read whole.
+            patched = patched.with_org_changes(&org_balances(store).await?);
+        }
+        if changes.iter().any(|c| c.entity == Entity::Model) {
+            patched = patched.with_prices(&store.model_prices().await?);
         }
         snapshot.store(Arc::new(patched));
         tracing::debug!(changes = changes.len(), seq = next, "applied changes to the snapshot");

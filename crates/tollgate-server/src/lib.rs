@@ -1,13 +1,16 @@
 //! Tollgate's wiring: from a validated [`Config`] and a bound listener to a running
 //! server — store and migrations, pepper, the data plane's snapshot and its change feed,
 //! the usage writer, the route table, the accept loop — and the orderly stop:
-//! stop accepting → `/readyz` false → drain connections → stop the feed → drain the usage
+//! stop accepting → `/readyz` false → drain connections → stop the notifier → stop the feed → drain the usage
 //! writer → close the store. Every task started here is awaited by [`Server::wait`].
 
 pub mod config;
 mod feed;
+mod metrics_http;
+mod notify;
 mod pepper;
 mod serve;
+mod settler;
 mod usage_writer;
 
 use std::net::SocketAddr;
@@ -24,8 +27,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::key::Digester;
 use tollgate_core::{ApiError, ErrorCode};
-use tollgate_proxy::{DataPlane, Limits, UpstreamClient};
-use tollgate_service::Services;
+use tollgate_proxy::shared_limits::{SharedLimits, SharedLimitsConfig};
+use tollgate_proxy::{DataPlane, Limits, Policy, Shared, UpstreamClient};
+use tollgate_service::{CatalogModel, Services};
 use tollgate_store::Store;
 use tollgate_web::WebState;
 
@@ -41,7 +45,17 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
     let store = Store::connect(&config.database_url).await.context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let pepper = pepper::load_or_create(config.pepper.as_ref(), &config.data_dir)?;
-    let mut services = Services::new(store, config.key_format.clone(), Digester::new(&pepper));
+    let catalog = config
+        .models
+        .iter()
+        .map(|m| CatalogModel {
+            id: m.id.clone(),
+            model_type: m.model_type,
+            pricing: m.pricing,
+            max_output_tokens: m.max_output_tokens,
+        })
+        .collect();
+    let mut services = Services::new(store, config.key_format.clone(), Digester::new(&pepper)).with_catalog(catalog);
     if let Some(k) = &config.reveal_key {
         services = services.with_reveal(tollgate_service::Sealer::new(&k.0).map_err(anyhow::Error::msg)?);
     }
@@ -60,6 +74,7 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
 /// A started server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<()>,
     services: Services,
@@ -72,7 +87,16 @@ impl Server {
         let services = open_services(&config).await?;
         let store = services.store.clone();
 
-        let (usage, usage_rx) = tollgate_proxy::usage_channel(config.usage_queue_capacity);
+        let metrics = tollgate_proxy::metrics::Metrics::new(
+            tollgate_proxy::metrics::MetricsOptions {
+                disabled: !config.metrics.enabled,
+                key_labels: config.metrics.key_labels,
+            },
+            config.models.iter().map(|m| m.id.as_str()),
+        );
+        let (usage, usage_rx) =
+            tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, Arc::new(metrics));
+        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage).await?;
         let writer = usage_writer::UsageWriter {
             store: store.clone(),
             rx: usage_rx,
@@ -86,6 +110,22 @@ impl Server {
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
+        let (shared, settler) = match &config.redis_url {
+            Some(url) => {
+                let instance = tollgate_core::ids::new_id("inst");
+                let mut c = SharedLimitsConfig::new(config.redis_prefix.clone(), instance);
+                c.timeout = config.redis_timeout;
+                let limits =
+                    Arc::new(SharedLimits::new(url.expose(), c).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?);
+                if let Err(e) = limits.heartbeat().await {
+                    tracing::warn!(error = %e, "Redis is not reachable yet; limits are per instance until it is");
+                }
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let shared = Shared { limits: limits.clone(), settlements: tx, degraded: Default::default() };
+                (Some(shared), Some((limits, rx)))
+            }
+            None => (None, None),
+        };
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
             key_format: config.key_format.clone(),
@@ -95,6 +135,8 @@ impl Server {
             usage,
             limits: Limits { max_body_bytes: config.max_body_bytes, first_byte_timeout: config.first_byte_timeout },
             trusted_proxies: config.trusted_proxies.clone(),
+            policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
+            shared,
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
@@ -104,25 +146,57 @@ impl Server {
             trusted_proxies: config.trusted_proxies.clone(),
             secure_cookies: config.secure_cookies,
             login_throttle: Default::default(),
+            balance_enforced: config.enforce_balance,
         });
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))
             .merge(tollgate_web::router(web))
+            .merge(metrics_endpoint.main_routes)
             .fallback(not_found);
 
         let stop = CancellationToken::new();
         let feed_stop = CancellationToken::new();
         let writer_stop = CancellationToken::new();
-        let feed_task =
-            tokio::spawn(feed::follow(store.clone(), snapshot, seq, config.change_poll_interval, feed_stop.clone()));
+        // One instance on SQLite settles everything itself; on PostgreSQL other instances
+        // may share the counters.
+        let counter_refresh = (store.backend() == tollgate_store::Backend::Postgres).then_some(config.counter_refresh);
+        let feed_task = tokio::spawn(feed::follow(
+            store.clone(),
+            snapshot,
+            seq,
+            config.change_poll_interval,
+            counter_refresh,
+            feed_stop.clone(),
+        ));
         let writer_task = tokio::spawn(writer.run(writer_stop.clone()));
+        let settler_stop = CancellationToken::new();
+        let settler_task = settler.map(|(limits, rx)| tokio::spawn(settler::run(limits, rx, settler_stop.clone())));
+        let notifier_stop = CancellationToken::new();
+        let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
+            .context("starting the notifier")?
+            .map(|n| tokio::spawn(n.run(notifier_stop.clone())));
         let serve_task = tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace));
+        let metrics_addr = metrics_endpoint.own.as_ref().map(|(_, _, addr)| *addr);
+        let metrics_task = metrics_endpoint
+            .own
+            .map(|(l, routes, _)| tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace)));
 
         let stop_signal = stop.clone();
         let task = tokio::spawn(async move {
             stop_signal.cancelled().await;
             ready.store(false, Ordering::Release);
             let _ = serve_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
+            settler_stop.cancel();
+            if let Some(t) = settler_task {
+                let _ = t.await;
+            }
+            notifier_stop.cancel();
+            if let Some(t) = notifier_task {
+                let _ = t.await;
+            }
             feed_stop.cancel();
             let _ = feed_task.await;
             writer_stop.cancel();
@@ -131,11 +205,16 @@ impl Server {
             tracing::info!("stopped");
         });
         tracing::info!(%addr, "listening");
-        Ok(Self { addr, stop, task, services })
+        Ok(Self { addr, metrics_addr, stop, task, services })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when `[metrics] listen` gives it a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The service layer over the server's own store (tests and embedding).

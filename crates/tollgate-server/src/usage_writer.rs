@@ -87,7 +87,10 @@ impl UsageWriter {
         }
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.store.insert_usage(batch).await {
+            let started = std::time::Instant::now();
+            let result = self.store.insert_usage(batch).await;
+            self.rx.metrics().writer.record_write(started.elapsed(), batch.len(), result.is_ok());
+            match result {
                 Ok(_) => {
                     batch.clear();
                     return;
@@ -105,6 +108,8 @@ impl UsageWriter {
         match self.spill(batch).await {
             Ok(()) => {
                 tracing::warn!(rows = batch.len(), path = %self.spill_path().display(), "usage rows spilled to disk");
+                self.rx.metrics().writer.record_spilled(batch.len());
+                self.record_spill_size();
                 batch.clear();
             }
             // Keep the batch in memory; the next write tries the store again.
@@ -148,6 +153,7 @@ impl UsageWriter {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the usage spill file");
+                self.record_spill_size();
                 return;
             }
         };
@@ -163,7 +169,10 @@ impl UsageWriter {
         }
         let size = self.batch_size.max(1);
         for (i, chunk) in events.chunks(size).enumerate() {
-            if let Err(e) = self.store.insert_usage(chunk).await {
+            let started = std::time::Instant::now();
+            let result = self.store.insert_usage(chunk).await;
+            self.rx.metrics().writer.record_write(started.elapsed(), chunk.len(), result.is_ok());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "replaying spilled usage failed; will retry");
                 // Keep only what is not yet in the store, so no row is written twice.
                 let mut rest = Vec::new();
@@ -176,13 +185,24 @@ impl UsageWriter {
                 if let Err(e) = std::fs::write(&tmp, rest).and_then(|()| std::fs::rename(&tmp, &replaying)) {
                     tracing::error!(error = %e, "could not rewrite the usage spill file");
                 }
+                self.record_spill_size();
                 return;
             }
+            self.rx.metrics().writer.record_replayed(chunk.len());
         }
         if let Err(e) = tokio::fs::remove_file(&replaying).await {
             tracing::error!(error = %e, "replayed the usage spill file but could not delete it");
         } else {
             tracing::info!(rows = events.len(), "replayed spilled usage rows");
         }
+        self.record_spill_size();
+    }
+
+    /// Sets the spill-size gauge to what is on disk now (new spills plus a replay in progress).
+    fn record_spill_size(&self) {
+        let path = self.spill_path();
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let bytes = size(&path) + size(&path.with_extension("replaying"));
+        self.rx.metrics().writer.set_spill_bytes(bytes);
     }
 }

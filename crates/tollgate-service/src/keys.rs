@@ -460,9 +460,10 @@ impl Services {
             Some(_) => return Err(ServiceError::invalid("order", "must be asc or desc")),
         };
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-        // `expired` is derived from the clock, not stored: filter it after reading.
+        // `expired` (the clock) and `exhausted` (the counters) are derived, not stored:
+        // filter them after reading.
         let stored_status = match status {
-            Some(KeyStatus::Expired) => Some(KeyStatus::Active),
+            Some(KeyStatus::Expired | KeyStatus::Exhausted) => Some(KeyStatus::Active),
             s => s,
         };
         let (org_id, owner_id) = match actor.user_principal() {

@@ -3,24 +3,32 @@
 //! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
 
 mod audit;
+mod billing;
 mod ephemeral;
 mod keys;
+mod models;
 mod principal;
 mod reveal;
 mod settings;
 mod tenancy;
+mod usage;
 
 use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
 pub use audit::{AuditEntryView, AuditPage, ListAudit};
+pub use billing::{BillingSummary, Credit, LedgerView};
 pub use ephemeral::{DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, MAX_EPHEMERAL_TTL_SECS};
 pub use keys::{CreatedKey, KeyList, KeyPatch, KeyView, ListKeys, MAX_ROTATION_GRACE_SECS, NewKey};
+pub use models::{CatalogModel, ModelView, PriceInput};
 pub use principal::{Actor, Principal, UserPrincipal};
 pub use reveal::Sealer;
 pub use settings::SettingsInput;
 pub use tenancy::{
     ACCESS_TOKEN_PREFIX, MeView, MemberView, OrganizationView, SESSION_TTL_MS, TeamInput, TeamView, TokenView,
+};
+pub use usage::{
+    CSV_COLUMNS, DailyUsage, DailyView, ListUsage, MAX_DAILY_DAYS, UsageCsv, UsageFilters, UsagePage, UsageView,
 };
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
@@ -90,11 +98,13 @@ pub struct Services {
     pub digester: Digester,
     /// Present when `keys.reveal = true`.
     pub sealer: Option<std::sync::Arc<Sealer>>,
+    /// The models the config declares, with their base prices.
+    pub catalog: std::sync::Arc<Vec<CatalogModel>>,
 }
 
 impl Services {
     pub fn new(store: Store, key_format: KeyFormat, digester: Digester) -> Self {
-        Self { store, key_format, digester, sealer: None }
+        Self { store, key_format, digester, sealer: None, catalog: Default::default() }
     }
 
     /// Turns reveal on: secrets minted from now on are also stored sealed.

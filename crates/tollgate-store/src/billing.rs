@@ -209,10 +209,11 @@ impl Store {
 
     /// Sum of the ledger, recomputed from the entries (reconciliation).
     pub async fn ledger_sum(&self, org_id: &str) -> Result<MicroUsd> {
-        let sum: Option<i64> = sqlx::query_scalar("SELECT SUM(amount_micros) FROM ledger_entries WHERE org_id = $1")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let sum: Option<i64> =
+            sqlx::query_scalar("SELECT CAST(SUM(amount_micros) AS BIGINT) FROM ledger_entries WHERE org_id = $1")
+                .bind(org_id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(MicroUsd(sum.unwrap_or(0)))
     }
 
@@ -241,12 +242,13 @@ impl Store {
 
     /// Spend of the organization's usage rows since `since` (the `/billing` summary).
     pub async fn org_spend_since(&self, org_id: &str, since: UnixMillis) -> Result<MicroUsd> {
-        let sum: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(cost_micros) FROM usage_daily WHERE org_id = $1 AND day >= $2")
-                .bind(org_id)
-                .bind(since.div_euclid(86_400_000))
-                .fetch_one(&self.pool)
-                .await?;
+        let sum: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(cost_micros) AS BIGINT) FROM usage_daily WHERE org_id = $1 AND day >= $2",
+        )
+        .bind(org_id)
+        .bind(since.div_euclid(86_400_000))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(MicroUsd(sum.unwrap_or(0)))
     }
 

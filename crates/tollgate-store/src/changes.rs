@@ -18,6 +18,8 @@ pub enum Entity {
     Team,
     /// An organization's credit changed (a ledger entry other than usage).
     Org,
+    /// A model's price was set or reset through the API.
+    Model,
 }
 
 impl Entity {
@@ -26,6 +28,7 @@ impl Entity {
             Self::Key => "key",
             Self::Team => "team",
             Self::Org => "org",
+            Self::Model => "model",
         }
     }
 
@@ -34,6 +37,7 @@ impl Entity {
             "key" => Some(Self::Key),
             "team" => Some(Self::Team),
             "org" => Some(Self::Org),
+            "model" => Some(Self::Model),
             _ => None,
         }
     }

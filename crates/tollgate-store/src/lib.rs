@@ -12,8 +12,11 @@ mod billing;
 mod changes;
 mod keys;
 mod migrate;
+mod notifications;
+mod prices;
 mod tenancy;
 mod usage;
+mod usage_query;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,8 +28,11 @@ pub use audit::{AuditQuery, AuditRow};
 pub use billing::{Counters, LedgerEntry, LedgerKind, LedgerQuery, OrgMoney};
 pub use changes::{Change, Entity};
 pub use keys::{KeyListQuery, KeySort};
+pub use notifications::{
+    AlertableKey, DeliveryOutcome, DeliveryRow, DeliveryStatus, DueDelivery, NewNotification, NotificationRow,
+};
 pub use tenancy::{Bootstrap, Session};
-pub use usage::{UsageQuery, UsageRow};
+pub use usage_query::{DailyQuery, DailyRow, UsageQuery, UsageRow, UsageScope, UsageStatus};
 
 /// What can go wrong in the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,24 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_metering.sql"),
         postgres: include_str!("../migrations/postgres/0005_metering.sql"),
     },
+    Migration {
+        version: 6,
+        name: "usage_filters",
+        sqlite: include_str!("../migrations/sqlite/0006_usage_filters.sql"),
+        postgres: include_str!("../migrations/postgres/0006_usage_filters.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "notifications",
+        sqlite: include_str!("../migrations/sqlite/0007_notifications.sql"),
+        postgres: include_str!("../migrations/postgres/0007_notifications.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "model_prices",
+        sqlite: include_str!("../migrations/sqlite/0008_model_prices.sql"),
+        postgres: include_str!("../migrations/postgres/0008_model_prices.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

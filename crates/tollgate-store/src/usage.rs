@@ -1,63 +1,20 @@
 //! Usage rows: written in batches by the usage writer (which also rolls the per-key
-//! counters forward in the same transaction), read back with filters and keyset pages.
+//! counters forward in the same transaction). Reading them back is `usage_query`'s.
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
-use tollgate_core::MicroUsd;
+use sqlx::Acquire;
 use tollgate_core::usage::UsageEvent;
 
 use crate::billing::debit_usage;
-use crate::{Backend, Result, Store, to_i64, to_u64};
+use crate::{Backend, Result, Store, to_i64};
 
-const USAGE_COLUMNS: &str = "event_id, request_id, created_at, key_id, key_name, org_id, team_id, \
+pub(crate) const USAGE_COLUMNS: &str = "event_id, request_id, created_at, key_id, key_name, org_id, team_id, \
      user_id, key_metadata, model, provider, endpoint, status, error_code, error, prompt_tokens, \
      completion_tokens, cost_micros, latency_ms, ttft_ms, stream, client_ip, billing_reason";
 const USAGE_COLUMN_COUNT: usize = 23;
 /// Rows per INSERT statement: far below both engines' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
-
-/// A stored usage row: the event plus its row id (the keyset cursor).
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageRow {
-    pub id: i64,
-    pub event_id: Option<String>,
-    pub request_id: String,
-    pub created_at: i64,
-    pub key_id: Option<String>,
-    pub key_name: Option<String>,
-    pub org_id: Option<String>,
-    pub team_id: Option<String>,
-    pub user_id: Option<String>,
-    /// The key's metadata JSON as it was when the request was made.
-    pub key_metadata: Option<String>,
-    pub model: Option<String>,
-    pub provider: Option<String>,
-    pub endpoint: String,
-    pub status: u16,
-    pub error_code: Option<String>,
-    pub error: Option<String>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost: MicroUsd,
-    pub latency_ms: u64,
-    pub ttft_ms: Option<u64>,
-    pub stream: bool,
-    pub client_ip: Option<String>,
-    pub billing_reason: String,
-}
-
-/// Filters for reading usage, newest first.
-#[derive(Debug, Clone, Default)]
-pub struct UsageQuery {
-    pub request_id: Option<String>,
-    pub key_id: Option<String>,
-    pub model: Option<String>,
-    /// Rows with an id below this (the previous page's last id).
-    pub before_id: Option<i64>,
-    pub limit: i64,
-}
 
 impl Store {
     /// Writes a batch of events and rolls them into the counters of their keys, teams and
@@ -187,30 +144,6 @@ impl Store {
         sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
         sql
     }
-
-    pub async fn list_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
-        let mut sql = format!("SELECT id, {USAGE_COLUMNS} FROM usage_log WHERE 1 = 1");
-        let mut binds: Vec<String> = Vec::new();
-        for (column, value) in [("request_id", &q.request_id), ("key_id", &q.key_id), ("model", &q.model)] {
-            if let Some(v) = value {
-                binds.push(v.clone());
-                sql += &format!(" AND {column} = ${}", binds.len());
-            }
-        }
-        if q.before_id.is_some() {
-            sql += &format!(" AND id < ${}", binds.len() + 1);
-        }
-        sql += &format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1 + usize::from(q.before_id.is_some()));
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = query.bind(b);
-        }
-        if let Some(id) = q.before_id {
-            query = query.bind(id);
-        }
-        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
-        rows.iter().map(usage_from_row).collect()
-    }
 }
 
 #[derive(Default)]
@@ -285,34 +218,4 @@ impl<'a> Totals<'a> {
         }
         out
     }
-}
-
-fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
-    let opt_u64 = |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
-    Ok(UsageRow {
-        id: row.try_get("id")?,
-        event_id: row.try_get("event_id")?,
-        request_id: row.try_get("request_id")?,
-        created_at: row.try_get("created_at")?,
-        key_id: row.try_get("key_id")?,
-        key_name: row.try_get("key_name")?,
-        org_id: row.try_get("org_id")?,
-        team_id: row.try_get("team_id")?,
-        user_id: row.try_get("user_id")?,
-        key_metadata: row.try_get("key_metadata")?,
-        model: row.try_get("model")?,
-        provider: row.try_get("provider")?,
-        endpoint: row.try_get("endpoint")?,
-        status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
-        error_code: row.try_get("error_code")?,
-        error: row.try_get("error")?,
-        prompt_tokens: to_u64(row.try_get("prompt_tokens")?),
-        completion_tokens: to_u64(row.try_get("completion_tokens")?),
-        cost: MicroUsd(row.try_get("cost_micros")?),
-        latency_ms: to_u64(row.try_get("latency_ms")?),
-        ttft_ms: opt_u64("ttft_ms")?,
-        stream: row.try_get::<i64, _>("stream")? != 0,
-        client_ip: row.try_get("client_ip")?,
-        billing_reason: row.try_get("billing_reason")?,
-    })
 }

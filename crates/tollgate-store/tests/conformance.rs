@@ -10,7 +10,9 @@ use tollgate_core::key::{KeyDigest, KeyRecord, KeySettings, KeyStatus};
 use tollgate_core::scope::ModelScope;
 use tollgate_core::tenancy::{AccessToken, Organization, Role, Team, TeamSettings, User};
 use tollgate_core::usage::{BillingReason, UsageEvent};
-use tollgate_store::{AuditQuery, Bootstrap, Entity, KeyListQuery, Store, StoreError, UsageQuery};
+use tollgate_store::{
+    AuditQuery, Bootstrap, Entity, KeyListQuery, LedgerKind, LedgerQuery, Store, StoreError, UsageQuery,
+};
 
 struct TestDb {
     store: Store,
@@ -69,11 +71,18 @@ on_every_backend!(
     duplicate_digest_is_a_conflict,
     list_keys_searches_filters_and_pages,
     usage_batches_are_written_and_roll_key_counters,
+    usage_filters_each_narrow_and_pages_walk_every_row,
+    usage_stream_yields_every_matching_row,
+    usage_daily_sums_each_day,
     migrations_are_idempotent,
     updates_round_trip_settings_and_rotation_state,
     delete_removes_and_records,
     audit_is_written_with_the_change_and_filtered,
     tenancy_bootstraps_once_and_scopes_listing,
+    notifications_are_recorded_once_and_each_attempt_claimed_once,
+    alertable_keys_have_an_expiry_a_budget_or_a_quota,
+    the_ledger_sums_to_the_balance_and_usage_is_counted_once,
+    model_prices_override_and_reset,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -217,6 +226,187 @@ async fn usage_batches_are_written_and_roll_key_counters(s: &Store) {
         .expect("q");
     assert_eq!((page1.len(), page2.len()), (100, 150));
     assert_eq!(page1[0].request_id, "req_249", "newest first");
+}
+
+/// Sixty rows spread over two organizations, two teams, three keys, two owners, two
+/// models and three statuses, 100 ms apart.
+fn usage_spread() -> Vec<UsageEvent> {
+    (0..60)
+        .map(|i: usize| {
+            let key = ["key_a", "key_b", "key_c"][i % 3];
+            let mut e = event(&format!("req_s{i}"), Some(key), 10_000 + 100 * i as i64, i as i64);
+            e.org_id = Some(if key == "key_c" { "org_2" } else { "org_1" }.into());
+            e.team_id = Some(if i % 4 < 2 { "team_1" } else { "team_2" }.into());
+            e.user_id = Some(["usr_x", "usr_y"][i % 2].into());
+            e.model = Some(if i.is_multiple_of(5) { "other-model" } else { "demo-chat" }.into());
+            e.status = if i.is_multiple_of(7) {
+                500
+            } else if i.is_multiple_of(6) {
+                429
+            } else {
+                200
+            };
+            e
+        })
+        .collect()
+}
+
+/// The request ids a query returns, checking that they come newest first.
+async fn usage_ids(s: &Store, q: &UsageQuery) -> std::collections::BTreeSet<String> {
+    let rows = s.list_usage(q).await.expect("list usage");
+    assert!(rows.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    rows.into_iter().map(|r| r.request_id).collect()
+}
+
+async fn usage_filters_each_narrow_and_pages_walk_every_row(s: &Store) {
+    use tollgate_store::{UsageScope, UsageStatus};
+    let events = usage_spread();
+    s.insert_usage(&events).await.expect("usage");
+    let all = UsageQuery { limit: 1000, ..Default::default() };
+    let expect = |keep: &dyn Fn(&UsageEvent) -> bool| -> std::collections::BTreeSet<String> {
+        events.iter().filter(|e| keep(e)).map(|e| e.request_id.clone()).collect()
+    };
+    let text = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
+    let cases: Vec<(UsageQuery, std::collections::BTreeSet<String>)> = vec![
+        (all.clone(), expect(&|_| true)),
+        (UsageQuery { request_id: Some("req_s7".into()), ..all.clone() }, expect(&|e| e.request_id == "req_s7")),
+        (UsageQuery { model: Some("other-model".into()), ..all.clone() }, expect(&|e| text(&e.model, "other-model"))),
+        (UsageQuery { key_id: Some("key_b".into()), ..all.clone() }, expect(&|e| text(&e.key_id, "key_b"))),
+        (UsageQuery { org_id: Some("org_2".into()), ..all.clone() }, expect(&|e| text(&e.org_id, "org_2"))),
+        (UsageQuery { team_id: Some("team_2".into()), ..all.clone() }, expect(&|e| text(&e.team_id, "team_2"))),
+        (UsageQuery { user_id: Some("usr_y".into()), ..all.clone() }, expect(&|e| text(&e.user_id, "usr_y"))),
+        (UsageQuery { status: Some(UsageStatus::Success), ..all.clone() }, expect(&|e| e.status < 400)),
+        (UsageQuery { status: Some(UsageStatus::Error), ..all.clone() }, expect(&|e| e.status >= 400)),
+        (
+            UsageQuery { from: Some(11_000), to: Some(12_000), ..all.clone() },
+            expect(&|e| (11_000..12_000).contains(&e.created_at)),
+        ),
+        (
+            UsageQuery { key_ids: Some(vec!["key_a".into(), "key_c".into()]), ..all.clone() },
+            expect(&|e| text(&e.key_id, "key_a") || text(&e.key_id, "key_c")),
+        ),
+        (UsageQuery { key_ids: Some(Vec::new()), ..all.clone() }, expect(&|_| false)),
+        (
+            UsageQuery {
+                org_id: Some("org_1".into()),
+                team_id: Some("team_1".into()),
+                model: Some("demo-chat".into()),
+                status: Some(UsageStatus::Success),
+                from: Some(10_500),
+                ..all.clone()
+            },
+            expect(&|e| {
+                text(&e.org_id, "org_1")
+                    && text(&e.team_id, "team_1")
+                    && text(&e.model, "demo-chat")
+                    && e.status < 400
+                    && e.created_at >= 10_500
+            }),
+        ),
+    ];
+    for (q, expected) in cases {
+        assert!(!expected.is_empty() || q.key_ids.as_ref().is_some_and(Vec::is_empty), "a case that tests nothing");
+        assert_eq!(usage_ids(s, &q).await, expected, "{q:?}");
+    }
+
+    // Keyset pages of 7 walk every row of org_1 once, newest first.
+    let mut seen = Vec::new();
+    let mut q = UsageQuery { org_id: Some("org_1".into()), limit: 7, ..Default::default() };
+    loop {
+        let page = s.list_usage(&q).await.expect("page");
+        seen.extend(page.iter().map(|r| r.id));
+        if page.len() < 7 {
+            break;
+        }
+        q.before_id = page.last().map(|r| r.id);
+    }
+    assert_eq!(seen.len(), 40);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "no duplicates, newest first");
+
+    // One request in a scope: the other organization's row does not exist for it.
+    let org_1 = UsageScope { org_id: Some("org_1".into()), key_ids: None };
+    let found = s.get_usage_by_request("req_s0", &org_1).await.expect("get");
+    assert_eq!(found.map(|r| r.key_id), Some(Some("key_a".into())));
+    assert_eq!(s.get_usage_by_request("req_s2", &org_1).await.expect("get"), None, "key_c is in org_2");
+    let own = UsageScope { key_ids: Some(vec!["key_b".into()]), ..org_1.clone() };
+    assert_eq!(s.get_usage_by_request("req_s0", &own).await.expect("get"), None);
+    assert!(s.get_usage_by_request("req_s1", &own).await.expect("get").is_some());
+}
+
+async fn usage_stream_yields_every_matching_row(s: &Store) {
+    use futures_util::StreamExt;
+    use tollgate_store::UsageStatus;
+    let events = usage_spread();
+    s.insert_usage(&events).await.expect("usage");
+    let q = UsageQuery { status: Some(UsageStatus::Error), limit: 1, ..Default::default() };
+    let listed = s.list_usage(&UsageQuery { limit: 1000, ..q.clone() }).await.expect("list");
+    let streamed: Vec<_> = s.stream_usage(&q).map(|r| r.expect("row")).collect().await;
+    assert_eq!(streamed, listed, "every row, the limit ignored, in the listing's order");
+    assert!(listed.len() > 1);
+    let nothing = UsageQuery { key_ids: Some(Vec::new()), ..Default::default() };
+    assert_eq!(s.stream_usage(&nothing).count().await, 0);
+
+    // Dropped half-way, or read slowly side by side, streams hold no connection.
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        let mut rows = Box::pin(s.stream_usage(&UsageQuery::default()));
+        assert!(rows.next().await.is_some());
+        open.push(rows);
+    }
+    s.ping().await.expect("the pool is not starved");
+    drop(open);
+
+    // Across pages (an export reads 1,000 rows per query): every row once, newest first.
+    let more: Vec<UsageEvent> = (0..2_345).map(|i| event(&format!("req_p{i}"), Some("key_a"), 20_000 + i, 1)).collect();
+    s.insert_usage(&more).await.expect("usage");
+    let q = UsageQuery { key_id: Some("key_a".into()), ..Default::default() };
+    let ids: Vec<i64> = s.stream_usage(&q).map(|r| r.expect("row").id).collect().await;
+    assert_eq!(ids.len(), 2_345 + 20);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "no row twice, newest first");
+    let from_cursor = UsageQuery { before_id: Some(ids[1_500]), ..q };
+    assert_eq!(s.stream_usage(&from_cursor).count().await, ids.len() - 1_501, "a cursor is respected");
+}
+
+async fn usage_daily_sums_each_day(s: &Store) {
+    use tollgate_store::DailyQuery;
+    const DAY: i64 = 86_400_000;
+    let mut events = Vec::new();
+    for (i, (day, key, model, status, cost)) in [
+        (100, "key_a", "m1", 200, 10),
+        (100, "key_a", "m2", 500, 0),
+        (100, "key_b", "m1", 200, 7),
+        (101, "key_a", "m1", 200, 1),
+        (103, "key_b", "m2", 429, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = event(&format!("req_d{i}"), Some(key), day * DAY + 5, cost);
+        e.org_id = Some("org_1".into());
+        e.model = Some(model.into());
+        e.status = status;
+        events.push(e);
+    }
+    let mut elsewhere = event("req_other_org", Some("key_z"), 100 * DAY, 1_000);
+    elsewhere.org_id = Some("org_2".into());
+    events.push(elsewhere);
+    s.insert_usage(&events).await.expect("usage");
+
+    let q = DailyQuery { org_id: Some("org_1".into()), from_day: 99, to_day: 103, ..Default::default() };
+    let days = s.usage_daily(&q).await.expect("daily");
+    let summary: Vec<_> = days.iter().map(|d| (d.day, d.requests, d.errors, d.cost.0)).collect();
+    assert_eq!(summary, [(100, 3, 1, 17), (101, 1, 0, 1), (103, 1, 1, 0)]);
+    assert_eq!((days[0].prompt_tokens, days[0].completion_tokens), (30, 15));
+
+    let narrow = |q: DailyQuery| async move {
+        s.usage_daily(&q).await.expect("daily").iter().map(|d| (d.day, d.requests)).collect::<Vec<_>>()
+    };
+    assert_eq!(narrow(DailyQuery { key_id: Some("key_a".into()), ..q.clone() }).await, [(100, 2), (101, 1)]);
+    assert_eq!(narrow(DailyQuery { model: Some("m2".into()), ..q.clone() }).await, [(100, 1), (103, 1)]);
+    assert_eq!(narrow(DailyQuery { key_ids: Some(vec!["key_b".into()]), ..q.clone() }).await, [(100, 1), (103, 1)]);
+    assert_eq!(narrow(DailyQuery { key_ids: Some(Vec::new()), ..q.clone() }).await, []);
+    assert_eq!(narrow(DailyQuery { from_day: 101, to_day: 102, ..q.clone() }).await, [(101, 1)]);
+    assert_eq!(narrow(DailyQuery { org_id: None, ..q.clone() }).await, [(100, 4), (101, 1), (103, 1)]);
 }
 
 async fn migrations_are_idempotent(s: &Store) {
@@ -379,4 +569,161 @@ async fn tenancy_bootstraps_once_and_scopes_listing(s: &Store) {
     assert_eq!(s.list_keys(&mine).await.expect("list").len(), 1);
     let other_org = KeyListQuery { org_id: Some("org_2".into()), limit: 10, ..Default::default() };
     assert!(s.list_keys(&other_org).await.expect("list").is_empty());
+}
+
+fn notification(id: &str, kind: &str, detail: &str, channels: &[&str]) -> tollgate_store::NewNotification {
+    tollgate_store::NewNotification {
+        id: id.into(),
+        kind: kind.into(),
+        key_id: "key_a".into(),
+        detail: detail.into(),
+        org_id: Some("org_1".into()),
+        owner_id: Some("usr_owner".into()),
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        created_at: 1_000,
+        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
+async fn notifications_are_recorded_once_and_each_attempt_claimed_once(s: &Store) {
+    use tollgate_store::{DeliveryOutcome, DeliveryStatus};
+    let owner = User { id: "usr_owner".into(), email: "o@x.test".into(), created_at: 1 };
+    s.insert_member(&owner, "h", "org_1", Role::Owner, &[], &audit("member.create")).await.expect("owner");
+
+    let first = notification("ntf_1", "budget.threshold", "50", &["webhook", "email"]);
+    assert!(s.record_notification(&first).await.expect("record"));
+    // The same event again, under another id (another sweep, another server): not recorded.
+    assert!(
+        !s.record_notification(&notification("ntf_2", "budget.threshold", "50", &["webhook"])).await.expect("again")
+    );
+    assert!(s.record_notification(&notification("ntf_3", "budget.threshold", "80", &[])).await.expect("other detail"));
+
+    assert!(s.due_deliveries("webhook", 999, 10).await.expect("due").is_empty(), "not due before created_at");
+    let email = s.due_deliveries("email", 1_000, 10).await.expect("due");
+    let webhook = s.due_deliveries("webhook", 1_000, 10).await.expect("due");
+    assert_eq!((email.len(), webhook.len()), (1, 1), "one row per channel, each read by its channel");
+    let (email, webhook) = (&email[0], &webhook[0]);
+    assert_eq!(email.owner_email.as_deref(), Some("o@x.test"));
+    assert_eq!((webhook.kind.as_str(), webhook.key_id.as_str(), webhook.attempts), ("budget.threshold", "key_a", 0));
+    assert_eq!((webhook.channel.as_str(), webhook.payload.as_str()), ("webhook", "{\"id\":\"ntf_1\"}"));
+
+    assert!(s.claim_delivery(webhook, 61_000, 1_000).await.expect("claim"));
+    assert!(!s.claim_delivery(webhook, 61_000, 1_000).await.expect("claim again"), "one owner per attempt");
+    assert!(s.due_deliveries("webhook", 2_000, 10).await.expect("due").is_empty(), "a claimed row is leased");
+    assert_eq!(s.due_deliveries("webhook", 61_000, 10).await.expect("due").len(), 1, "until the lease ends");
+
+    let retry = DeliveryOutcome::Retry { error: "HTTP 500".into(), at: 3_000 };
+    s.finish_delivery("ntf_1", "webhook", &retry, 2_000).await.expect("retry");
+    let again = s.due_deliveries("webhook", 3_000, 10).await.expect("due").pop().expect("due again");
+    assert_eq!(again.attempts, 1);
+    assert!(s.claim_delivery(&again, 63_000, 3_000).await.expect("claim"));
+    s.finish_delivery("ntf_1", "webhook", &DeliveryOutcome::Sent, 3_100).await.expect("sent");
+    assert!(s.claim_delivery(email, 63_000, 3_000).await.expect("claim"));
+    s.finish_delivery("ntf_1", "email", &DeliveryOutcome::Failed { error: "550 no such user".into() }, 3_100)
+        .await
+        .expect("failed");
+    for channel in ["webhook", "email"] {
+        assert!(s.due_deliveries(channel, i64::MAX, 10).await.expect("due").is_empty());
+    }
+    assert!(matches!(
+        s.finish_delivery("ntf_404", "email", &DeliveryOutcome::Sent, 1).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let all = s.list_notifications(Some("key_a"), 10).await.expect("list");
+    assert_eq!(all.iter().map(|n| n.detail.as_str()).collect::<Vec<_>>(), ["80", "50"]);
+    let d = &all[1].deliveries;
+    assert_eq!((d[0].channel.as_str(), d[0].status, d[0].attempts), ("email", DeliveryStatus::Failed, 1));
+    assert_eq!(d[0].last_error.as_deref(), Some("550 no such user"));
+    assert_eq!((d[1].channel.as_str(), d[1].status, d[1].attempts), ("webhook", DeliveryStatus::Sent, 2));
+    assert_eq!(d[1].last_error, None);
+    assert!(all[0].deliveries.is_empty());
+    assert!(s.list_notifications(Some("key_b"), 10).await.expect("list").is_empty());
+}
+
+async fn alertable_keys_have_an_expiry_a_budget_or_a_quota(s: &Store) {
+    let plain = KeyRecord { expires_at: None, ..key("key_plain", "plain", 1) };
+    let expiring = key("key_exp", "exp", 2);
+    let mut budget = KeyRecord { expires_at: None, ..key("key_budget", "budget", 3) };
+    budget.settings.budget_micros = Some(1_000);
+    budget.settings.budget_alert_thresholds = vec![50, 80, 100];
+    let mut quota = KeyRecord { expires_at: None, ..key("key_quota", "quota", 4) };
+    quota.settings.token_quota = Some(30);
+    let mut revoked = KeyRecord { status: KeyStatus::Revoked, ..budget.clone() };
+    revoked.id = "key_revoked".into();
+    revoked.digest = KeyDigest([5; 32]);
+    for k in [&plain, &expiring, &budget, &quota, &revoked] {
+        s.insert_key(k, &audit("key.create")).await.expect("insert");
+    }
+    s.insert_usage(&[event("req_1", Some("key_budget"), 5_000, 600), event("req_2", Some("key_quota"), 5_000, 1)])
+        .await
+        .expect("usage");
+
+    let found = s.alertable_keys().await.expect("alertable");
+    assert_eq!(found.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["key_budget", "key_exp", "key_quota"]);
+    let b = &found[0];
+    assert_eq!(
+        (b.spend, b.budget_micros, b.budget_alert_thresholds.as_slice()),
+        (MicroUsd(600), Some(1_000), &[50, 80, 100][..])
+    );
+    assert_eq!((b.owner_id.as_str(), b.org_id.as_str(), b.name.as_str()), ("usr_budget", "org_1", "budget"));
+    assert_eq!((found[1].expires_at, found[1].created_at), (Some(9_000), 1_000));
+    assert_eq!((found[2].tokens_used, found[2].token_quota), (15, Some(30)));
+}
+
+async fn the_ledger_sums_to_the_balance_and_usage_is_counted_once(s: &Store) {
+    let org = Organization { id: "org_1".into(), name: "Default".into(), created_at: 1 };
+    let team = Team {
+        id: "team_1".into(),
+        org_id: "org_1".into(),
+        name: "default".into(),
+        settings: TeamSettings::default(),
+        created_at: 1,
+    };
+    let owner = User { id: "usr_owner".into(), email: "o@x.test".into(), created_at: 1 };
+    s.bootstrap(&Bootstrap { org: &org, team: &team, owner: &owner, password_hash: "hash" }).await.expect("bootstrap");
+    s.insert_key(&key("key_a", "alpha", 1), &audit("key.create")).await.expect("insert");
+    let credit = s
+        .add_ledger_entry("org_1", LedgerKind::Topup, MicroUsd(10_000), Some("seed"), Some("tester"), &audit("credit"))
+        .await
+        .expect("credit");
+    assert_eq!(credit.balance_after, MicroUsd(10_000));
+    let now = tollgate_core::time::now_millis();
+    let batch: Vec<UsageEvent> = (0..30)
+        .map(|i| {
+            let mut e = event(&format!("req_{i}"), Some("key_a"), now, 11);
+            e.org_id = Some("org_1".into());
+            e.team_id = Some("team_1".into());
+            e
+        })
+        .collect();
+    assert_eq!(s.insert_usage(&batch).await.expect("usage"), 30);
+    // The same events again (a spill file replayed twice): nothing counts twice.
+    assert_eq!(s.insert_usage(&batch).await.expect("replay"), 0);
+    let money = s.org_money("org_1").await.expect("money");
+    assert_eq!((money.credit, money.spend, money.balance()), (MicroUsd(10_000), MicroUsd(330), MicroUsd(9_670)));
+    assert_eq!(s.ledger_sum("org_1").await.expect("sum"), money.balance());
+    assert_eq!(s.org_spend_since("org_1", now - 1000).await.expect("30d"), MicroUsd(330));
+    assert_eq!(s.get_key("key_a").await.expect("key").spend, MicroUsd(330));
+    let team = s.team_counters().await.expect("teams");
+    assert_eq!((team[0].spend, team[0].tokens), (MicroUsd(330), 450));
+    let ledger =
+        s.list_ledger(&LedgerQuery { org_id: "org_1".into(), limit: 10, ..Default::default() }).await.expect("ledger");
+    let kinds: Vec<_> = ledger.iter().map(|e| (e.kind, e.amount)).collect();
+    assert_eq!(kinds, [(LedgerKind::Usage, MicroUsd(-330)), (LedgerKind::Topup, MicroUsd(10_000))]);
+    assert_eq!(ledger[0].balance_after, MicroUsd(9_670));
+    let feed = s.changes_since(0, 100).await.expect("feed");
+    assert!(feed.iter().any(|c| c.entity == Entity::Org && c.entity_id == "org_1"), "credits reach the data plane");
+}
+
+async fn model_prices_override_and_reset(s: &Store) {
+    use tollgate_core::money::Pricing;
+    let p = Pricing { input_per_mtok: MicroUsd(1), output_per_mtok: MicroUsd(2), per_image: MicroUsd(3) };
+    s.set_model_price("m", Some(p), &audit("model.price")).await.expect("set");
+    s.set_model_price("m", Some(Pricing { per_image: MicroUsd(4), ..p }), &audit("model.price")).await.expect("again");
+    assert_eq!(s.model_prices().await.expect("read"), [("m".to_owned(), Pricing { per_image: MicroUsd(4), ..p })]);
+    s.set_model_price("m", None, &audit("model.price_reset")).await.expect("reset");
+    assert!(s.model_prices().await.expect("read").is_empty());
+    let feed = s.changes_since(0, 100).await.expect("feed");
+    assert_eq!(feed.iter().filter(|c| c.entity == Entity::Model).count(), 3);
 }

@@ -6,3 +6,5 @@
 pub mod app;
 pub mod client;
 pub mod fake_openai;
+pub mod redis_prefix;
+pub mod relay;

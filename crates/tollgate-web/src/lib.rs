@@ -3,11 +3,14 @@
 //! business rules of their own. Errors use the same OpenAI shape as `/v1`.
 
 mod auth;
+mod billing;
 mod error;
 mod keys;
+mod models;
 pub mod openapi;
 mod session;
 mod tenancy;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,8 @@ pub struct WebState {
     /// Always mark the session cookie `Secure` (TLS terminated in front of Tollgate).
     pub secure_cookies: bool,
     pub login_throttle: session::LoginThrottle,
+    /// `billing.enforce_balance`, reported by `GET /billing`.
+    pub balance_enforced: bool,
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
@@ -46,6 +51,9 @@ pub fn router(state: Arc<WebState>) -> Router {
             "/api/v1",
             keys::routes()
                 .merge(tenancy::routes())
+                .merge(billing::routes())
+                .merge(models::routes())
+                .merge(usage::routes())
                 .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor)),
         )
         .with_state(state)

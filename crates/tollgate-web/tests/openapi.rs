@@ -38,6 +38,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("/keys/{id}/ephemeral", "post"),
     ("/keys/{id}/reveal", "post"),
     ("/audit", "get"),
+    ("/usage", "get"),
+    ("/usage.csv", "get"),
+    ("/usage/daily", "get"),
+    ("/usage/{request_id}", "get"),
+    ("/billing", "get"),
+    ("/billing/credits", "post"),
+    ("/billing/ledger", "get"),
+    ("/models", "get"),
+    ("/models/{id}", "patch"),
+    ("/models/{id}/price", "delete"),
     ("/openapi.json", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -267,6 +277,7 @@ async fn serve_with(reveal: bool) -> (SocketAddr, tempfile::TempDir) {
         trusted_proxies: Vec::new(),
         secure_cookies: false,
         login_throttle: Default::default(),
+        balance_enforced: false,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -444,6 +455,86 @@ async fn answers_match_their_schemas() {
         assert_eq!(res.status, 200, "{path}");
         conforms(schema, &res.json());
     }
+}
+
+/// The usage log: a page, one row, the daily totals and the CSV export answer as the
+/// document says, and every field of a row is documented.
+#[tokio::test]
+async fn usage_answers_match_their_schemas() {
+    let (addr, dir) = serve().await;
+    let created =
+        call(addr, "POST", "/api/v1/keys", Some(ADMIN), r#"{"name":"metered","metadata":{"env":"prod"}}"#).await.json();
+    let store = Store::connect(&Store::sqlite_url(&dir.path().join("db.sqlite"))).await.unwrap();
+    let key = store.get_key(created["id"].as_str().unwrap()).await.unwrap();
+    let now = tollgate_core::time::now_millis();
+    let event = |request_id: &str, status: u16| {
+        let mut e = tollgate_core::usage::UsageEvent::new(request_id.into(), now, "/v1/chat/completions".into());
+        e.key_id = Some(key.id.clone());
+        e.key_name = Some(key.name.clone());
+        e.org_id = Some(key.org_id.clone());
+        e.team_id = Some(key.team_id.clone());
+        e.user_id = Some(key.owner_id.clone());
+        e.key_metadata = Some(r#"{"env":"prod"}"#.into());
+        e.model = Some("demo-chat".into());
+        e.provider = Some("demo".into());
+        e.status = status;
+        e.prompt_tokens = 3;
+        e.completion_tokens = 5;
+        e.cost = tollgate_core::MicroUsd(1_500);
+        e.ttft_ms = Some(4);
+        e.client_ip = Some("127.0.0.1".into());
+        e
+    };
+    let mut failed = event("req_failed", 429);
+    failed.error_code = Some("rate_limit_exceeded".into());
+    failed.error = Some("Rate limit reached, \"slow down\"".into());
+    let mut anonymous = tollgate_core::usage::UsageEvent::new("req_anon".into(), now, "/v1/models".into());
+    anonymous.status = 401;
+    store.insert_usage(&[event("req_ok", 200), failed, anonymous]).await.unwrap();
+    store.close().await;
+
+    let page = api(addr, "get", "/usage?limit=2", &[], Some(ADMIN), "").await;
+    assert_eq!(page.status, 200);
+    conforms("UsagePage", &page.json());
+    let rows = page.json()["data"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    rows.iter().for_each(|r| same_fields("UsageRow", r));
+    assert!(rfc3339(&rows[0]["created_at"]));
+    let cursor = page.json()["next_cursor"].as_str().unwrap().to_owned();
+    let last = api(addr, "get", &format!("/usage?limit=2&cursor={cursor}"), &[], Some(ADMIN), "").await;
+    assert_eq!(
+        (last.json()["data"][0]["request_id"].as_str(), &last.json()["next_cursor"]),
+        (Some("req_ok"), &json!(null))
+    );
+
+    let one = api(addr, "get", "/usage/{request_id}", &["req_ok"], Some(ADMIN), "").await;
+    assert_eq!(one.status, 200);
+    same_fields("UsageRow", &one.json());
+    assert_eq!(one.json()["key_metadata"], json!({ "env": "prod" }));
+    assert_eq!((one.json()["cost_usd"].as_f64(), one.json()["cost_micros"].as_i64()), (Some(0.0015), Some(1_500)));
+    assert_eq!(api(addr, "get", "/usage/{request_id}", &["req_missing"], Some(ADMIN), "").await.status, 404);
+    for (query, param) in [("status=fine", "status"), ("from=yesterday", "from"), ("limit=0", "limit")] {
+        let res = api(addr, "get", &format!("/usage?{query}"), &[], Some(ADMIN), "").await;
+        assert_eq!((res.status, res.json()["error"]["param"].as_str()), (400, Some(param)), "{query}");
+    }
+
+    let days = api(addr, "get", "/usage/daily", &[], Some(ADMIN), "").await;
+    assert_eq!(days.status, 200);
+    conforms("UsageDayList", &days.json());
+    let days = days.json()["data"].as_array().unwrap().clone();
+    assert_eq!(days.len(), 30);
+    days.iter().for_each(|d| same_fields("UsageDay", d));
+    assert_eq!((days[29]["requests"].as_i64(), days[29]["errors"].as_i64()), (Some(2), Some(1)));
+
+    let csv = api(addr, "get", "/usage.csv?status=error", &[], Some(ADMIN), "").await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.content_type.as_deref().unwrap().starts_with("text/csv"));
+    let documented = &document_json()["paths"]["/usage.csv"]["get"]["responses"]["200"]["headers"];
+    assert_eq!(csv.header("content-disposition"), documented["Content-Disposition"]["example"].as_str());
+    let text = String::from_utf8(csv.body).unwrap();
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert_eq!(lines[0], tollgate_service::CSV_COLUMNS.join(","));
+    assert_eq!(lines.len(), 3, "the header and the two failed requests: {text}");
 }
 
 /// Organizations, members, teams and personal access tokens, as the operator and as a
@@ -866,4 +957,29 @@ fn check(schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
             check(schema, item, &format!("{at}[{i}]"), errors);
         }
     }
+}
+
+#[tokio::test]
+async fn billing_and_model_answers_match_their_schemas() {
+    let (addr, _dir) = serve().await;
+    let summary = api(addr, "get", "/billing", &[], Some(ADMIN), "").await;
+    assert_eq!(summary.status, 200, "{}", summary.json());
+    same_fields("BillingSummary", &summary.json());
+    let credit = api(addr, "post", "/billing/credits", &[], Some(ADMIN), r#"{"amount_usd":2.5,"note":"seed"}"#).await;
+    assert_eq!(credit.status, 201, "{}", credit.json());
+    same_fields("LedgerEntry", &credit.json());
+    let bad = api(addr, "post", "/billing/credits", &[], Some(ADMIN), r#"{"amount_usd":2.5,"color":"red"}"#).await;
+    assert_eq!(bad.status, 400);
+    let ledger = api(addr, "get", "/billing/ledger", &[], Some(ADMIN), "").await;
+    conforms("LedgerPage", &ledger.json());
+    ledger.json()["data"].as_array().unwrap().iter().for_each(|e| same_fields("LedgerEntry", e));
+    assert_eq!(api(addr, "get", "/billing/ledger?kind=gift", &[], Some(ADMIN), "").await.status, 400);
+
+    let models = api(addr, "get", "/models", &[], Some(ADMIN), "").await;
+    assert_eq!(models.status, 200);
+    conforms("ModelList", &models.json());
+    // This server declares no models: a price for an unknown one is 404.
+    let missing = api(addr, "patch", "/models/{id}", &["nope"], Some(ADMIN), r#"{"input_price_per_mtok":1}"#).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(api(addr, "delete", "/models/{id}/price", &["nope"], Some(ADMIN), "").await.status, 404);
 }

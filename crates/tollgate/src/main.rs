@@ -11,8 +11,10 @@ use tollgate_server::config::Credentials;
 use tollgate_server::{Config, Server};
 use tollgate_service::Services;
 
+mod billing_cli;
 mod keys_cli;
 mod tenancy_cli;
+mod usage_cli;
 use keys_cli::KeysCommand;
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per request, where
@@ -55,6 +57,21 @@ enum Command {
         #[command(subcommand)]
         command: tenancy_cli::TeamsCommand,
     },
+    /// Read the usage log: list, show one request, export CSV.
+    Usage {
+        #[command(subcommand)]
+        command: usage_cli::UsageCommand,
+    },
+    /// The organization's balance and ledger; admin credits.
+    Billing {
+        #[command(subcommand)]
+        command: billing_cli::BillingCommand,
+    },
+    /// The public models and their prices.
+    Models {
+        #[command(subcommand)]
+        command: billing_cli::ModelsCommand,
+    },
     /// Show the newest audit log entries (JSON).
     Audit {
         /// Only entries about this object id.
@@ -87,6 +104,9 @@ fn main() -> ExitCode {
         | Command::Keys { .. }
         | Command::Users { .. }
         | Command::Teams { .. }
+        | Command::Usage { .. }
+        | Command::Billing { .. }
+        | Command::Models { .. }
         | Command::Audit { .. } => Credentials::Optional,
     };
     let config = match tollgate_server::config::load(cli.config.as_deref(), std::env::vars(), credentials) {
@@ -115,13 +135,19 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr so that stdout stays clean for `--json` output. `TOLLGATE_LOG`
 /// takes `tracing` filter directives (default `info` for serve, `warn` for commands).
+/// The per-request line (target `tollgate::request`) is off by default: every request is
+/// already a durable usage row, and a synchronous stderr write per request costs the hot
+/// path a system call. `TOLLGATE_LOG=info,tollgate::request=info` turns it on.
 fn init_logging(config: &Config, serving: bool) {
-    let default = if serving { "info" } else { "warn" };
+    let default = if serving { "info,tollgate::request=off" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log_json {
-        builder.json().init();
+        // One object per line with the fields at the top level: every finished `/v1`
+        // request logs `request_id`, `key_id`, `model`, `status`, `latency_ms`
+        // (target `tollgate::request`).
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
@@ -151,6 +177,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Teams { command } => {
             with_services(&config, |s| async move { tenancy_cli::teams(command, &s).await }).await
+        }
+        Command::Usage { command } => {
+            with_services(&config, |s| async move { usage_cli::run(command, &s).await }).await
+        }
+        Command::Billing { command } => {
+            let enforced = config.enforce_balance;
+            with_services(&config, |s| async move { billing_cli::run(command, &s, enforced).await }).await
+        }
+        Command::Models { command } => {
+            with_services(&config, |s| async move { billing_cli::models(command, &s).await }).await
         }
         Command::Audit { target, action, limit } => {
             with_services(&config, |s| async move { keys_cli::audit(&s, target, action, limit).await }).await

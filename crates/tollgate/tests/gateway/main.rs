@@ -4,8 +4,13 @@
 
 mod authz;
 mod cli;
+mod durability;
 mod keys;
+mod metering;
+mod metrics;
+mod notifications;
 mod sessions;
+mod usage;
 
 use std::time::Duration;
 
@@ -174,6 +179,24 @@ async fn a_client_that_leaves_mid_stream_is_billed_for_what_was_delivered() {
     assert_eq!(row.billing_reason, "client_disconnected");
     assert!(row.completion_tokens >= 1, "delivered text is billed, never zero: {row:?}");
     assert!(row.prompt_tokens > 0);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_after_k_chunks_is_billed_at_least_k_tokens_once() {
+    let (app, key) = app_and_key().await;
+    app.fake.set_behavior(Behavior::SlowStream { chunk_delay: Duration::from_millis(100) });
+    let OpenStream { request_id, mut body } = app.open_chat_stream(&key).await;
+    // The fake sends one word per chunk: "Hello", " from", " the" — three content chunks.
+    read_until(&mut body, " the").await.unwrap();
+    drop(body);
+    let row = app.usage_row(&request_id).await.unwrap();
+    assert_eq!(row.billing_reason, "client_disconnected");
+    assert!(row.completion_tokens >= 3, "three delivered chunks bill at least three tokens: {row:?}");
+    assert!(row.completion_tokens < 5, "what was not delivered is not billed: {row:?}");
+    // The upstream request was cancelled with the client: no second row appears later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rows: Vec<_> = app.all_usage().await.unwrap().into_iter().filter(|r| r.request_id == request_id).collect();
+    assert_eq!(rows.len(), 1);
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
 //! The OpenAPI 3.1 document of the management API, served at `GET /api/v1/openapi.json`
-//! without a token. Written by hand for the routes of `keys.rs`, `tenancy.rs`, `session.rs`
-//! and `lib.rs`; `tests/openapi.rs` fails when a route, or a field of a view the API
-//! answers with (`KeyView`, `TeamView`, `MemberView`, `TokenView`, `MeView`,
-//! `OrganizationView`, the sign-in answer), changes without the document following.
+//! without a token. Written by hand for the routes of `keys.rs`, `tenancy.rs`, `session.rs`,
+//! `usage.rs` and `lib.rs` (and, in `billing.rs` here, for `billing.rs` and `models.rs`);
+//! `tests/openapi.rs` fails when a route, or a field of a view the API answers with
+//! (`KeyView`, `TeamView`, `MemberView`, `TokenView`, `MeView`, `OrganizationView`,
+//! `UsageView`, `DailyView`, `BillingSummary`, `LedgerView`, `ModelView`, the sign-in
+//! answer), changes without the document following.
 //! Built once.
+
+mod billing;
 
 use std::sync::LazyLock;
 
@@ -32,8 +36,8 @@ fn build() -> Value {
         "info": {
             "title": "Tollgate management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Keys, organizations, users, teams, personal access tokens and the audit log of \
-                a Tollgate gateway. JSON in and out; errors in OpenAI's {\"error\":{…}} shape, with `param` \
+            "description": "Keys, organizations, users, teams, personal access tokens, the usage log and the \
+                audit log of a Tollgate gateway. JSON in and out; errors in OpenAI's {\"error\":{…}} shape, with `param` \
                 naming the bad field. Money is a decimal USD number, times are RFC 3339 UTC, ids are opaque \
                 strings. Owners and admins manage their organization; members manage their own keys in their \
                 own teams; the admin token acts as the operator, who may do everything. Objects the caller may \
@@ -50,6 +54,9 @@ fn build() -> Value {
         "tags": [
             { "name": "keys", "description": "API keys and their lifecycle." },
             { "name": "audit", "description": "Who changed what, and when." },
+            { "name": "usage", "description": "One row per `/v1` request, succeeded or failed; CSV exports; daily totals." },
+            { "name": "billing", "description": "The organization's balance, its ledger, and admin credits." },
+            { "name": "models", "description": "The public models and their prices." },
             { "name": "organizations", "description": "Organizations; creating them is for the operator." },
             { "name": "users", "description": "The caller, and the members of their organization with their roles." },
             { "name": "teams", "description": "Teams group members and keys, and may narrow the models served." },
@@ -57,7 +64,10 @@ fn build() -> Value {
             { "name": "sessions", "description": "Dashboard sign-in: a session cookie and its CSRF token." },
             { "name": "meta", "description": "Health and this document; no token needed." },
         ],
-        "paths": csrf_guarded(merged(merged(paths(), tenancy_paths()), session_paths())),
+        "paths": csrf_guarded(merged(
+            merged(merged(merged(paths(), tenancy_paths()), session_paths()), usage_paths()),
+            billing::paths(),
+        )),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -82,7 +92,7 @@ fn build() -> Value {
             },
             "parameters": parameters(),
             "responses": responses(),
-            "schemas": merged(schemas(), tenancy_schemas()),
+            "schemas": merged(merged(merged(schemas(), tenancy_schemas()), usage_schemas()), billing::schemas()),
         },
     })
 }
@@ -642,6 +652,181 @@ fn session_paths() -> Value {
                 "503": error_ref("Unavailable"),
             },
         }},
+    })
+}
+
+/// The routes of `usage.rs`: the usage log, its CSV export and daily totals.
+fn usage_paths() -> Value {
+    let who = "The operator sees every row; owners and admins, their organization's; members, the rows of \
+        their own keys.";
+    let filters = json!([
+        { "name": "request_id", "in": "query", "schema": { "type": "string" },
+          "description": "The request's `x-request-id`." },
+        { "name": "model", "in": "query", "schema": { "type": "string" }, "description": "A public model id." },
+        { "name": "key_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "team_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "user_id", "in": "query", "schema": { "type": "string" },
+          "description": "The key's owner when the request was made." },
+        { "name": "status", "in": "query", "schema": {
+            "type": "string", "enum": ["all", "success", "error"], "default": "all" },
+          "description": "`success`: HTTP status below 400; `error`: 400 and above." },
+        { "name": "from", "in": "query", "schema": { "type": "string" },
+          "description": "Rows at or after this time: RFC 3339, a `YYYY-MM-DD` date (midnight UTC) or Unix \
+            milliseconds." },
+        { "name": "to", "in": "query", "schema": { "type": "string" },
+          "description": "Rows before this time (exclusive), in the forms `from` takes; not before `from`." },
+    ]);
+    let mut page_params = filters.as_array().cloned().unwrap_or_default();
+    page_params.push(json!({ "$ref": "#/components/parameters/Cursor" }));
+    page_params.push(json!({ "$ref": "#/components/parameters/Limit" }));
+    json!({
+        "/usage": { "get": {
+            "tags": ["usage"],
+            "operationId": "listUsage",
+            "summary": "The usage log, newest first, one page at a time.",
+            "description": who,
+            "parameters": page_params,
+            "responses": {
+                "200": ok("One page of usage rows.", "UsagePage"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/usage.csv": { "get": {
+            "tags": ["usage"],
+            "operationId": "exportUsageCsv",
+            "summary": "Every row the filters select, as CSV, newest first, streamed.",
+            "description": format!("{who} A header row, then one record per row (RFC 4180: CRLF line ends, \
+                fields with commas, quotes or line breaks quoted, quotes doubled). Text cells that a \
+                spreadsheet would take for a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage \
+                return) are prefixed with `'`. Money is `cost_usd` (six decimals) and `cost_micros`; times \
+                RFC 3339. Filters are checked before the body starts; a failure after that cuts the body \
+                short."),
+            "parameters": filters,
+            "responses": {
+                "200": {
+                    "description": format!("The export; columns: {}.", tollgate_service::CSV_COLUMNS.join(", ")),
+                    "headers": { "Content-Disposition": {
+                        "schema": { "type": "string" },
+                        "example": "attachment; filename=\"usage.csv\"",
+                    }},
+                    "content": { "text/csv": { "schema": { "type": "string" } } },
+                },
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/usage/daily": { "get": {
+            "tags": ["usage"],
+            "operationId": "usageDaily",
+            "summary": "Totals per day (UTC), oldest first, every day of the range present: for charts.",
+            "description": format!("{who} At most {max} days per call.", max = tollgate_service::MAX_DAILY_DAYS),
+            "parameters": [
+                { "name": "from", "in": "query", "schema": { "type": "string" },
+                  "description": "The first day, `YYYY-MM-DD` (an RFC 3339 time or Unix milliseconds names its \
+                    day); default: 29 days before `to`." },
+                { "name": "to", "in": "query", "schema": { "type": "string" },
+                  "description": "The last day, included; default: today." },
+                { "name": "key_id", "in": "query", "schema": { "type": "string" } },
+                { "name": "model", "in": "query", "schema": { "type": "string" } },
+            ],
+            "responses": {
+                "200": ok("The days.", "UsageDayList"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/usage/{request_id}": { "get": {
+            "tags": ["usage"],
+            "operationId": "getUsage",
+            "summary": "The row of one request (the newest, should a client have reused its request id).",
+            "description": who,
+            "parameters": [{ "name": "request_id", "in": "path", "required": true, "schema": { "type": "string" },
+                             "description": "The request's `x-request-id`." }],
+            "responses": {
+                "200": ok("The row.", "UsageRow"),
+                "401": error_ref("Unauthorized"),
+                "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+    })
+}
+
+fn usage_schemas() -> Value {
+    let text = json!({ "type": ["string", "null"] });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let usd = json!({ "type": "number", "minimum": 0, "description": "USD, exact to six decimals." });
+    let micros = json!({ "type": "integer", "minimum": 0, "description": "The same amount in micro-USD, exact." });
+    json!({
+        "UsageRow": {
+            "type": "object",
+            "description": "One `/v1` request.",
+            "required": ["id", "request_id", "created_at", "org_id", "team_id", "user_id", "key_id", "key_name",
+                "model", "provider", "endpoint", "status", "error_code", "error", "prompt_tokens",
+                "completion_tokens", "total_tokens", "cost_usd", "cost_micros", "latency_ms", "ttft_ms", "stream",
+                "client_ip", "billing_reason", "key_metadata"],
+            "properties": {
+                "id": { "type": "string", "description": "The row's id." },
+                "request_id": { "type": "string" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "org_id": text,
+                "team_id": text,
+                "user_id": { "type": ["string", "null"], "description": "The key's owner." },
+                "key_id": { "type": ["string", "null"],
+                            "description": "`null` when the request was rejected before a key was identified." },
+                "key_name": text,
+                "model": text,
+                "provider": text,
+                "endpoint": { "type": "string", "examples": ["/v1/chat/completions"] },
+                "status": { "type": "integer", "description": "The HTTP status the client got." },
+                "error_code": { "type": ["string", "null"], "examples": ["rate_limit_exceeded"] },
+                "error": { "type": ["string", "null"], "description": "The error message, when the request failed." },
+                "prompt_tokens": count,
+                "completion_tokens": count,
+                "total_tokens": count,
+                "cost_usd": usd,
+                "cost_micros": micros,
+                "latency_ms": count,
+                "ttft_ms": { "type": ["integer", "null"], "minimum": 0, "description": "Time to first token (streams)." },
+                "stream": { "type": "boolean" },
+                "client_ip": text,
+                "billing_reason": { "type": "string", "enum": ["completed", "estimated", "client_disconnected",
+                    "upstream_interrupted", "not_billed"] },
+                "key_metadata": { "type": ["object", "null"],
+                                  "description": "The key's metadata when the request was made." },
+            },
+        },
+        "UsagePage": {
+            "type": "object",
+            "description": "One page of the usage log, newest first.",
+            "required": ["data", "next_cursor"],
+            "properties": {
+                "data": { "type": "array", "items": { "$ref": "#/components/schemas/UsageRow" } },
+                "next_cursor": { "type": ["string", "null"], "description": "`null` on the last page." },
+            },
+        },
+        "UsageDay": {
+            "type": "object",
+            "required": ["day", "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "cost_micros"],
+            "properties": {
+                "day": { "type": "string", "format": "date" },
+                "requests": count,
+                "errors": { "type": "integer", "minimum": 0, "description": "Requests answered 400 or above." },
+                "prompt_tokens": count,
+                "completion_tokens": count,
+                "cost_usd": usd,
+                "cost_micros": micros,
+            },
+        },
+        "UsageDayList": {
+            "type": "object",
+            "required": ["data"],
+            "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/UsageDay" } } },
+        },
     })
 }
 

@@ -1,0 +1,54 @@
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of
+//! [`tollgate_proxy::metrics::Metrics`], served on the main listener, or — when
+//! `[metrics] listen` is set — only on a listener of its own (keep it off the public
+//! port), or not at all when `[metrics] enabled = false`.
+//!
+//! A scrape renders from atomics and never touches the store, so it answers while the
+//! database is away.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, header};
+use tokio::net::TcpListener;
+use tollgate_proxy::UsageSink;
+
+use crate::config::MetricsConfig;
+
+/// Where `/metrics` is served, decided (and its own listener bound) at start.
+pub struct MetricsEndpoint {
+    /// Routes to merge into the main router: empty unless metrics are on and have no
+    /// listener of their own.
+    pub main_routes: Router,
+    /// The own listener with its routes, and its bound address.
+    pub own: Option<(TcpListener, Router, SocketAddr)>,
+}
+
+/// Binds `[metrics] listen` now, so that a bad or busy address fails the start.
+pub async fn setup(config: &MetricsConfig, sink: &UsageSink) -> anyhow::Result<MetricsEndpoint> {
+    if !config.enabled {
+        return Ok(MetricsEndpoint { main_routes: Router::new(), own: None });
+    }
+    let Some(addr) = config.listen else {
+        return Ok(MetricsEndpoint { main_routes: router(sink.clone()), own: None });
+    };
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics on its own listener");
+    let routes = router(sink.clone()).fallback(crate::not_found);
+    Ok(MetricsEndpoint { main_routes: Router::new(), own: Some((listener, routes, bound)) })
+}
+
+fn router(sink: UsageSink) -> Router {
+    Router::new().route("/metrics", get(render)).with_state(sink)
+}
+
+async fn render(State(sink): State<UsageSink>) -> Response {
+    let mut res = sink.render_metrics().into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(tollgate_proxy::metrics::CONTENT_TYPE));
+    res
+}

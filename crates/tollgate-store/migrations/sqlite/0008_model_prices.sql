@@ -1,0 +1,9 @@
+-- Prices set through the management API; they override the config file's for that model
+-- until deleted. Micro-USD per million tokens, and per image.
+CREATE TABLE model_prices (
+    model_id              TEXT PRIMARY KEY,
+    input_micros_per_mtok  INTEGER NOT NULL,
+    output_micros_per_mtok INTEGER NOT NULL,
+    per_image_micros       INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL
+);
