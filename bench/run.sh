@@ -14,6 +14,9 @@
 #   BENCH_KEEP         set to 1 to keep the temp dir (configs, server logs)
 #   BENCH_SCOPED_KEY   set to 1 to give Tollgate's key every scope (IP allowlist, model
 #                      list, endpoint, provider), so that every check runs on each request
+#   BENCH_LIMITED_KEY  set to 1 to give the key a budget, a token quota, RPM and TPM (all
+#                      far above what the run uses), so that every request reserves,
+#                      checks both limiters and settles
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -277,6 +280,9 @@ EOF
   local scopes=()
   if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
     scopes=(--ip 127.0.0.1/32 --ip ::1 --model bench-model --endpoint /v1/chat/completions --provider fake)
+  fi
+  if [[ "${BENCH_LIMITED_KEY:-0}" == 1 ]]; then
+    scopes+=(--budget-usd 1000000 --token-quota 1000000000000 --rpm 1000000000 --tpm 1000000000000)
   fi
   if ! key_json="$("$BIN/tollgate" keys create --config "$cfg" --name bench --json "${scopes[@]}" 2>"$WORK/keys.err")"; then
     cat "$WORK/keys.err" >&2

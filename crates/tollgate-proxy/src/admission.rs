@@ -34,8 +34,8 @@ pub(crate) struct Charge {
 pub struct Policy {
     /// Requests are refused when the organization's balance cannot cover them.
     pub enforce_balance: bool,
-    /// Divisor of rate limits while the shared limiter is unreachable (the expected
-    /// number of instances); 1 on a single instance.
+    /// Divisor of rate limits whenever they are not shared through Redis (none
+    /// configured, or unreachable): the number of instances; 1 on a single instance.
     pub fallback_share: u64,
 }
 
@@ -205,8 +205,9 @@ struct Charged<'a> {
 }
 
 /// Admits the request or says why not. `Ok(None)`: nothing limits this key. With a
-/// shared limiter the check is one Redis script call; if Redis does not answer, this
-/// instance's own counters decide, with rate limits divided by `policy.fallback_share`.
+/// shared limiter the check is one Redis script call; without one, or if Redis does not
+/// answer, this instance's own counters decide, with rate limits divided by
+/// `policy.fallback_share`.
 pub(crate) async fn admit(
     snapshot: &Snapshot,
     key: &KeyEntry,
@@ -216,7 +217,13 @@ pub(crate) async fn admit(
     headers: &mut RateHeaders,
 ) -> Result<Option<Hold>, ApiError> {
     let team = snapshot.teams.get(&key.team_id);
-    let org = snapshot.orgs.get(&key.org_id).filter(|_| policy.enforce_balance);
+    let org = match snapshot.orgs.get(&key.org_id) {
+        Some(o) if policy.enforce_balance => Some(o),
+        // An organization created after this snapshot's last credit reload has never
+        // been credited: its balance is zero.
+        None if policy.enforce_balance => return Err(over_balance_unknown()),
+        _ => None,
+    };
     let mut charged: Vec<Charged<'_>> = Vec::with_capacity(3);
     charged.push(Charged {
         kind: AccountKind::Key,
@@ -264,7 +271,7 @@ pub(crate) async fn admit(
             }
         }
     }
-    admit_local(&charged, charge, 1, headers)
+    admit_local(&charged, charge, policy.fallback_share, headers)
 }
 
 fn admit_local(
@@ -430,6 +437,13 @@ fn rate_limited(who: &str, unit: &str, per_minute: u64, retry_after_ms: u64, nev
         format!("{who} is limited to {per_minute} {unit} per minute. Retry after {}.", duration_text(retry_after_ms))
     };
     ApiError::new(ErrorCode::RateLimitExceeded { retry_after_secs: retry_after_ms.div_ceil(1000) }, message)
+}
+
+fn over_balance_unknown() -> ApiError {
+    ApiError::new(
+        ErrorCode::InsufficientQuota,
+        "The organization's balance ($0.000000) cannot cover this request. Add credit to continue.",
+    )
 }
 
 fn over_budget(c: &Charged<'_>, charge: &Charge) -> ApiError {

@@ -165,8 +165,8 @@ pub struct RawLimits {
     pub redis_prefix: String,
     /// Per-call timeout of the shared limiter; past it the instance uses its own limits.
     pub redis_timeout_ms: u64,
-    /// While Redis is unreachable, each instance allows this fraction (1/n) of every rate
-    /// limit: set it to the number of instances.
+    /// Without Redis (none configured, or unreachable), each instance allows this fraction
+    /// (1/n) of every rate limit: set it to the number of instances.
     pub fallback_share: u64,
     /// How often an instance on PostgreSQL re-reads the spend counters other instances
     /// wrote (budgets without Redis).

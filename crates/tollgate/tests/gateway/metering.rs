@@ -447,3 +447,36 @@ async fn prices_set_through_the_api_bill_the_next_request_and_reset_to_the_confi
     let audit = app.client.get(&app.url("/api/v1/audit?action=model.price"), ADMIN).await.unwrap().json();
     assert_eq!(audit["data"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn without_redis_two_instances_share_rpm_by_halves_and_a_burst_overshoot_is_bounded() {
+    let Some(db) = PgDatabase::create().await.unwrap() else { return };
+    let top = format!("database_url = \"{}\"\npepper = \"shared-pepper-for-both-instances-0123456789\"", db.url);
+    let extra = "[limits]\nfallback_share = 2\ncounter_refresh_ms = 100";
+    let mut one = TestApp::start_with_top(&top, extra).await.unwrap();
+    let mut two = TestApp::start_with_top(&top, extra).await.unwrap();
+
+    // RPM 10 across two instances, each enforcing half.
+    let (_, key) = api_key(&one, json!({ "name": "rpm", "rpm": 10 })).await;
+    two.key_accepted(&key, Duration::from_secs(2)).await.unwrap();
+    let calls = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let key = key.clone();
+        async move { chat(app, &key, &capped_chat(false)).await.status.as_u16() }
+    });
+    let ok = join_all(calls).await.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 10, "two halves of rpm 10");
+
+    // A simultaneous burst on a budget: each instance sees the other's spend only through
+    // the store, so the overshoot is bounded by what the other admits — here at most one
+    // more budget (the README's bound: (instances − 1) × budget).
+    let (id, key) = api_key(&one, json!({ "name": "burst", "budget_usd": 0.0002 })).await;
+    two.key_accepted(&key, Duration::from_secs(2)).await.unwrap();
+    burst(&[&one, &two], &key, 200).await;
+    let spent = settled_spend(&one, &id, 200).await;
+    println!("PostgreSQL without Redis, 200 simultaneous requests over two instances: spent {spent} of a 200 budget");
+    assert!(spent <= 2 * 200, "spent {spent}: beyond the documented bound");
+    one.stop().await;
+    two.stop().await;
+    db.drop_now().await.unwrap();
+}
