@@ -370,8 +370,13 @@ report() {
     "(2 threads, 1 for 1 connection)"
   if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
     echo "- Tollgate's key has every scope set: IP allowlist, model list, endpoint, provider"
-  else
-    echo "- Tollgate's key is unrestricted"
+  fi
+  if [[ "${BENCH_LIMITED_KEY:-0}" == 1 ]]; then
+    echo "- Tollgate's key has a budget, a token quota, RPM and TPM: every request reserves, checks both" \
+      "limiters, settles, and writes its usage row"
+  fi
+  if [[ "${BENCH_SCOPED_KEY:-0}" != 1 && "${BENCH_LIMITED_KEY:-0}" != 1 ]]; then
+    echo "- Tollgate's key is unrestricted (its usage rows are written as always)"
   fi
   echo
   echo "| target | conns | RPS | p50 | p99 | errors | p50 added vs (a) | RPS % of (b) |"

@@ -25,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let batch: usize = arg("--batch").map_or(Ok(500), |v| v.parse())?;
     let store = Store::connect(&url).await?;
     store.migrate().await?;
+    // `--drop-index a,b`: measure what an index costs the writer.
+    for index in arg("--drop-index").iter().flat_map(|s| s.split(',').map(str::to_owned).collect::<Vec<_>>()) {
+        store.execute_admin(&format!("DROP INDEX {index}")).await?;
+    }
     let services = Services::new(store.clone(), KeyFormat::default(), Digester::new(b"bench"));
     services.bootstrap("bench@localhost", Some("bench-password-0123")).await?;
     let key = services.create_key(&Actor::cli(), NewKey { name: "bench".into(), ..Default::default() }).await?.key;
