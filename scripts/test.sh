@@ -16,6 +16,16 @@ echo "==> Python venv (aiosmtpd for the email tests, the OpenAI SDK suite)"
 TOLLGATE_TEST_PYTHON="$(scripts/python-venv.sh)"
 export TOLLGATE_TEST_PYTHON
 
+echo "==> headless Chromium for the dashboard's browser tests"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium chromium-driver
+fi
+# Set, it makes the browser tests fail rather than skip when Chromium is missing.
+export TOLLGATE_BROWSER_TESTS=required
+
 echo "==> Rust tests (SQLite; PostgreSQL at \${TOLLGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres})"
 cargo nextest run --workspace --no-fail-fast
 

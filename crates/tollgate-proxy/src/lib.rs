@@ -16,6 +16,7 @@ mod handler;
 mod meter;
 pub mod metrics;
 mod request;
+pub mod routing;
 pub mod shared_limits;
 mod snapshot;
 mod sse;

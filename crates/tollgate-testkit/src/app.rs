@@ -15,6 +15,9 @@ use crate::fake_openai::FakeOpenAi;
 /// The password of the bootstrapped owner (`owner@test.local`) in test configs.
 pub const OWNER_PASSWORD: &str = "test-owner-password-0123";
 
+/// The admin token of test configs.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// A provider key only the fake upstream knows; tests assert it never leaks.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-0123456789";
 
@@ -134,6 +137,20 @@ impl TestApp {
             .map_err(|e| e.to_string())?;
         self.key_accepted(&created.secret, Duration::from_secs(5)).await?;
         Ok(created.secret)
+    }
+
+    /// Creates a key through `POST /api/v1/keys` with the admin token (`body` as the API
+    /// takes it); returns `(id, secret)` once the running server accepts the secret.
+    pub async fn api_key(&self, body: &serde_json::Value) -> ClientResult<(String, String)> {
+        let res = self.client.post_json(&self.url("/api/v1/keys"), Some(ADMIN_TOKEN), body).await?;
+        if res.status != 201 {
+            return Err(format!("creating a key answered {}: {}", res.status, res.text()));
+        }
+        let v = res.json();
+        let field = |name: &str| v[name].as_str().map(str::to_owned).ok_or(format!("no {name} in {v}"));
+        let (id, secret) = (field("id")?, field("key")?);
+        self.key_accepted(&secret, Duration::from_secs(2)).await?;
+        Ok((id, secret))
     }
 
     /// Polls `GET /v1/models` with `key` until it is accepted; returns how long it took.

@@ -97,6 +97,19 @@ impl TestClient {
         let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
         self.call(Method::GET, url, &headers, Bytes::new()).await
     }
+
+    /// `PATCH` a JSON body with `Authorization: Bearer <key>`.
+    pub async fn patch_json(&self, url: &str, key: &str, body: &serde_json::Value) -> ClientResult<Answer> {
+        let auth = format!("Bearer {key}");
+        let headers = [(header::CONTENT_TYPE.as_str(), "application/json"), ("authorization", auth.as_str())];
+        self.call(Method::PATCH, url, &headers, body.to_string()).await
+    }
+
+    /// `DELETE` with `Authorization: Bearer <key>`.
+    pub async fn delete(&self, url: &str, key: &str) -> ClientResult<Answer> {
+        let auth = format!("Bearer {key}");
+        self.call(Method::DELETE, url, &[("authorization", auth.as_str())], Bytes::new()).await
+    }
 }
 
 /// An opened streaming response: its request id and its unread body.

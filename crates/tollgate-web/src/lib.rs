@@ -1,9 +1,10 @@
-//! The control plane's HTTP surface: `/healthz`, `/readyz` and the management API under
-//! `/api/v1`. Handlers parse and authorize, then call the service layer; they hold no
-//! business rules of their own. Errors use the same OpenAI shape as `/v1`.
+//! The control plane's HTTP surface: `/healthz`, `/readyz`, the management API under
+//! `/api/v1` and the dashboard pages under `/dashboard`. Handlers parse and authorize, then
+//! call the service layer; they hold no business rules of their own. Errors use the same OpenAI shape as `/v1`.
 
 mod auth;
 mod billing;
+mod dashboard;
 mod error;
 mod keys;
 mod models;
@@ -56,6 +57,7 @@ pub fn router(state: Arc<WebState>) -> Router {
                 .merge(usage::routes())
                 .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor)),
         )
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

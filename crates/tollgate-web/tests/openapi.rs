@@ -74,6 +74,23 @@ const ROUTES: &[(&str, &str)] = &[
 
 /// Served without credentials; everything else takes a bearer token or the session cookie.
 const PUBLIC: &[&str] = &["/openapi.json", "/healthz", "/readyz", "/auth/token", "/auth/login", "/auth/logout"];
+/// The dashboard's HTML pages and assets (`src/dashboard/`): served at the root, outside
+/// the API and its document; listed here so that a page route cannot slip in unnoticed
+/// and an API route cannot hide among them.
+const DASHBOARD: &[(&str, &str)] = &[
+    ("/", "get"),
+    ("/dashboard", "get"),
+    ("/dashboard/login", "get"),
+    ("/dashboard/keys", "get"),
+    ("/dashboard/usage", "get"),
+    ("/dashboard/billing", "get"),
+    ("/dashboard/playground", "get"),
+    ("/dashboard/teams", "get"),
+    ("/dashboard/models", "get"),
+    ("/dashboard/audit", "get"),
+    ("/dashboard/assets/app.css", "get"),
+    ("/dashboard/assets/app.js", "get"),
+];
 /// Outside `/api/v1`: documented with the server root.
 const AT_ROOT: &[&str] = &["/healthz", "/readyz"];
 
@@ -117,13 +134,17 @@ fn documents_exactly_the_route_table() {
 /// Reads every `.route("path", get(..).post(..))` in `src/`, so that a route added there
 /// without being added to `ROUTES` (and so to the document) fails this test. Routes in
 /// `lib.rs` are at the root unless spelled `/api/v1/…`; other modules are nested under
-/// `/api/v1`.
+/// `/api/v1`, except the dashboard's (`src/dashboard/`), which must match `DASHBOARD` and
+/// stay out of `/api`.
 #[test]
 fn route_table_mirrors_the_source() {
     let mut found = BTreeSet::new();
-    for file in rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")) {
+    let mut pages = BTreeSet::new();
+    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for file in rust_files(&src_dir) {
         let src = std::fs::read_to_string(&file).unwrap();
         let in_lib = file.file_name().is_some_and(|n| n == "lib.rs");
+        let in_dashboard = file.starts_with(src_dir.join("dashboard"));
         assert_eq!(
             src.matches(".route(").count(),
             src.matches(".route(\"").count(),
@@ -147,10 +168,17 @@ fn route_table_mirrors_the_source() {
                 .unwrap();
             let args = &rest[..end];
             let path = if in_lib { path.strip_prefix("/api/v1").unwrap_or(path) } else { path };
+            if in_dashboard {
+                assert!(
+                    !path.starts_with("/api") && !path.starts_with("/v1"),
+                    "{path}: a dashboard page in the API space"
+                );
+            }
             for method in METHODS {
                 for (i, _) in args.match_indices(&format!("{method}(")) {
                     if !args[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
-                        found.insert((path.to_owned(), (*method).to_owned()));
+                        let into = if in_dashboard { &mut pages } else { &mut found };
+                        into.insert((path.to_owned(), (*method).to_owned()));
                     }
                 }
             }
@@ -163,6 +191,7 @@ fn route_table_mirrors_the_source() {
         undocumented.is_empty() && gone.is_empty(),
         "in src/ but not in ROUTES (document them): {undocumented:?}; in ROUTES but not in src/: {gone:?}"
     );
+    assert_eq!(pages, set(DASHBOARD), "the dashboard's routes in src/dashboard/ against DASHBOARD");
 }
 
 fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {

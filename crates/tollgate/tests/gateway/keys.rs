@@ -15,14 +15,8 @@ fn chat(model: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] })
 }
 
-/// Creates a key over the management API; returns (id, secret) once the server accepts it.
 async fn api_key(app: &TestApp, body: Value) -> (String, String) {
-    let res = app.client.post_json(&app.url("/api/v1/keys"), ADMIN, &body).await.unwrap();
-    assert_eq!(res.status, 201, "{}", res.text());
-    let v = res.json();
-    let secret = v["key"].as_str().unwrap().to_owned();
-    app.key_accepted(&secret, Duration::from_secs(2)).await.unwrap();
-    (v["id"].as_str().unwrap().to_owned(), secret)
+    app.api_key(&body).await.unwrap()
 }
 
 async fn post(app: &TestApp, path: &str, key: &str, body: &Value) -> Answer {

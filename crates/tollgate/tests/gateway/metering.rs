@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use tollgate_testkit::app::{PgDatabase, TestApp};
+use tollgate_testkit::app::{ADMIN_TOKEN, PgDatabase, TestApp};
 use tollgate_testkit::client::Answer;
 use tollgate_testkit::redis_prefix::RedisPrefix;
 
@@ -25,12 +25,7 @@ fn capped_chat(stream: bool) -> Value {
 }
 
 async fn api_key(app: &TestApp, body: Value) -> (String, String) {
-    let res = app.client.post_json(&app.url("/api/v1/keys"), ADMIN, &body).await.unwrap();
-    assert_eq!(res.status, 201, "{}", res.text());
-    let v = res.json();
-    let secret = v["key"].as_str().unwrap().to_owned();
-    app.key_accepted(&secret, Duration::from_secs(2)).await.unwrap();
-    (v["id"].as_str().unwrap().to_owned(), secret)
+    app.api_key(&body).await.unwrap()
 }
 
 async fn chat(app: &TestApp, key: &str, body: &Value) -> Answer {
@@ -129,20 +124,11 @@ async fn a_token_quota_is_never_overrun_and_the_key_becomes_exhausted() {
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("token quota"));
     // A quota at exactly what was used: the key is exhausted (derived, nothing written),
     // and listed so.
+    let key_url = app.url(&format!("/api/v1/keys/{id}"));
     let patch = |quota: i64| {
-        let url = app.url(&format!("/api/v1/keys/{id}"));
-        let client = &app.client;
-        async move {
-            client
-                .call(
-                    http::Method::PATCH,
-                    &url,
-                    &[("authorization", "Bearer test-admin-token"), ("content-type", "application/json")],
-                    json!({ "token_quota": quota }).to_string(),
-                )
-                .await
-                .unwrap()
-        }
+        let body = json!({ "token_quota": quota });
+        let (client, url) = (&app.client, &key_url);
+        async move { client.patch_json(url, ADMIN_TOKEN, &body).await.unwrap() }
     };
     // Once every row is written, the key's counter equals the rows' tokens.
     let used = loop {
@@ -389,20 +375,10 @@ async fn prices_set_through_the_api_bill_the_next_request_and_reset_to_the_confi
     let mini = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "gpt-4o-mini").unwrap().clone();
     assert_eq!((mini["input_price_per_mtok"].as_f64(), mini["price_source"].as_str()), (Some(0.15), Some("config")));
 
+    let model_url = app.url("/api/v1/models/gpt-4o-mini");
     let set = |body: Value| {
-        let url = app.url("/api/v1/models/gpt-4o-mini");
-        let client = &app.client;
-        async move {
-            client
-                .call(
-                    http::Method::PATCH,
-                    &url,
-                    &[("authorization", "Bearer test-admin-token"), ("content-type", "application/json")],
-                    body.to_string(),
-                )
-                .await
-                .unwrap()
-        }
+        let (client, url) = (&app.client, &model_url);
+        async move { client.patch_json(url, ADMIN_TOKEN, &body).await.unwrap() }
     };
     assert_eq!(set(json!({ "input_price_per_mtok": -1 })).await.status, 400);
     let r = set(json!({ "input_price_per_mtok": 1.5, "output_price_per_mtok": 6 })).await;
@@ -425,16 +401,7 @@ async fn prices_set_through_the_api_bill_the_next_request_and_reset_to_the_confi
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(cost, 38);
-    let r = app
-        .client
-        .call(
-            http::Method::DELETE,
-            &app.url("/api/v1/models/gpt-4o-mini/price"),
-            &[("authorization", "Bearer test-admin-token")],
-            "",
-        )
-        .await
-        .unwrap();
+    let r = app.client.delete(&app.url("/api/v1/models/gpt-4o-mini/price"), ADMIN_TOKEN).await.unwrap();
     assert_eq!(r.json()["price_source"], "config");
     for _ in 0..100 {
         cost = cost_of_next().await;

@@ -135,12 +135,7 @@ async fn scrape_until(app: &TestApp, what: &str, done: impl Fn(&Scrape) -> bool)
 }
 
 async fn api_key(app: &TestApp, body: Value) -> (String, String) {
-    let res = app.client.post_json(&app.url("/api/v1/keys"), ADMIN, &body).await.unwrap();
-    assert_eq!(res.status, 201, "{}", res.text());
-    let v = res.json();
-    let secret = v["key"].as_str().unwrap().to_owned();
-    app.key_accepted(&secret, Duration::from_secs(2)).await.unwrap();
-    (v["id"].as_str().unwrap().to_owned(), secret)
+    app.api_key(&body).await.unwrap()
 }
 
 fn requests(endpoint: &str, model: &str, status: u16) -> String {
