@@ -18,11 +18,13 @@ use tollgate_core::time::now_millis;
 use tollgate_core::usage::UsageEvent;
 use tollgate_core::{ApiError, ErrorCode};
 
+use crate::accounts::clock_micros;
 use crate::admission::{self, Charge, Hold, RateHeaders};
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
-use crate::snapshot::{KeyEntry, ModelRoute, ProviderKind, Snapshot};
-use crate::upstream::relay_status;
-use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request};
+use crate::providers::{anthropic, gemini};
+use crate::snapshot::{Channel, KeyEntry, ModelRoute, ProviderKind, Snapshot};
+use crate::upstream::{UpstreamFailure, relay_status};
+use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request, routing};
 
 /// Bytes of an upstream error body read to relay or log it.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -149,18 +151,20 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
         ))
         .with_param("model"));
     }
-    // Routing across channels (priority, weight, health, failover) comes with the
-    // providers work; for now the first channel the key's provider scope allows serves.
-    let channel = model.channels.iter().find(|c| key.allows_provider(&c.provider.name)).ok_or_else(|| {
-        ApiError::new(
+    let group = key.group.as_deref();
+    let candidates: Vec<&Channel> =
+        model.channels.iter().filter(|c| key.allows_provider(&c.provider.name) && c.serves_group(group)).collect();
+    if candidates.is_empty() {
+        // The key's group has no channel for the model: for this key the model does not
+        // exist (`/v1/models` does not list it either).
+        if model.channels.iter().any(|c| key.allows_provider(&c.provider.name)) {
+            return Err(ApiError::model_not_found(&parsed.model));
+        }
+        return Err(ApiError::new(
             ErrorCode::ProviderNotAllowed,
             format!("This API key may not use the providers that serve '{}'.", model.id),
-        )
-    })?;
-    if let Some(e) = pending.event() {
-        e.provider = Some(channel.provider.name.clone());
+        ));
     }
-    let upstream_body = parsed.upstream_body(endpoint, &channel.upstream_model)?;
 
     let images = if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 };
     let prompt_estimate = parsed.prompt_token_estimate();
@@ -176,6 +180,114 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     pending.hold =
         admission::admit(&snapshot, &key, &charge, dp.policy, dp.shared.as_ref(), &mut pending.rate_headers).await?;
 
+    // Failover: highest priority first, weighted among equals, open circuits skipped; a
+    // channel that fails before any byte reached the client (connect error, timeout,
+    // 429, 5xx) hands over to the next after a jittered backoff, within the deadline.
+    // Once a response is returned it streams to the client and is never retried.
+    let mut plan = routing::plan(&candidates, clock_micros(), routing::random_u64);
+    if plan.is_empty() {
+        // Every circuit is open: with no healthy alternative the breaker only orders the
+        // attempts, it does not refuse the request.
+        plan = routing::plan_ignoring_health(&candidates, routing::random_u64);
+    }
+    let deadline = Instant::now() + dp.limits.failover_deadline;
+    let call = Call { endpoint, parsed: &parsed, model, images, prompt_estimate };
+    for (i, channel) in plan.iter().enumerate() {
+        if let Some(e) = pending.event() {
+            e.provider = Some(channel.provider.name.clone());
+        }
+        match attempt(dp, &call, channel, pending).await {
+            Ok(res) => {
+                channel.health.record_success();
+                return Ok(res);
+            }
+            Err(Failure::Final(err)) => return Err(err),
+            Err(Failure::Retryable(err)) => {
+                channel.health.record_failure(dp.limits.breaker, clock_micros());
+                let left = deadline.saturating_duration_since(Instant::now());
+                if i + 1 == plan.len() || left.is_zero() {
+                    return Err(err);
+                }
+                tracing::info!(provider = %channel.provider.name, error = %err.message, "failing over to the next channel");
+                let pause =
+                    routing::backoff(i as u32 + 1, dp.limits.retry_base, MAX_BACKOFF, left, routing::random_u64());
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    Err(ApiError::internal())
+}
+
+/// The longest pause between two attempts.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What every attempt of one request shares.
+struct Call<'a> {
+    endpoint: Endpoint,
+    parsed: &'a request::ParsedRequest,
+    model: &'a ModelRoute,
+    images: u64,
+    prompt_estimate: u64,
+}
+
+/// Why an attempt on a channel gave no response.
+enum Failure {
+    /// Connect error, timeout, 429 or 5xx before any byte reached the client: another
+    /// channel may do better.
+    Retryable(ApiError),
+    /// The request itself is at fault, or the provider refused it for good.
+    Final(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self::Final(e)
+    }
+}
+
+/// Whether an upstream status is worth another channel.
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// An upstream error answer: relayed or replaced (see `upstream_error`), marked retryable
+/// when another channel may do better.
+async fn failed_answer<B>(res: http::Response<B>, provider: &str, pending: &mut Pending) -> Result<Response, Failure>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let again = retryable(res.status());
+    match upstream_error(res, provider, pending).await {
+        Ok(relayed) => Ok(relayed),
+        Err(e) if again => Err(Failure::Retryable(e)),
+        Err(e) => Err(Failure::Final(e)),
+    }
+}
+
+/// One attempt on one channel: the body the provider expects, the call, and the answer —
+/// metered when it succeeds.
+async fn attempt(
+    dp: &DataPlane,
+    call: &Call<'_>,
+    channel: &Channel,
+    pending: &mut Pending,
+) -> Result<Response, Failure> {
+    let Call { endpoint, parsed, model, images, prompt_estimate } = *call;
+    let mut gemini_call = None;
+    let upstream_body = match &channel.provider.kind {
+        ProviderKind::Gemini(_) => {
+            let (body, call) = gemini::prepare(endpoint, &channel.upstream_model, &parsed.body)?;
+            gemini_call = Some(call);
+            body
+        }
+        ProviderKind::Anthropic(_) => {
+            anthropic::request_body(endpoint, parsed, &channel.upstream_model, model.max_output_tokens)?
+        }
+        ProviderKind::Demo { .. } | ProviderKind::OpenAi(_) => {
+            parsed.upstream_body(endpoint, &channel.upstream_model)?
+        }
+    };
     let meter = |pending: &mut Pending| -> Option<Meter> {
         Some(Meter {
             sink: dp.usage.clone(),
@@ -189,10 +301,18 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
             output_chunks: 0,
             first_byte: None,
             hold: pending.hold.take(),
+            usage_is_estimate: false,
         })
     };
     let hide_usage_only = !parsed.client_wants_usage;
+    let transport = |failure: UpstreamFailure| {
+        tracing::warn!(provider = %channel.provider.name, error = %failure, "upstream request failed");
+        Failure::Retryable(failure.to_api_error())
+    };
 
+    let rid = pending.event.as_ref().map_or_else(String::new, |e| e.request_id.clone());
+    let timeout = dp.limits.first_byte_timeout;
+    let provider = channel.provider.name.as_str();
     match &channel.provider.kind {
         ProviderKind::Demo { word_delay } => {
             let res = demo::respond(endpoint, &upstream_body, *word_delay)?;
@@ -200,19 +320,37 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
             Ok(metered(res, meter, hide_usage_only))
         }
         ProviderKind::OpenAi(target) => {
-            let rid = pending.event.as_ref().map_or("", |e| e.request_id.as_str());
-            let res =
-                dp.client.post_json(target, endpoint, rid, upstream_body, dp.limits.first_byte_timeout).await.map_err(
-                    |failure| {
-                        tracing::warn!(provider = %channel.provider.name, error = %failure, "upstream request failed");
-                        failure.to_api_error()
-                    },
-                )?;
-            if res.status().is_success() {
-                let meter = meter(pending).ok_or_else(ApiError::internal)?;
-                return Ok(metered(res, meter, hide_usage_only));
+            let res = dp.client.post_json(target, endpoint, &rid, upstream_body, timeout).await.map_err(transport)?;
+            if !res.status().is_success() {
+                return failed_answer(res, provider, pending).await;
             }
-            upstream_error(res, &channel.provider.name, pending).await
+            let meter = meter(pending).ok_or_else(ApiError::internal)?;
+            Ok(metered(res, meter, hide_usage_only))
+        }
+        ProviderKind::Anthropic(target) => {
+            let req = target.request(&rid, upstream_body).map_err(transport)?;
+            let res = dp.client.send(req, timeout).await.map_err(transport)?;
+            if !res.status().is_success() {
+                return failed_answer(anthropic::openai_error(res).await, provider, pending).await;
+            }
+            // Translated before the meter wraps it: the meter reads OpenAI's format.
+            let res = anthropic::openai_response(res).await.map_err(transport)?;
+            let meter = meter(pending).ok_or_else(ApiError::internal)?;
+            Ok(metered(res, meter, hide_usage_only))
+        }
+        ProviderKind::Gemini(target) => {
+            let call = gemini_call.ok_or_else(ApiError::internal)?;
+            let upstream_model = channel.upstream_model.as_str();
+            let res = gemini::send(&dp.client, target, upstream_model, &call, upstream_body, &rid, timeout)
+                .await
+                .map_err(transport)?;
+            if !res.status().is_success() {
+                return failed_answer(gemini::error_response(res).await, provider, pending).await;
+            }
+            // Translated between the upstream body and the meter: the meter reads OpenAI's format.
+            let mut meter = meter(pending).ok_or_else(ApiError::internal)?;
+            meter.usage_is_estimate = call.usage_is_estimate();
+            Ok(metered(gemini::translate(&call, upstream_model, res), meter, hide_usage_only))
         }
     }
 }
@@ -244,11 +382,11 @@ where
 
 /// An upstream answered with an error status: relay the request's own mistakes as the
 /// provider worded them, replace everything else with the gateway's error.
-async fn upstream_error(
-    res: http::Response<hyper::body::Incoming>,
-    provider: &str,
-    pending: &mut Pending,
-) -> Result<Response, ApiError> {
+async fn upstream_error<B>(res: http::Response<B>, provider: &str, pending: &mut Pending) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let status = res.status();
     let retry_after =
         res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
@@ -320,7 +458,7 @@ pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<S
 fn may_use(snapshot: &Snapshot, key: &KeyEntry, model: &ModelRoute) -> bool {
     key.allows_model(&model.id, model.model_type)
         && snapshot.team_allows(key, &model.id)
-        && model.channels.iter().any(|c| key.allows_provider(&c.provider.name))
+        && model.channels.iter().any(|c| key.allows_provider(&c.provider.name) && c.serves_group(key.group.as_deref()))
 }
 
 pub(crate) async fn not_found(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {

@@ -15,6 +15,7 @@ mod demo;
 mod handler;
 mod meter;
 pub mod metrics;
+mod providers;
 mod request;
 pub mod routing;
 pub mod shared_limits;
@@ -33,6 +34,8 @@ use tollgate_core::key::{Digester, KeyFormat};
 
 pub use accounts::{Account, AccountLimits, AccountTotals, Accounts};
 pub use admission::{Policy, SettlementSender, Shared, SharedSettlement};
+pub use providers::anthropic::AnthropicUpstream;
+pub use providers::gemini::GeminiUpstream;
 pub use snapshot::{
     Channel, KeyAuth, KeyEntry, ModelRoute, OrgBalance, OrgEntry, Provider, ProviderKind, Snapshot, TeamEntry,
 };
@@ -51,6 +54,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time allowed from sending the request to receiving the upstream's response head.
     pub first_byte_timeout: Duration,
+    /// All attempts of one request (failover across channels) end by this time.
+    pub failover_deadline: Duration,
+    /// Backoff before the second attempt (doubling, with full jitter, up to 2 s).
+    pub retry_base: Duration,
+    pub breaker: routing::BreakerPolicy,
 }
 
 /// What the `/v1` handlers share. Built once by the server; the snapshot inside is

@@ -42,6 +42,9 @@ pub(crate) struct Meter {
     pub first_byte: Option<Instant>,
     /// The request's budget reservation, settled here to the real cost.
     pub hold: Option<crate::admission::Hold>,
+    /// The body's usage is the adapter's own estimate (the provider reports none, as
+    /// Gemini for embeddings): billed as given, recorded as `estimated`.
+    pub usage_is_estimate: bool,
 }
 
 /// How the response ended.
@@ -60,7 +63,7 @@ impl Meter {
         };
         let e = &mut self.event;
         e.billing_reason = match outcome {
-            Outcome::Complete if reported.is_some() => BillingReason::Completed,
+            Outcome::Complete if reported.is_some() && !self.usage_is_estimate => BillingReason::Completed,
             Outcome::Complete => BillingReason::Estimated,
             Outcome::UpstreamFailed => BillingReason::UpstreamInterrupted,
             Outcome::ClientGone => BillingReason::ClientDisconnected,

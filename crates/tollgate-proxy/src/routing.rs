@@ -133,8 +133,12 @@ pub trait Candidate {
 /// priority descending; within a priority, a weighted random order; channels whose
 /// circuit does not admit a request now are left out. `roll` gives uniform random numbers
 /// (injected for tests).
-pub fn plan<'a, C: Candidate>(candidates: &[&'a C], now: u64, mut roll: impl FnMut() -> u64) -> Vec<&'a C> {
-    let mut admitted: Vec<&'a C> = candidates.iter().copied().filter(|c| c.health().admits(now)).collect();
+pub fn plan<'a, C: Candidate>(candidates: &[&'a C], now: u64, roll: impl FnMut() -> u64) -> Vec<&'a C> {
+    ordered(candidates.iter().copied().filter(|c| c.health().admits(now)).collect(), roll)
+}
+
+/// Priority descending, weighted random within each priority.
+fn ordered<'a, C: Candidate>(mut admitted: Vec<&'a C>, mut roll: impl FnMut() -> u64) -> Vec<&'a C> {
     admitted.sort_by_key(|c| std::cmp::Reverse(c.priority()));
     let mut out = Vec::with_capacity(admitted.len());
     let mut rest = admitted.as_slice();
@@ -161,6 +165,11 @@ pub fn plan<'a, C: Candidate>(candidates: &[&'a C], now: u64, mut roll: impl FnM
         rest = &rest[tier..];
     }
     out
+}
+
+/// As [`plan`], trying every candidate whatever its circuit says (when all are open).
+pub fn plan_ignoring_health<'a, C: Candidate>(candidates: &[&'a C], roll: impl FnMut() -> u64) -> Vec<&'a C> {
+    ordered(candidates.to_vec(), roll)
 }
 
 /// A fast, non-cryptographic random number (weights and jitter).

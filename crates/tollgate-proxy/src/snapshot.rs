@@ -31,6 +31,8 @@ pub struct KeyEntry {
     /// An ephemeral token's own narrowing, checked in addition to `scopes`.
     pub narrowing: Option<Arc<KeyScopes>>,
     pub limits: AccountLimits,
+    /// The channel group the key routes through (`None`: `default`).
+    pub group: Option<String>,
     /// The key's counters, shared by every snapshot version (and its ephemeral tokens).
     pub account: Arc<Account>,
 }
@@ -89,6 +91,7 @@ impl KeyEntry {
                 rpm: s.rpm.and_then(|v| u64::try_from(v).ok()),
                 tpm: s.tpm.and_then(|v| u64::try_from(v).ok()),
             },
+            group: s.group.clone(),
             account,
         }
     }
@@ -151,6 +154,10 @@ pub enum ProviderKind {
     /// Any OpenAI-compatible server (base URL such as `https://api.openai.com/v1`, to
     /// which endpoint paths are appended).
     OpenAi(crate::upstream::OpenAiUpstream),
+    /// Google's Gemini API (`generateContent`), translated to and from OpenAI's format.
+    Gemini(crate::providers::gemini::GeminiUpstream),
+    /// Anthropic's Messages API, translated to and from OpenAI chat completions.
+    Anthropic(crate::providers::anthropic::AnthropicUpstream),
 }
 
 #[derive(Debug)]
@@ -164,6 +171,35 @@ pub struct Provider {
 pub struct Channel {
     pub provider: Arc<Provider>,
     pub upstream_model: String,
+    /// Higher first; equals share requests by `weight`.
+    pub priority: i32,
+    pub weight: u32,
+    /// The key groups this channel serves (never empty; `default` for keys with no group).
+    pub groups: Vec<String>,
+    /// The channel's circuit breaker, shared by every snapshot version.
+    pub health: Arc<crate::routing::ChannelHealth>,
+}
+
+impl Channel {
+    /// Whether a key pinned to `group` (none: `default`) may use this channel.
+    pub fn serves_group(&self, group: Option<&str>) -> bool {
+        let group = group.unwrap_or("default");
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+impl crate::routing::Candidate for Channel {
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    fn health(&self) -> &crate::routing::ChannelHealth {
+        &self.health
+    }
 }
 
 /// A public model.

@@ -67,6 +67,17 @@ impl UpstreamClient {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert("x-request-id", id);
         }
+        self.send(req, first_byte_timeout).await
+    }
+
+    /// Sends a request a provider adapter prepared (its URI and credentials built once per
+    /// provider, never from request fields) and waits for the response head, at most
+    /// `first_byte_timeout`.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        first_byte_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
         match tokio::time::timeout(first_byte_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect(error_chain(&e))),

@@ -136,11 +136,25 @@ fn parse_reveal_key(text: &str) -> Result<RevealKey, String> {
 pub struct RawUpstream {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
+    /// Every attempt of one request (failover across channels) ends by this time.
+    pub failover_deadline_ms: u64,
+    /// Backoff before the second attempt; doubles, with full jitter, up to 2 s.
+    pub retry_base_ms: u64,
+    /// Consecutive failures that open a channel's circuit, and for how long.
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
 }
 
 impl Default for RawUpstream {
     fn default() -> Self {
-        Self { connect_timeout_ms: 5_000, first_byte_timeout_ms: 600_000 }
+        Self {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 600_000,
+            failover_deadline_ms: 600_000,
+            retry_base_ms: 100,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+        }
     }
 }
 
@@ -489,6 +503,12 @@ pub struct RawProvider {
     /// `demo` only: pause between streamed words.
     #[serde(default)]
     pub word_delay_ms: Option<u64>,
+    /// `anthropic` only: the `anthropic-version` header (default `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// `gemini` only: the API version path segment (default `v1beta`).
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -517,6 +537,19 @@ pub struct RawChannel {
     /// The model's name at the provider; defaults to the public id.
     #[serde(default)]
     pub model: Option<String>,
+    /// Higher first; channels of equal priority share requests by `weight`.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// The groups this channel belongs to; a key pinned to a group uses only its channels.
+    /// Empty: the `default` group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// Validated configuration.
@@ -540,6 +573,10 @@ pub struct Config {
     pub secure_cookies: bool,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
+    pub failover_deadline: Duration,
+    pub retry_base: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
     pub usage_batch_size: usize,
     pub usage_flush_interval: Duration,
     pub usage_queue_capacity: usize,
@@ -558,8 +595,26 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub enum ProviderConfigKind {
-    Demo { word_delay: Duration },
-    OpenAi { base_url: String, api_key: Secret },
+    Demo {
+        word_delay: Duration,
+    },
+    OpenAi {
+        base_url: String,
+        api_key: Secret,
+    },
+    /// `base_url` is the API root (default `https://api.anthropic.com`).
+    Anthropic {
+        base_url: String,
+        api_key: Secret,
+        version: String,
+    },
+    /// `{base_url}/{api_version}/models/{model}:generateContent` (default base URL
+    /// `https://generativelanguage.googleapis.com`, version `v1beta`).
+    Gemini {
+        base_url: String,
+        api_version: String,
+        api_key: Secret,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -574,8 +629,24 @@ pub struct ModelConfig {
     pub model_type: ModelType,
     pub pricing: Pricing,
     pub max_output_tokens: u64,
-    /// `(provider name, upstream model)`.
-    pub channels: Vec<(String, String)>,
+    pub channels: Vec<ChannelConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub provider: String,
+    /// The model's name at the provider.
+    pub model: String,
+    pub priority: i32,
+    pub weight: u32,
+    /// Never empty: `["default"]` unless configured.
+    pub groups: Vec<String>,
+}
+
+impl ChannelConfig {
+    fn plain(provider: &str, model: &str) -> Self {
+        Self { provider: provider.into(), model: model.into(), priority: 0, weight: 1, groups: vec!["default".into()] }
+    }
 }
 
 /// Every problem found in a configuration, one line each, naming the field.
@@ -596,6 +667,8 @@ impl std::error::Error for ConfigErrors {}
 
 const ENV_PREFIX: &str = "TOLLGATE_";
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+const GEMINI_API_VERSION: &str = "v1beta";
 /// Variables with the prefix that are not config fields.
 const NON_FIELD_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
@@ -791,6 +864,12 @@ pub fn validate(
                 p.name
             ));
         }
+        if p.anthropic_version.is_some() && p.kind != "anthropic" {
+            errors.push(format!("{at}.anthropic_version: only for kind \"anthropic\""));
+        }
+        if p.api_version.is_some() && p.kind != "gemini" {
+            errors.push(format!("{at}.api_version: only for kind \"gemini\""));
+        }
         let kind = match p.kind.as_str() {
             "demo" => {
                 if p.base_url.is_some() || p.api_key.is_some() || p.api_key_env.is_some() {
@@ -813,27 +892,64 @@ pub fn validate(
                         String::new()
                     }
                 };
-                let api_key = match (&p.api_key, &p.api_key_env) {
-                    (Some(_), Some(_)) => {
-                        errors.push(format!("{at}: give api_key or api_key_env, not both"));
-                        Secret::default()
-                    }
-                    (Some(k), None) => k.clone(),
-                    (None, Some(var)) => match lookup_env(var).filter(|v| !v.is_empty()) {
-                        Some(v) => Secret::new(v),
-                        None if credentials == Credentials::Optional => Secret::default(),
-                        None => {
-                            errors.push(format!("{at}.api_key_env: environment variable {var} is not set"));
-                            Secret::default()
-                        }
-                    },
-                    // Local servers (vLLM, llama.cpp, Ollama) often need no key.
-                    (None, None) => Secret::default(),
-                };
+                // Local servers (vLLM, llama.cpp, Ollama) often need no key.
+                let api_key = provider_api_key(p, &at, lookup_env, credentials, &mut errors);
                 ProviderConfigKind::OpenAi { base_url, api_key }
             }
+            "anthropic" => {
+                if p.word_delay_ms.is_some() {
+                    errors.push(format!("{at}.word_delay_ms: only for kind \"demo\""));
+                }
+                let base_url = match p.base_url.as_deref().map(normalize_base_url) {
+                    Some(Ok(u)) => u,
+                    Some(Err(m)) => {
+                        errors.push(format!("{at}.base_url: {m}"));
+                        String::new()
+                    }
+                    None => tollgate_proxy::AnthropicUpstream::DEFAULT_BASE_URL.to_owned(),
+                };
+                // Only a local Anthropic-compatible server (its own base_url) may go keyless.
+                if p.base_url.is_none() && p.api_key.is_none() && p.api_key_env.is_none() {
+                    errors.push(format!("{at}: api_key or api_key_env is required for api.anthropic.com"));
+                }
+                let api_key = provider_api_key(p, &at, lookup_env, credentials, &mut errors);
+                let version = p
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| tollgate_proxy::AnthropicUpstream::DEFAULT_VERSION.to_owned());
+                if !(1..=32).contains(&version.len())
+                    || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    errors.push(format!("{at}.anthropic_version: must look like \"2023-06-01\""));
+                }
+                ProviderConfigKind::Anthropic { base_url, api_key, version }
+            }
+            "gemini" => {
+                if p.word_delay_ms.is_some() {
+                    errors.push(format!("{at}.word_delay_ms: only for kind \"demo\""));
+                }
+                let base_url = match p.base_url.as_deref().map(normalize_base_url) {
+                    Some(Ok(u)) => u,
+                    Some(Err(m)) => {
+                        errors.push(format!("{at}.base_url: {m}"));
+                        String::new()
+                    }
+                    None => GEMINI_BASE_URL.to_owned(),
+                };
+                let api_version = p.api_version.clone().unwrap_or_else(|| GEMINI_API_VERSION.to_owned());
+                if let Err(m) = tollgate_proxy::GeminiUpstream::check_api_version(&api_version) {
+                    errors.push(format!("{at}.api_version: {m}"));
+                }
+                if p.api_key.is_none() && p.api_key_env.is_none() {
+                    errors.push(format!("{at}: api_key or api_key_env is required for kind \"gemini\""));
+                }
+                let api_key = provider_api_key(p, &at, lookup_env, credentials, &mut errors);
+                ProviderConfigKind::Gemini { base_url, api_version, api_key }
+            }
             other => {
-                errors.push(format!("{at}.kind: unknown provider kind {other:?} (known: openai, demo)"));
+                errors.push(format!(
+                    "{at}.kind: unknown provider kind {other:?} (known: openai, anthropic, gemini, demo)"
+                ));
                 continue;
             }
         };
@@ -848,14 +964,14 @@ pub fn validate(
             model_type: ModelType::Chat,
             pricing: Pricing { input_per_mtok: price(0.5), output_per_mtok: price(1.5), per_image: MicroUsd::ZERO },
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
-            channels: vec![("demo".into(), "demo-chat".into())],
+            channels: vec![ChannelConfig::plain("demo", "demo-chat")],
         });
         models.push(ModelConfig {
             id: "demo-embed".into(),
             model_type: ModelType::Embedding,
             pricing: Pricing { input_per_mtok: price(0.02), ..Pricing::default() },
             max_output_tokens: 0,
-            channels: vec![("demo".into(), "demo-embed".into())],
+            channels: vec![ChannelConfig::plain("demo", "demo-embed")],
         });
     }
     for (i, m) in raw.models.iter().enumerate() {
@@ -885,7 +1001,30 @@ pub fn validate(
             if !providers.iter().any(|p| p.name == c.provider) {
                 errors.push(format!("{at}.channels[{j}].provider: no provider named {:?}", c.provider));
             }
-            channels.push((c.provider.clone(), c.model.clone().unwrap_or_else(|| m.id.clone())));
+            let upstream_model = c.model.clone().unwrap_or_else(|| m.id.clone());
+            // A Gemini model name becomes a path segment of the provider's URLs.
+            let gemini =
+                providers.iter().any(|p| p.name == c.provider && matches!(p.kind, ProviderConfigKind::Gemini { .. }));
+            if let (true, Err(msg)) = (gemini, tollgate_proxy::GeminiUpstream::check_model(&upstream_model)) {
+                errors.push(format!("{at}.channels[{j}].model: {msg}"));
+            }
+            if !(1..=1000).contains(&c.weight) {
+                errors.push(format!("{at}.channels[{j}].weight: must be between 1 and 1000"));
+            }
+            for g in &c.groups {
+                if !valid_name(g) {
+                    errors
+                        .push(format!("{at}.channels[{j}].groups: {g:?} is not a group name (letters, digits, - _ .)"));
+                }
+            }
+            let groups = if c.groups.is_empty() { vec!["default".to_owned()] } else { c.groups.clone() };
+            channels.push(ChannelConfig {
+                provider: c.provider.clone(),
+                model: upstream_model,
+                priority: c.priority,
+                weight: c.weight,
+                groups,
+            });
         }
         let max_output_tokens = m.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
         if max_output_tokens > 10_000_000 {
@@ -894,6 +1033,16 @@ pub fn validate(
         models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, max_output_tokens, channels });
     }
 
+    let up = &raw.upstream;
+    if up.breaker_failures == 0 {
+        errors.push("upstream.breaker_failures: must be at least 1".into());
+    }
+    if !(1..=600_000).contains(&up.retry_base_ms) {
+        errors.push("upstream.retry_base_ms: must be between 1 and 600000".into());
+    }
+    if up.failover_deadline_ms == 0 {
+        errors.push("upstream.failover_deadline_ms: must be at least 1".into());
+    }
     let limits = &raw.limits;
     if limits.fallback_share == 0 {
         errors.push("limits.fallback_share: must be at least 1".into());
@@ -931,6 +1080,10 @@ pub fn validate(
         secure_cookies: raw.secure_cookies,
         connect_timeout: Duration::from_millis(connect_timeout),
         first_byte_timeout: Duration::from_millis(first_byte_timeout),
+        failover_deadline: Duration::from_millis(raw.upstream.failover_deadline_ms),
+        retry_base: Duration::from_millis(raw.upstream.retry_base_ms),
+        breaker_failures: raw.upstream.breaker_failures,
+        breaker_open: Duration::from_millis(raw.upstream.breaker_open_ms),
         usage_batch_size: usize::try_from(batch).unwrap_or(500),
         usage_flush_interval: Duration::from_millis(flush),
         usage_queue_capacity: usize::try_from(capacity).unwrap_or(65_536),
@@ -946,6 +1099,32 @@ pub fn validate(
         providers,
         models,
     })
+}
+
+/// `api_key` or the variable named by `api_key_env` (empty when neither is given).
+fn provider_api_key(
+    p: &RawProvider,
+    at: &str,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+    credentials: Credentials,
+    errors: &mut Vec<String>,
+) -> Secret {
+    match (&p.api_key, &p.api_key_env) {
+        (Some(_), Some(_)) => {
+            errors.push(format!("{at}: give api_key or api_key_env, not both"));
+            Secret::default()
+        }
+        (Some(k), None) => k.clone(),
+        (None, Some(var)) => match lookup_env(var).filter(|v| !v.is_empty()) {
+            Some(v) => Secret::new(v),
+            None if credentials == Credentials::Optional => Secret::default(),
+            None => {
+                errors.push(format!("{at}.api_key_env: environment variable {var} is not set"));
+                Secret::default()
+            }
+        },
+        (None, None) => Secret::default(),
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -1104,6 +1283,129 @@ mod tests {
             )
             .contains("ab, ab")
         );
+    }
+
+    #[test]
+    fn anthropic_providers_default_their_url_and_version() {
+        let c = from_toml(
+            r#"
+            [[providers]]
+            name = "claude"
+            kind = "anthropic"
+            api_key_env = "ANTHROPIC_KEY"
+            [[providers]]
+            name = "local-claude"
+            kind = "anthropic"
+            base_url = "http://127.0.0.1:9001/"
+            anthropic_version = "2023-01-01"
+            "#,
+            &[],
+        );
+        let e = errors(c);
+        assert!(e.contains("providers[0].api_key_env: environment variable ANTHROPIC_KEY is not set"), "{e}");
+        let c = super::validate(
+            toml::from_str(
+                "demo = false\n[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\napi_key_env = \"ANTHROPIC_KEY\"\n\
+                 [[providers]]\nname = \"local\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9001/\"\n\
+                 anthropic_version = \"2023-01-01\"",
+            )
+            .unwrap(),
+            &|v| (v == "ANTHROPIC_KEY").then(|| "sk-ant-x".to_owned()),
+            Credentials::Required,
+        )
+        .unwrap();
+        match (&c.providers[0].kind, &c.providers[1].kind) {
+            (
+                ProviderConfigKind::Anthropic { base_url, api_key, version },
+                ProviderConfigKind::Anthropic { base_url: local_url, api_key: local_key, version: local_version },
+            ) => {
+                assert_eq!(
+                    (base_url.as_str(), api_key.expose(), version.as_str()),
+                    ("https://api.anthropic.com", "sk-ant-x", "2023-06-01")
+                );
+                assert_eq!(
+                    (local_url.as_str(), local_key.is_empty(), local_version.as_str()),
+                    ("http://127.0.0.1:9001", true, "2023-01-01")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let e = errors(from_toml(
+            r#"
+            [[providers]]
+            name = "a"
+            kind = "anthropic"
+            anthropic_version = "yesterday, please"
+            word_delay_ms = 1
+            [[providers]]
+            name = "b"
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            anthropic_version = "2023-06-01"
+            "#,
+            &[],
+        ));
+        for needle in [
+            "providers[0]: api_key or api_key_env is required for api.anthropic.com",
+            "providers[0].anthropic_version: must look like",
+            "providers[0].word_delay_ms: only for kind \"demo\"",
+            "providers[1].anthropic_version: only for kind \"anthropic\"",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn gemini_providers_default_their_url_and_version_and_take_plain_model_ids() {
+        let raw = r#"
+            [[providers]]
+            name = "g"
+            kind = "gemini"
+            api_key_env = "GEMINI_KEY"
+            [[models]]
+            id = "flash"
+            type = "chat"
+            channels = [{ provider = "g", model = "gemini-2.5-flash" }]
+            "#;
+        let lookup = |v: &str| (v == "GEMINI_KEY").then(|| "AIza-test".to_owned());
+        let c = super::validate(toml::from_str(raw).unwrap(), &lookup, Credentials::Required).unwrap();
+        match &c.providers[0].kind {
+            ProviderConfigKind::Gemini { base_url, api_version, api_key } => assert_eq!(
+                (base_url.as_str(), api_version.as_str(), api_key.expose()),
+                ("https://generativelanguage.googleapis.com", "v1beta", "AIza-test")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.models[0].channels, [ChannelConfig::plain("g", "gemini-2.5-flash")]);
+
+        let e = errors(from_toml(
+            r#"
+            [[providers]]
+            name = "g"
+            kind = "gemini"
+            api_version = "v1/../x"
+            [[providers]]
+            name = "o"
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            api_version = "v1"
+            [[models]]
+            id = "m"
+            type = "chat"
+            channels = [{ provider = "g", model = "models/gemini-2.5-flash" }, { provider = "o", model = "org/any" }]
+            "#,
+            &[],
+        ));
+        for needle in [
+            "providers[0].api_version: \"v1/../x\" is not an API version",
+            "providers[0]: api_key or api_key_env is required for kind \"gemini\"",
+            "providers[1].api_version: only for kind \"gemini\"",
+            "models[0].channels[0].model: \"models/gemini-2.5-flash\" is not a plain Gemini model id",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        assert!(!e.contains("channels[1].model"), "other providers' model names are theirs: {e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
+use tollgate_proxy::routing::Health;
 use tollgate_proxy::{Accounts, Channel, ModelRoute, OpenAiUpstream, OrgBalance, Provider, ProviderKind, Snapshot};
 use tollgate_store::{Entity, Store, StoreError};
 
@@ -18,8 +19,8 @@ use crate::config::{Config, ProviderConfigKind};
 
 const FEED_PAGE: i64 = 1000;
 
-/// The model routes the config declares.
-pub fn model_routes(config: &Config) -> anyhow::Result<Vec<ModelRoute>> {
+/// The model routes the config declares; each channel's health comes from `health`.
+pub fn model_routes(config: &Config, health: &Health) -> anyhow::Result<Vec<ModelRoute>> {
     let created = tollgate_core::time::now_millis() / 1000;
     let mut providers: Vec<Arc<Provider>> = Vec::new();
     for p in &config.providers {
@@ -27,6 +28,14 @@ pub fn model_routes(config: &Config) -> anyhow::Result<Vec<ModelRoute>> {
             ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
             ProviderConfigKind::OpenAi { base_url, api_key } => ProviderKind::OpenAi(
                 OpenAiUpstream::new(base_url, api_key).map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+            ),
+            ProviderConfigKind::Anthropic { base_url, api_key, version } => ProviderKind::Anthropic(
+                tollgate_proxy::AnthropicUpstream::new(base_url, api_key, version)
+                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+            ),
+            ProviderConfigKind::Gemini { base_url, api_version, api_key } => ProviderKind::Gemini(
+                tollgate_proxy::GeminiUpstream::new(base_url, api_version, api_key)
+                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
             ),
         };
         providers.push(Arc::new(Provider { name: p.name.clone(), kind }));
@@ -43,9 +52,16 @@ pub fn model_routes(config: &Config) -> anyhow::Result<Vec<ModelRoute>> {
             channels: m
                 .channels
                 .iter()
-                .filter_map(|(provider, upstream_model)| {
-                    let provider = providers.iter().find(|p| &p.name == provider)?.clone();
-                    Some(Channel { provider, upstream_model: upstream_model.clone() })
+                .filter_map(|c| {
+                    let provider = providers.iter().find(|p| p.name == c.provider)?.clone();
+                    Some(Channel {
+                        health: health.of(&m.id, &provider.name, &c.model),
+                        provider,
+                        upstream_model: c.model.clone(),
+                        priority: c.priority,
+                        weight: c.weight,
+                        groups: c.groups.clone(),
+                    })
                 })
                 .collect(),
             created,

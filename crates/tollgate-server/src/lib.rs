@@ -106,7 +106,9 @@ impl Server {
         };
         writer.replay_spill().await;
 
-        let (snapshot, seq) = feed::load(&store, feed::model_routes(&config)?).await.context("loading the snapshot")?;
+        let health = tollgate_proxy::routing::Health::default();
+        let routes = feed::model_routes(&config, &health)?;
+        let (snapshot, seq) = feed::load(&store, routes).await.context("loading the snapshot")?;
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -133,7 +135,16 @@ impl Server {
             digester: services.digester.clone(),
             client: UpstreamClient::new(config.connect_timeout),
             usage,
-            limits: Limits { max_body_bytes: config.max_body_bytes, first_byte_timeout: config.first_byte_timeout },
+            limits: Limits {
+                max_body_bytes: config.max_body_bytes,
+                first_byte_timeout: config.first_byte_timeout,
+                failover_deadline: config.failover_deadline,
+                retry_base: config.retry_base,
+                breaker: tollgate_proxy::routing::BreakerPolicy {
+                    failure_threshold: config.breaker_failures,
+                    open_for: config.breaker_open,
+                },
+            },
             trusted_proxies: config.trusted_proxies.clone(),
             policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
             shared,

@@ -101,17 +101,21 @@ impl TestApp {
 
     /// Starts with `top` among the top-level settings and `extra` appended.
     pub async fn start_with_top(top: &str, extra: &str) -> ClientResult<Self> {
+        Self::start_with_env(top, extra, &[]).await
+    }
+
+    /// As [`TestApp::start_with_top`], with `TOLLGATE_*` overrides (for settings of the
+    /// config's own sections, such as `TOLLGATE_UPSTREAM__RETRY_BASE_MS`).
+    pub async fn start_with_env(top: &str, extra: &str, env: &[(&str, &str)]) -> ClientResult<Self> {
         let fake = FakeOpenAi::start().await;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config_path = dir.path().join("tollgate.toml");
         std::fs::write(&config_path, config_with(dir.path(), &fake.base_url(), top, extra))
             .map_err(|e| e.to_string())?;
-        let config = tollgate_server::config::load(
-            Some(&config_path),
-            Vec::new(),
-            tollgate_server::config::Credentials::Required,
-        )
-        .map_err(|e| e.to_string())?;
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let config =
+            tollgate_server::config::load(Some(&config_path), env, tollgate_server::config::Credentials::Required)
+                .map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let server = Server::start(config.clone(), listener).await.map_err(|e| format!("{e:#}"))?;
         let base_url = format!("http://{}", server.addr());

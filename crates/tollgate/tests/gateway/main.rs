@@ -2,13 +2,16 @@
 //! The gateway end to end: the real server on 127.0.0.1:0 in front of the fake OpenAI
 //! upstream, driven over real HTTP. Each test boots its own app and database.
 
+mod anthropic;
 mod authz;
 mod cli;
 mod durability;
+mod gemini;
 mod keys;
 mod metering;
 mod metrics;
 mod notifications;
+mod routing;
 mod sessions;
 mod usage;
 

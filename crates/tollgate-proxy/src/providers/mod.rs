@@ -1,0 +1,5 @@
+//! The provider adapters that translate between the OpenAI wire format the gateway speaks
+//! and a provider's own API, in both directions.
+
+pub mod anthropic;
+pub mod gemini;

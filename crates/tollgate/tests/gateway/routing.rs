@@ -1,0 +1,143 @@
+//! Channels and failover: the highest priority first, the next channel when one refuses
+//! connections or answers 429/5xx before any byte reached the client, circuits that open
+//! after consecutive failures and close after a good probe, groups that pin keys to their
+//! channels — and never a retry once a stream has begun.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_testkit::app::{TestApp, UPSTREAM_KEY};
+use tollgate_testkit::fake_openai::{Behavior, FakeOpenAi};
+
+fn chat(stream: bool) -> Value {
+    json!({ "model": "routed", "stream": stream, "messages": [{ "role": "user", "content": "hello there" }] })
+}
+
+/// A port nothing listens on: connections are refused.
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+fn provider(name: &str, url: &str) -> String {
+    format!("[[providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{url}\"\napi_key = \"{UPSTREAM_KEY}\"\n")
+}
+
+/// Model `routed` on three channels: `dead` (refuses connections, priority 30), `flaky`
+/// (priority 20) and `steady` (the app's own fake, priority 10).
+async fn three_channels(flaky: &FakeOpenAi, env: &[(&str, &str)]) -> TestApp {
+    let config = format!(
+        "{}{}[[models]]\nid = \"routed\"\ntype = \"chat\"\ninput_price_per_mtok = 1\noutput_price_per_mtok = 2\n\
+         channels = [{{ provider = \"dead\", priority = 30 }}, {{ provider = \"flaky\", priority = 20 }}, \
+         {{ provider = \"fake\", priority = 10 }}]\n",
+        provider("dead", &refused_url()),
+        provider("flaky", &flaky.base_url()),
+    );
+    TestApp::start_with_env("", &config, env).await.unwrap()
+}
+
+fn chats(fake: &FakeOpenAi) -> usize {
+    fake.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
+}
+
+#[tokio::test]
+async fn a_request_fails_over_past_a_refused_and_a_failing_channel() {
+    let flaky = FakeOpenAi::start().await;
+    flaky.set_behavior(Behavior::Status(503));
+    let app = three_channels(&flaky, &[]).await;
+    let key = app.create_key("routed").await.unwrap();
+    let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &chat(false)).await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!((chats(&flaky), chats(&app.fake)), (1, 1), "tried flaky once, answered by steady");
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!(row.provider.as_deref(), Some("fake"), "the row names the channel that answered");
+    assert_eq!(row.billing_reason, "completed");
+    assert!(row.cost.0 > 0, "billed once, for the attempt that answered");
+}
+
+#[tokio::test]
+async fn circuits_open_after_consecutive_failures_and_close_after_a_good_probe() {
+    let flaky = FakeOpenAi::start().await;
+    flaky.set_behavior(Behavior::Status(500));
+    let app = three_channels(
+        &flaky,
+        &[
+            ("TOLLGATE_UPSTREAM__BREAKER_FAILURES", "2"),
+            ("TOLLGATE_UPSTREAM__BREAKER_OPEN_MS", "400"),
+            ("TOLLGATE_UPSTREAM__RETRY_BASE_MS", "1"),
+        ],
+    )
+    .await;
+    let key = app.create_key("routed").await.unwrap();
+    let url = app.url("/v1/chat/completions");
+    for _ in 0..2 {
+        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
+    }
+    assert_eq!(chats(&flaky), 2);
+    // Both failing channels are open now: the next requests go straight to steady.
+    for _ in 0..3 {
+        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
+    }
+    assert_eq!((chats(&flaky), chats(&app.fake)), (2, 5), "an open circuit is skipped");
+    // flaky recovers; after the open period its probe succeeds and it serves again.
+    flaky.set_behavior(Behavior::Normal);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
+    }
+    assert_eq!(chats(&flaky), 5, "closed again: flaky (priority 20) serves while dead stays open");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_mid_way_is_not_retried_and_is_billed_as_delivered() {
+    let flaky = FakeOpenAi::start().await;
+    flaky.set_behavior(Behavior::BreakStreamAfter(2));
+    let app = three_channels(&flaky, &[]).await;
+    let key = app.create_key("routed").await.unwrap();
+    let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &chat(true)).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert!(res.text().contains("upstream_error"), "the client is told: {}", res.text());
+    assert_eq!(chats(&app.fake), 0, "nothing retried once the stream had begun");
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!((row.billing_reason.as_str(), row.provider.as_deref()), ("upstream_interrupted", Some("flaky")));
+    assert!(row.completion_tokens >= 2);
+}
+
+#[tokio::test]
+async fn when_every_channel_fails_the_last_error_is_answered() {
+    let flaky = FakeOpenAi::start().await;
+    flaky.set_behavior(Behavior::Status(429));
+    let app = three_channels(&flaky, &[]).await;
+    app.fake.set_behavior(Behavior::Status(503));
+    let key = app.create_key("routed").await.unwrap();
+    let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &chat(false)).await.unwrap();
+    assert_eq!(res.status, 502, "{}", res.text());
+    assert!(!res.text().contains(UPSTREAM_KEY));
+    assert_eq!((chats(&flaky), chats(&app.fake)), (1, 1));
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!((row.cost.0, row.billing_reason.as_str()), (0, "not_billed"));
+}
+
+#[tokio::test]
+async fn a_key_pinned_to_a_group_uses_only_that_groups_channels() {
+    let vip = FakeOpenAi::start().await;
+    let config = format!(
+        "{}[[models]]\nid = \"routed\"\ntype = \"chat\"\n\
+         channels = [{{ provider = \"vip\", priority = 50, groups = [\"vip\"] }}, {{ provider = \"fake\" }}]\n",
+        provider("vip", &vip.base_url()),
+    );
+    let app = TestApp::start_with(&config).await.unwrap();
+    let (_, plain) = app.api_key(&json!({ "name": "plain" })).await.unwrap();
+    let (_, pinned) = app.api_key(&json!({ "name": "pinned", "group": "vip" })).await.unwrap();
+    let url = app.url("/v1/chat/completions");
+    assert_eq!(app.client.post_json(&url, Some(&plain), &chat(false)).await.unwrap().status, 200);
+    assert_eq!((chats(&vip), chats(&app.fake)), (0, 1), "the default group never reaches the vip channel");
+    assert_eq!(app.client.post_json(&url, Some(&pinned), &chat(false)).await.unwrap().status, 200);
+    assert_eq!((chats(&vip), chats(&app.fake)), (1, 1), "the vip key uses only its group's channel");
+    // A group without a channel for the model: the model is not served to that key.
+    let (_, lost) = app.api_key(&json!({ "name": "lost", "group": "nowhere" })).await.unwrap();
+    let res = app.client.post_json(&url, Some(&lost), &chat(false)).await.unwrap();
+    assert_eq!(res.status, 404, "{}", res.text());
+}
