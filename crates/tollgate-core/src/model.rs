@@ -27,6 +27,8 @@ pub enum Endpoint {
     Embeddings,
     ImagesGenerations,
     Responses,
+    /// Anthropic's Messages API, served by translating to and from a chat completion.
+    Messages,
     Models,
 }
 
@@ -39,6 +41,7 @@ impl Endpoint {
             Self::Embeddings => "/v1/embeddings",
             Self::ImagesGenerations => "/v1/images/generations",
             Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
             Self::Models => "/v1/models",
         }
     }
@@ -46,7 +49,7 @@ impl Endpoint {
     /// The model type this endpoint calls, if it calls one.
     pub fn model_type(self) -> Option<ModelType> {
         match self {
-            Self::ChatCompletions | Self::Completions | Self::Responses => Some(ModelType::Chat),
+            Self::ChatCompletions | Self::Completions | Self::Responses | Self::Messages => Some(ModelType::Chat),
             Self::Embeddings => Some(ModelType::Embedding),
             Self::ImagesGenerations => Some(ModelType::Image),
             Self::Models => None,

@@ -110,6 +110,7 @@ pub const SCOPABLE_ENDPOINTS: &[Endpoint] = &[
     Endpoint::Embeddings,
     Endpoint::ImagesGenerations,
     Endpoint::Responses,
+    Endpoint::Messages,
 ];
 
 /// Accepts `/v1/embeddings`, `/embeddings` or `embeddings`.
@@ -211,6 +212,7 @@ mod tests {
             assert_eq!(parse_endpoint(s), Ok(Endpoint::Embeddings));
         }
         assert_eq!(parse_endpoint("/v1/images/generations"), Ok(Endpoint::ImagesGenerations));
+        assert_eq!(parse_endpoint("/v1/messages"), Ok(Endpoint::Messages));
         assert!(parse_endpoint("/v1/files").is_err());
     }
 

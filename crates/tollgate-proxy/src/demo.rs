@@ -54,9 +54,9 @@ pub(crate) fn respond(endpoint: Endpoint, body: &[u8], word_delay: Duration) -> 
             Ok(text_response(TextKind::Completion, &req, model, &prompt, words(&prompt), word_delay))
         }
         Endpoint::Embeddings => embeddings(&req, model),
-        Endpoint::Responses | Endpoint::ImagesGenerations | Endpoint::Models => Err(ApiError::invalid_request(
-            "The demo provider serves chat completions, completions and embeddings only.",
-        )),
+        Endpoint::Responses | Endpoint::ImagesGenerations | Endpoint::Messages | Endpoint::Models => Err(
+            ApiError::invalid_request("The demo provider serves chat completions, completions and embeddings only."),
+        ),
     }
 }
 

@@ -21,10 +21,10 @@ use tollgate_core::{ApiError, ErrorCode};
 use crate::accounts::clock_micros;
 use crate::admission::{self, Charge, Hold, RateHeaders};
 use crate::meter::{Meter, MeteredBody, elapsed_ms};
-use crate::providers::{anthropic, gemini};
+use crate::providers::{anthropic, azure, gemini};
 use crate::snapshot::{Channel, KeyEntry, ModelRoute, ProviderKind, Snapshot};
 use crate::upstream::{UpstreamFailure, relay_status};
-use crate::{DataPlane, PeerAddr, RequestId, auth, demo, request, routing};
+use crate::{DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routing};
 
 /// Bytes of an upstream error body read to relay or log it.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -39,6 +39,8 @@ struct Pending {
     /// Reserved budget until a metered body takes it; released (not billed) if dropped here.
     hold: Option<Hold>,
     rate_headers: RateHeaders,
+    /// `/v1/messages`: the public model id, named in the translated answer.
+    reply_model: Option<String>,
 }
 
 impl Pending {
@@ -55,6 +57,7 @@ impl Pending {
             body_consumed: false,
             hold: None,
             rate_headers: RateHeaders::default(),
+            reply_model: None,
         }
     }
 
@@ -89,20 +92,26 @@ impl Pending {
 
 pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, req: Request) -> Response {
     let mut pending = Pending::new(&dp, &req, endpoint.path());
+    let anthropic_shape = endpoint == Endpoint::Messages;
+    let request_id = req.extensions().get::<RequestId>().filter(|_| anthropic_shape).cloned();
     let result = serve(&dp, endpoint, req, &mut pending).await;
     let rate_headers = pending.rate_headers;
+    let reply_model = pending.reply_model.take();
     let mut res = match result {
         Ok(res) => {
             // A relayed upstream error has not been recorded yet; a metered body has
             // taken the event and will record it itself.
             let status = res.status();
             pending.finish_unbilled(&dp, status, None);
-            res
+            match reply_model {
+                Some(model) if anthropic_shape => messages::answer(res, &model).await,
+                _ => res,
+            }
         }
         Err(err) => {
             let body_consumed = pending.body_consumed;
             pending.finish_unbilled(&dp, err.status(), Some(&err));
-            let mut res = err.into_response();
+            let mut res = if anthropic_shape { messages::error_response(&err) } else { err.into_response() };
             // Rejected before the body was read (bad key, endpoint scope, too large):
             // hyper cannot reuse the connection, so say so instead of leaving a client to
             // send its next request into a closing socket. Reading an unauthenticated
@@ -114,6 +123,10 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
         }
     };
     rate_headers.apply(res.headers_mut());
+    // Anthropic's SDKs report `request-id`; the server's layer sets `x-request-id`.
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
+        res.headers_mut().insert("request-id", id);
+    }
     res
 }
 
@@ -130,7 +143,16 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
 
     let body = request::read_body(body, &parts.headers, dp.limits.max_body_bytes).await?;
     pending.body_consumed = true;
+    // From here on a Messages request is a chat completion; only its row keeps the path.
+    let inbound = endpoint;
+    let (endpoint, body) = match endpoint {
+        Endpoint::Messages => (Endpoint::ChatCompletions, messages::chat_request(&body)?),
+        other => (other, body),
+    };
     let parsed = request::parse(body)?;
+    if inbound == Endpoint::Messages {
+        pending.reply_model = Some(parsed.model.clone());
+    }
     if let Some(e) = pending.event() {
         e.model = Some(parsed.model.clone());
         e.stream = parsed.stream;
@@ -147,7 +169,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
             "The model '{}' is a {} model and cannot be used with {}.",
             model.id,
             model.model_type.as_str(),
-            endpoint.path()
+            inbound.path()
         ))
         .with_param("model"));
     }
@@ -284,6 +306,7 @@ async fn attempt(
         ProviderKind::Anthropic(_) => {
             anthropic::request_body(endpoint, parsed, &channel.upstream_model, model.max_output_tokens)?
         }
+        ProviderKind::Azure(_) => azure::request_body(endpoint, parsed, &channel.upstream_model)?,
         ProviderKind::Demo { .. } | ProviderKind::OpenAi(_) => {
             parsed.upstream_body(endpoint, &channel.upstream_model)?
         }
@@ -321,6 +344,16 @@ async fn attempt(
         }
         ProviderKind::OpenAi(target) => {
             let res = dp.client.post_json(target, endpoint, &rid, upstream_body, timeout).await.map_err(transport)?;
+            if !res.status().is_success() {
+                return failed_answer(res, provider, pending).await;
+            }
+            let meter = meter(pending).ok_or_else(ApiError::internal)?;
+            Ok(metered(res, meter, hide_usage_only))
+        }
+        ProviderKind::Azure(target) => {
+            // OpenAI's wire format: relayed and metered exactly as for an OpenAI provider.
+            let req = target.request(&channel.upstream_model, endpoint, &rid, upstream_body).map_err(transport)?;
+            let res = dp.client.send(req, timeout).await.map_err(transport)?;
             if !res.status().is_success() {
                 return failed_answer(res, provider, pending).await;
             }

@@ -13,6 +13,7 @@ mod admission;
 mod auth;
 mod demo;
 mod handler;
+mod messages;
 mod meter;
 pub mod metrics;
 mod providers;
@@ -35,11 +36,12 @@ use tollgate_core::key::{Digester, KeyFormat};
 pub use accounts::{Account, AccountLimits, AccountTotals, Accounts};
 pub use admission::{Policy, SettlementSender, Shared, SharedSettlement};
 pub use providers::anthropic::AnthropicUpstream;
+pub use providers::azure::AzureUpstream;
 pub use providers::gemini::GeminiUpstream;
 pub use snapshot::{
     Channel, KeyAuth, KeyEntry, ModelRoute, OrgBalance, OrgEntry, Provider, ProviderKind, Snapshot, TeamEntry,
 };
-pub use upstream::{OpenAiUpstream, UpstreamClient};
+pub use upstream::{ExtraHeaders, OpenAiUpstream, UpstreamClient};
 pub use usage_sink::{UsageReceiver, UsageSink, usage_channel, usage_channel_with_metrics};
 
 /// The id of the request being served, set by the server's outermost layer.
@@ -89,6 +91,7 @@ pub fn router(data_plane: Arc<DataPlane>) -> Router {
         .route("/v1/embeddings", post(|s, r| handler::proxy(s, E::Embeddings, r)))
         .route("/v1/images/generations", post(|s, r| handler::proxy(s, E::ImagesGenerations, r)))
         .route("/v1/responses", post(|s, r| handler::proxy(s, E::Responses, r)))
+        .route("/v1/messages", post(|s, r| handler::proxy(s, E::Messages, r)))
         .route("/v1/models", get(handler::list_models))
         .route("/v1/models/{*id}", get(handler::get_model))
         .route("/v1/{*rest}", axum::routing::any(handler::not_found))

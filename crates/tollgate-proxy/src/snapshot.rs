@@ -158,6 +158,9 @@ pub enum ProviderKind {
     Gemini(crate::providers::gemini::GeminiUpstream),
     /// Anthropic's Messages API, translated to and from OpenAI chat completions.
     Anthropic(crate::providers::anthropic::AnthropicUpstream),
+    /// Azure OpenAI: OpenAI's wire format at `/openai/deployments/{deployment}/…`; the
+    /// channel's upstream model is the deployment name.
+    Azure(crate::providers::azure::AzureUpstream),
 }
 
 #[derive(Debug)]

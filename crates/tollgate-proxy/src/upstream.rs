@@ -4,12 +4,13 @@
 //!
 //! Security: the URL is always the configured base URL plus a fixed endpoint path — no
 //! request field can choose the host. Redirects are not followed (hyper's client never
-//! does). The client's own headers are not forwarded, so its Tollgate key stays here.
+//! does). The client's own headers are not forwarded, so its Tollgate key stays here; a
+//! provider's configured [`ExtraHeaders`] never include framing or credential headers.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -59,8 +60,9 @@ impl UpstreamClient {
         let uri = target.uri(endpoint).ok_or(UpstreamFailure::BadUrl)?.clone();
         let mut req = Request::post(uri).body(Full::new(body)).map_err(|_| UpstreamFailure::BadUrl)?;
         let headers = req.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("tollgate/", env!("CARGO_PKG_VERSION"))));
+        target.extra_headers.apply(headers);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(auth) = &target.authorization {
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
@@ -87,19 +89,21 @@ impl UpstreamClient {
     }
 }
 
-/// An OpenAI-compatible provider, ready to call: its endpoint URIs and its
-/// `Authorization` header are built once (not per request), from the configured base URL.
+/// An OpenAI-compatible provider, ready to call: its endpoint URIs, its `Authorization`
+/// header and its extra headers are built once (not per request), from the configuration.
 #[derive(Debug)]
 pub struct OpenAiUpstream {
     pub base_url: String,
     uris: Vec<(Endpoint, http::Uri)>,
     /// `Bearer <key>`, marked sensitive; `None` for keyless local servers.
     authorization: Option<HeaderValue>,
+    /// `OpenAI-Organization`, `OpenAI-Project` and the configured static headers.
+    extra_headers: ExtraHeaders,
 }
 
 impl OpenAiUpstream {
     /// Fails (with a message naming neither URL nor key) if they do not form valid requests.
-    pub fn new(base_url: &str, api_key: &Secret) -> Result<Self, String> {
+    pub fn new(base_url: &str, api_key: &Secret, extra_headers: ExtraHeaders) -> Result<Self, String> {
         let mut uris = Vec::new();
         for e in [
             Endpoint::ChatCompletions,
@@ -120,11 +124,72 @@ impl OpenAiUpstream {
                 .map_err(|_| "the API key is not a valid header value".to_owned())?;
             Some(mark_sensitive(v))
         };
-        Ok(Self { base_url: base_url.to_owned(), uris, authorization })
+        Ok(Self { base_url: base_url.to_owned(), uris, authorization, extra_headers })
     }
 
     fn uri(&self, endpoint: Endpoint) -> Option<&http::Uri> {
         self.uris.iter().find(|(e, _)| *e == endpoint).map(|(_, u)| u)
+    }
+}
+
+/// Static headers a provider sends with every request (`OpenAI-Organization`, a proxy's
+/// routing header…), parsed once. Names that would change how the request is framed,
+/// routed or authenticated are refused (see [`ExtraHeaders::check_name`]); values are
+/// marked sensitive, since a custom header may well carry a credential.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl ExtraHeaders {
+    /// Fails with a message naming the header (never its value).
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        for (name, value) in pairs {
+            Self::check_name(name)?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(format!("header {name:?} is given twice"));
+            }
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header {name:?} is not a valid header value"))?;
+            out.push((name, mark_sensitive(value)));
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `name` may be configured: not hop-by-hop, not framing (`host`,
+    /// `content-length`), not a credential the gateway sets itself, not a cookie.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        const FORBIDDEN: [&str; 14] = [
+            "host",
+            "content-length",
+            "authorization",
+            "api-key",
+            "x-api-key",
+            "x-goog-api-key",
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "trailer",
+            "cookie",
+            "set-cookie",
+        ];
+        let lower = name.to_ascii_lowercase();
+        if FORBIDDEN.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            return Err(format!("header {name:?} may not be configured (hop-by-hop, framing or credential header)"));
+        }
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("{name:?} is not a header name"));
+        }
+        Ok(())
+    }
+
+    /// Inserts every header, replacing any of the same name already in `headers`.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
     }
 }
 

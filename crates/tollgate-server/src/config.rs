@@ -506,9 +506,20 @@ pub struct RawProvider {
     /// `anthropic` only: the `anthropic-version` header (default `2023-06-01`).
     #[serde(default)]
     pub anthropic_version: Option<String>,
-    /// `gemini` only: the API version path segment (default `v1beta`).
+    /// `gemini`: the API version path segment (default `v1beta`); `azure`: the
+    /// `api-version` query (required, e.g. `2024-10-21`).
     #[serde(default)]
     pub api_version: Option<String>,
+    /// `openai` only: sent as `OpenAI-Organization`.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// `openai` only: sent as `OpenAI-Project`.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `openai` and `azure`: static headers sent with every request (values are secrets:
+    /// a custom header may carry a credential).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -601,6 +612,16 @@ pub enum ProviderConfigKind {
     OpenAi {
         base_url: String,
         api_key: Secret,
+        /// `OpenAI-Organization`, `OpenAI-Project` and the configured `headers`, checked.
+        headers: Vec<(String, Secret)>,
+    },
+    /// Azure OpenAI: `{base_url}/openai/deployments/{channel model}/…?api-version=…`, the
+    /// key in the `api-key` header.
+    Azure {
+        base_url: String,
+        api_version: String,
+        api_key: Secret,
+        headers: Vec<(String, Secret)>,
     },
     /// `base_url` is the API root (default `https://api.anthropic.com`).
     Anthropic {
@@ -867,8 +888,16 @@ pub fn validate(
         if p.anthropic_version.is_some() && p.kind != "anthropic" {
             errors.push(format!("{at}.anthropic_version: only for kind \"anthropic\""));
         }
-        if p.api_version.is_some() && p.kind != "gemini" {
-            errors.push(format!("{at}.api_version: only for kind \"gemini\""));
+        if p.api_version.is_some() && !matches!(p.kind.as_str(), "gemini" | "azure") {
+            errors.push(format!("{at}.api_version: only for kinds \"gemini\" and \"azure\""));
+        }
+        for (field, value) in [("organization", &p.organization), ("project", &p.project)] {
+            if value.is_some() && p.kind != "openai" {
+                errors.push(format!("{at}.{field}: only for kind \"openai\""));
+            }
+        }
+        if !p.headers.is_empty() && !matches!(p.kind.as_str(), "openai" | "azure") {
+            errors.push(format!("{at}.headers: only for kinds \"openai\" and \"azure\""));
         }
         let kind = match p.kind.as_str() {
             "demo" => {
@@ -894,7 +923,38 @@ pub fn validate(
                 };
                 // Local servers (vLLM, llama.cpp, Ollama) often need no key.
                 let api_key = provider_api_key(p, &at, lookup_env, credentials, &mut errors);
-                ProviderConfigKind::OpenAi { base_url, api_key }
+                let headers = provider_headers(p, &at, &mut errors);
+                ProviderConfigKind::OpenAi { base_url, api_key, headers }
+            }
+            "azure" => {
+                if p.word_delay_ms.is_some() {
+                    errors.push(format!("{at}.word_delay_ms: only for kind \"demo\""));
+                }
+                let base_url = match p.base_url.as_deref().map(normalize_base_url) {
+                    Some(Ok(u)) => u,
+                    Some(Err(m)) => {
+                        errors.push(format!("{at}.base_url: {m}"));
+                        String::new()
+                    }
+                    None => {
+                        errors.push(format!(
+                            "{at}.base_url: is required for kind \"azure\" (https://{{resource}}.openai.azure.com)"
+                        ));
+                        String::new()
+                    }
+                };
+                let api_version = p.api_version.clone().unwrap_or_default();
+                if p.api_version.is_none() {
+                    errors.push(format!("{at}.api_version: is required for kind \"azure\" (e.g. \"2024-10-21\")"));
+                } else if let Err(m) = tollgate_proxy::AzureUpstream::check_api_version(&api_version) {
+                    errors.push(format!("{at}.api_version: {m}"));
+                }
+                if p.api_key.is_none() && p.api_key_env.is_none() {
+                    errors.push(format!("{at}: api_key or api_key_env is required for kind \"azure\""));
+                }
+                let api_key = provider_api_key(p, &at, lookup_env, credentials, &mut errors);
+                let headers = provider_headers(p, &at, &mut errors);
+                ProviderConfigKind::Azure { base_url, api_version, api_key, headers }
             }
             "anthropic" => {
                 if p.word_delay_ms.is_some() {
@@ -948,7 +1008,7 @@ pub fn validate(
             }
             other => {
                 errors.push(format!(
-                    "{at}.kind: unknown provider kind {other:?} (known: openai, anthropic, gemini, demo)"
+                    "{at}.kind: unknown provider kind {other:?} (known: openai, azure, anthropic, gemini, demo)"
                 ));
                 continue;
             }
@@ -1006,6 +1066,12 @@ pub fn validate(
             let gemini =
                 providers.iter().any(|p| p.name == c.provider && matches!(p.kind, ProviderConfigKind::Gemini { .. }));
             if let (true, Err(msg)) = (gemini, tollgate_proxy::GeminiUpstream::check_model(&upstream_model)) {
+                errors.push(format!("{at}.channels[{j}].model: {msg}"));
+            }
+            // An Azure channel's model is the deployment name, a path segment of its URLs.
+            let azure =
+                providers.iter().any(|p| p.name == c.provider && matches!(p.kind, ProviderConfigKind::Azure { .. }));
+            if let (true, Err(msg)) = (azure, tollgate_proxy::AzureUpstream::check_deployment(&upstream_model)) {
                 errors.push(format!("{at}.channels[{j}].model: {msg}"));
             }
             if !(1..=1000).contains(&c.weight) {
@@ -1127,6 +1193,30 @@ fn provider_api_key(
     }
 }
 
+/// `organization`, `project` and `headers` as the provider's extra headers, each name
+/// checked by [`tollgate_proxy::ExtraHeaders::check_name`] and given once.
+fn provider_headers(p: &RawProvider, at: &str, errors: &mut Vec<String>) -> Vec<(String, Secret)> {
+    let mut out: Vec<(String, Secret)> = Vec::new();
+    let ids = [("OpenAI-Organization", &p.organization), ("OpenAI-Project", &p.project)];
+    for (name, value) in ids.into_iter().filter_map(|(n, v)| Some((n, v.as_ref()?))) {
+        out.push((name.to_owned(), Secret::new(value.clone())));
+    }
+    for (name, value) in &p.headers {
+        if let Err(m) = tollgate_proxy::ExtraHeaders::check_name(name) {
+            errors.push(format!("{at}.headers: {m}"));
+        } else if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            errors.push(format!("{at}.headers: {name:?} is given twice (organization and project set their own)"));
+        } else {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    let pairs = out.iter().map(|(n, v)| (n.as_str(), v.expose()));
+    if let Err(m) = tollgate_proxy::ExtraHeaders::new(pairs) {
+        errors.push(format!("{at}.headers: {m}"));
+    }
+    out
+}
+
 fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -1195,7 +1285,8 @@ mod tests {
         assert_eq!(c.models[0].pricing.input_per_mtok, MicroUsd(150_000));
         assert_eq!(c.models[0].pricing.output_per_mtok, MicroUsd(600_000));
         match &c.providers[0].kind {
-            ProviderConfigKind::OpenAi { base_url, api_key } => {
+            ProviderConfigKind::OpenAi { base_url, api_key, headers } => {
+                assert!(headers.is_empty());
                 assert_eq!(base_url, "http://127.0.0.1:9000/v1");
                 assert_eq!(api_key.expose(), "sk-up");
             }
@@ -1400,12 +1491,154 @@ mod tests {
         for needle in [
             "providers[0].api_version: \"v1/../x\" is not an API version",
             "providers[0]: api_key or api_key_env is required for kind \"gemini\"",
-            "providers[1].api_version: only for kind \"gemini\"",
+            "providers[1].api_version: only for kinds \"gemini\" and \"azure\"",
             "models[0].channels[0].model: \"models/gemini-2.5-flash\" is not a plain Gemini model id",
         ] {
             assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
         }
         assert!(!e.contains("channels[1].model"), "other providers' model names are theirs: {e}");
+    }
+
+    #[test]
+    fn azure_providers_need_a_version_a_key_and_plain_deployments() {
+        let raw = r#"
+            [[providers]]
+            name = "az"
+            kind = "azure"
+            base_url = "https://res.openai.azure.com/"
+            api_version = "2025-01-01-preview"
+            api_key_env = "AZ_KEY"
+            headers = { "X-Tenant" = "t1" }
+            [[models]]
+            id = "gpt-4o"
+            type = "chat"
+            channels = [{ provider = "az", model = "gpt-4o-deploy.v2" }]
+            "#;
+        let lookup = |v: &str| (v == "AZ_KEY").then(|| "az-secret".to_owned());
+        let c = super::validate(toml::from_str(raw).unwrap(), &lookup, Credentials::Required).unwrap();
+        match &c.providers[0].kind {
+            ProviderConfigKind::Azure { base_url, api_version, api_key, headers } => {
+                assert_eq!(
+                    (base_url.as_str(), api_version.as_str(), api_key.expose()),
+                    ("https://res.openai.azure.com", "2025-01-01-preview", "az-secret")
+                );
+                assert_eq!((headers[0].0.as_str(), headers[0].1.expose()), ("X-Tenant", "t1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.models[0].channels[0].model, "gpt-4o-deploy.v2");
+
+        let e = errors(from_toml(
+            r#"
+            [[providers]]
+            name = "az"
+            kind = "azure"
+            base_url = "https://key:pw@res.openai.azure.com"
+            [[providers]]
+            name = "az2"
+            kind = "azure"
+            base_url = "https://res.openai.azure.com"
+            api_version = "latest"
+            api_key = "k"
+            organization = "org-1"
+            [[models]]
+            id = "m"
+            type = "chat"
+            channels = [{ provider = "az2", model = "../admin" }, { provider = "az2" }]
+            "#,
+            &[],
+        ));
+        for needle in [
+            "providers[0].base_url: must not contain credentials",
+            "providers[0].api_version: is required for kind \"azure\"",
+            "providers[0]: api_key or api_key_env is required for kind \"azure\"",
+            "providers[1].api_version: \"latest\" is not an Azure api-version",
+            "providers[1].organization: only for kind \"openai\"",
+            "models[0].channels[0].model: \"../admin\" is not an Azure deployment name",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        assert!(!e.contains("channels[1]"), "the public id \"m\" is a fine deployment name:\n{e}");
+    }
+
+    #[test]
+    fn openai_providers_take_organization_project_and_safe_extra_headers() {
+        let c = from_toml(
+            r#"
+            [[providers]]
+            name = "oa"
+            kind = "openai"
+            base_url = "https://api.openai.com/v1"
+            organization = "org-abc"
+            project = "proj_123"
+            headers = { "X-Custom" = "v", "HTTP-Referer" = "https://example.com" }
+            [[models]]
+            id = "m"
+            type = "chat"
+            channels = [{ provider = "oa" }]
+            "#,
+            &[],
+        )
+        .unwrap();
+        let ProviderConfigKind::OpenAi { headers, .. } = &c.providers[0].kind else {
+            panic!("{:?}", c.providers[0].kind);
+        };
+        let pairs: Vec<_> = headers.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("OpenAI-Organization", "org-abc"),
+                ("OpenAI-Project", "proj_123"),
+                ("HTTP-Referer", "https://example.com"),
+                ("X-Custom", "v")
+            ]
+        );
+        assert!(!format!("{c:?}").contains("https://example.com"), "header values are redacted in Debug");
+
+        for forbidden in [
+            "Authorization",
+            "api-key",
+            "X-Api-Key",
+            "Host",
+            "Content-Length",
+            "Connection",
+            "Proxy-Authorization",
+            "TE",
+        ] {
+            let e = errors(from_toml(
+                &format!(
+                    "[[providers]]\nname = \"oa\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+                     headers = {{ \"{forbidden}\" = \"x\" }}\n"
+                ),
+                &[],
+            ));
+            let needle = format!("providers[0].headers: header \"{forbidden}\" may not be configured");
+            assert!(e.contains(&needle), "missing {needle:?} in:\n{e}");
+        }
+        let e = errors(from_toml(
+            r#"
+            [[providers]]
+            name = "oa"
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            organization = "org-abc"
+            headers = { "openai-organization" = "org-other", "Bad Name" = "x", "X-Newline" = "a\nb" }
+            [[providers]]
+            name = "g"
+            kind = "gemini"
+            api_key = "k"
+            headers = { "X-Custom" = "v" }
+            "#,
+            &[],
+        ));
+        for needle in [
+            "providers[0].headers: \"openai-organization\" is given twice",
+            "providers[0].headers: \"Bad Name\" is not a header name",
+            "providers[0].headers: the value of header \"x-newline\" is not a valid header value",
+            "providers[1].headers: only for kinds \"openai\" and \"azure\"",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tollgate_proxy::routing::Health;
-use tollgate_proxy::{Accounts, Channel, ModelRoute, OpenAiUpstream, OrgBalance, Provider, ProviderKind, Snapshot};
+use tollgate_proxy::{
+    Accounts, Channel, ExtraHeaders, ModelRoute, OpenAiUpstream, OrgBalance, Provider, ProviderKind, Snapshot,
+};
 use tollgate_store::{Entity, Store, StoreError};
 
 use crate::config::{Config, ProviderConfigKind};
@@ -26,8 +28,13 @@ pub fn model_routes(config: &Config, health: &Health) -> anyhow::Result<Vec<Mode
     for p in &config.providers {
         let kind = match &p.kind {
             ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
-            ProviderConfigKind::OpenAi { base_url, api_key } => ProviderKind::OpenAi(
-                OpenAiUpstream::new(base_url, api_key).map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+            ProviderConfigKind::OpenAi { base_url, api_key, headers } => ProviderKind::OpenAi(
+                OpenAiUpstream::new(base_url, api_key, extra_headers(headers, &p.name)?)
+                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+            ),
+            ProviderConfigKind::Azure { base_url, api_version, api_key, headers } => ProviderKind::Azure(
+                tollgate_proxy::AzureUpstream::new(base_url, api_version, api_key, extra_headers(headers, &p.name)?)
+                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
             ),
             ProviderConfigKind::Anthropic { base_url, api_key, version } => ProviderKind::Anthropic(
                 tollgate_proxy::AnthropicUpstream::new(base_url, api_key, version)
@@ -67,6 +74,11 @@ pub fn model_routes(config: &Config, health: &Health) -> anyhow::Result<Vec<Mode
             created,
         })
         .collect())
+}
+
+fn extra_headers(headers: &[(String, tollgate_core::Secret)], provider: &str) -> anyhow::Result<ExtraHeaders> {
+    ExtraHeaders::new(headers.iter().map(|(n, v)| (n.as_str(), v.expose())))
+        .map_err(|m| anyhow::anyhow!("provider {provider}: {m}"))
 }
 
 /// Loads the first snapshot; returns it with the feed position it reflects.

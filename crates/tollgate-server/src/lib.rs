@@ -158,6 +158,8 @@ impl Server {
             secure_cookies: config.secure_cookies,
             login_throttle: Default::default(),
             balance_enforced: config.enforce_balance,
+            channels: Some(channel_report(snapshot.clone())),
+            data_plane: Some(in_process(tollgate_proxy::router(data_plane.clone()))),
         });
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))
@@ -244,6 +246,58 @@ impl Server {
             tracing::error!(error = %e, "shutdown task failed");
         }
     }
+}
+
+/// The data plane as the dashboard's Playground calls it: in-process, with a fresh
+/// request id (the id `serve` would have assigned on a socket) echoed in `x-request-id`.
+fn in_process(proxy: Router) -> tollgate_web::DataPlaneCall {
+    use tower::ServiceExt;
+    Arc::new(move |mut req| {
+        let proxy = proxy.clone();
+        Box::pin(async move {
+            let id = tollgate_core::ids::new_id("req");
+            req.extensions_mut().insert(tollgate_proxy::RequestId(Arc::from(id.as_str())));
+            let mut res = proxy.oneshot(req).await.unwrap_or_else(|e| match e {});
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                res.headers_mut().insert("x-request-id", v);
+            }
+            res
+        })
+    })
+}
+
+/// `GET /api/v1/channels`: every model's channels and their circuits, from the snapshot.
+fn channel_report(snapshot: Arc<ArcSwap<tollgate_proxy::Snapshot>>) -> tollgate_web::channels::ChannelsReport {
+    use tollgate_proxy::routing::CircuitState;
+    Arc::new(move || {
+        let snapshot = snapshot.load();
+        let mut models: Vec<_> = snapshot.models.values().collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        models
+            .iter()
+            .flat_map(|m| {
+                m.channels.iter().map(|c| {
+                    let h = c.health.report();
+                    tollgate_web::channels::ChannelStatus {
+                        model: m.id.clone(),
+                        provider: c.provider.name.clone(),
+                        upstream_model: c.upstream_model.clone(),
+                        priority: c.priority,
+                        weight: c.weight,
+                        groups: c.groups.clone(),
+                        state: match h.state {
+                            CircuitState::Closed => "closed",
+                            CircuitState::Open => "open",
+                            CircuitState::HalfOpen => "half_open",
+                        },
+                        consecutive_failures: h.consecutive_failures,
+                        successes: h.successes,
+                        failures: h.failures,
+                    }
+                })
+            })
+            .collect()
+    })
 }
 
 async fn not_found(req: Request) -> Response {

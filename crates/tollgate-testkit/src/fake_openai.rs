@@ -32,6 +32,13 @@
 //!   `response_format: "b64_json"`, else a `url`. Only `gpt-image*` models return `usage`:
 //!   `input_tokens` = words in `prompt`, `output_tokens` = [`IMAGE_OUTPUT_TOKENS`] × n.
 //!
+//! # Azure OpenAI
+//! `POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings|images/generations}`
+//! answers as the matching `/v1` endpoint, after checking, in place of `Authorization`, an
+//! `api-key: <non-empty>` header (else 401 with Azure's `{"error":{"code":"401",…}}`) and an
+//! `api-version` query (else 404 `Resource not found`, as Azure answers). A body without
+//! `model` gets the deployment's name.
+//!
 //! Streams with `stream_options.include_usage: true` carry `"usage": null` on every chunk and a
 //! final chunk with `"choices": []` and the usage object before `data: [DONE]`, as OpenAI does.
 
@@ -108,6 +115,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// The URI path, without the query, e.g. `"/v1/chat/completions"`.
     pub path: String,
+    /// The URI query, without `?`, if any (e.g. `"api-version=2024-10-21"`).
+    pub query: Option<String>,
     /// Every request header.
     pub headers: HeaderMap,
     /// The parsed JSON body; `Value::Null` if the body was empty or not JSON.
@@ -181,6 +190,11 @@ impl FakeOpenAi {
         format!("http://{}/v1", self.addr)
     }
 
+    /// `http://127.0.0.1:PORT`: the base URL of an `azure` provider in front of this fake.
+    pub fn azure_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -240,6 +254,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
         let recorded = RecordedRequest {
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
             body: parsed.clone().unwrap_or(Value::Null),
         };
@@ -256,26 +271,49 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
         _ => {}
     }
 
-    if !authorized(&parts.headers) {
+    let path = parts.uri.path();
+    let azure = if parts.method == Method::POST { azure_route(path) } else { None };
+    let mut parsed = parsed;
+    if let Some((deployment, _)) = azure {
+        if !azure_authorized(&parts.headers) {
+            return Ok(azure_error(
+                StatusCode::UNAUTHORIZED,
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a \
+                 valid key for an active subscription and use a correct regional API endpoint for your resource.",
+            ));
+        }
+        let version =
+            parts.uri.query().into_iter().flat_map(|q| q.split('&')).find_map(|p| p.strip_prefix("api-version="));
+        if version.is_none_or(str::is_empty) {
+            return Ok(azure_error(StatusCode::NOT_FOUND, "Resource not found"));
+        }
+        // Azure routes by the URL: the body's `model` is optional.
+        if let Some(Value::Object(map)) = parsed.as_mut() {
+            map.entry("model").or_insert_with(|| deployment.into());
+        }
+    } else if !authorized(&parts.headers) {
         return Ok(invalid_api_key());
     }
 
-    let path = parts.uri.path();
-    let endpoint = match (&parts.method, path) {
-        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
-        (&Method::POST, "/v1/completions") => Endpoint::Completions,
-        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
-        (&Method::POST, "/v1/responses") => Endpoint::Responses,
-        (&Method::POST, "/v1/images/generations") => Endpoint::Images,
-        (&Method::GET, "/v1/models") => return Ok(models()),
-        (method, _) => {
-            return Ok(error_response(
-                StatusCode::NOT_FOUND,
-                &format!("Invalid URL ({method} {path})"),
-                "invalid_request_error",
-                None,
-                None,
-            ));
+    let endpoint = if let Some((_, e)) = azure {
+        e
+    } else {
+        match (&parts.method, path) {
+            (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+            (&Method::POST, "/v1/completions") => Endpoint::Completions,
+            (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+            (&Method::POST, "/v1/responses") => Endpoint::Responses,
+            (&Method::POST, "/v1/images/generations") => Endpoint::Images,
+            (&Method::GET, "/v1/models") => return Ok(models()),
+            (method, _) => {
+                return Ok(error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("Invalid URL ({method} {path})"),
+                    "invalid_request_error",
+                    None,
+                    None,
+                ));
+            }
         }
     };
     let Some(body) = parsed else {
@@ -300,6 +338,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
     .unwrap_or_else(|rejection| *rejection))
 }
 
+#[derive(Clone, Copy)]
 enum Endpoint {
     Chat,
     Completions,
@@ -318,6 +357,30 @@ struct Ctx<'a> {
 /// `Err` is a ready 4xx answer, boxed because a `Response` is large and rejections are rare.
 type Handled = Result<Response<FakeBody>, Rejection>;
 type Rejection = Box<Response<FakeBody>>;
+
+/// `/openai/deployments/{deployment}/{operation}` → the deployment and the endpoint.
+fn azure_route(path: &str) -> Option<(&str, Endpoint)> {
+    let rest = path.strip_prefix("/openai/deployments/")?;
+    let (deployment, operation) = rest.split_once('/')?;
+    let endpoint = match operation {
+        "chat/completions" => Endpoint::Chat,
+        "completions" => Endpoint::Completions,
+        "embeddings" => Endpoint::Embeddings,
+        "images/generations" => Endpoint::Images,
+        _ => return None,
+    };
+    (!deployment.is_empty()).then_some((deployment, endpoint))
+}
+
+fn azure_authorized(headers: &HeaderMap) -> bool {
+    headers.get("api-key").and_then(|v| v.to_str().ok()).is_some_and(|key| !key.trim().is_empty())
+}
+
+/// Azure's own error shape: `{"error":{"code":"<status>","message":…}}`.
+fn azure_error(status: StatusCode, message: &str) -> Response<FakeBody> {
+    let body = json!({ "error": { "code": status.as_u16().to_string(), "message": message } });
+    json_response(status, to_bytes(&body))
+}
 
 fn authorized(headers: &HeaderMap) -> bool {
     headers

@@ -4,6 +4,7 @@
 
 mod auth;
 mod billing;
+pub mod channels;
 mod dashboard;
 mod error;
 mod keys;
@@ -38,7 +39,19 @@ pub struct WebState {
     pub login_throttle: session::LoginThrottle,
     /// `billing.enforce_balance`, reported by `GET /billing`.
     pub balance_enforced: bool,
+    /// The channels' routing state (`GET /channels`); `None` lists nothing.
+    pub channels: Option<channels::ChannelsReport>,
+    /// The data plane (`/v1`), called in-process by the dashboard's Playground with a
+    /// short-lived ephemeral token; `None`: the Playground cannot run prompts.
+    pub data_plane: Option<DataPlaneCall>,
 }
+
+/// Calls the data plane's router in-process: no loopback socket, no secret in the browser.
+pub type DataPlaneCall = Arc<
+    dyn Fn(axum::extract::Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
@@ -53,6 +66,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             keys::routes()
                 .merge(tenancy::routes())
                 .merge(billing::routes())
+                .merge(channels::routes())
                 .merge(models::routes())
                 .merge(usage::routes())
                 .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor)),

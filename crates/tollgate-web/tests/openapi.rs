@@ -48,6 +48,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/models", "get"),
     ("/models/{id}", "patch"),
     ("/models/{id}/price", "delete"),
+    ("/channels", "get"),
     ("/openapi.json", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -85,6 +86,7 @@ const DASHBOARD: &[(&str, &str)] = &[
     ("/dashboard/usage", "get"),
     ("/dashboard/billing", "get"),
     ("/dashboard/playground", "get"),
+    ("/dashboard/playground/run", "post"),
     ("/dashboard/teams", "get"),
     ("/dashboard/models", "get"),
     ("/dashboard/audit", "get"),
@@ -307,6 +309,21 @@ async fn serve_with(reveal: bool) -> (SocketAddr, tempfile::TempDir) {
         secure_cookies: false,
         login_throttle: Default::default(),
         balance_enforced: false,
+        channels: Some(Arc::new(|| {
+            vec![tollgate_web::channels::ChannelStatus {
+                model: "m".into(),
+                provider: "p".into(),
+                upstream_model: "m-up".into(),
+                priority: 10,
+                weight: 1,
+                groups: vec!["default".into()],
+                state: "closed",
+                consecutive_failures: 0,
+                successes: 3,
+                failures: 1,
+            }]
+        })),
+        data_plane: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1011,4 +1028,13 @@ async fn billing_and_model_answers_match_their_schemas() {
     let missing = api(addr, "patch", "/models/{id}", &["nope"], Some(ADMIN), r#"{"input_price_per_mtok":1}"#).await;
     assert_eq!(missing.status, 404);
     assert_eq!(api(addr, "delete", "/models/{id}/price", &["nope"], Some(ADMIN), "").await.status, 404);
+}
+
+#[tokio::test]
+async fn channel_answers_match_their_schema() {
+    let (addr, _dir) = serve().await;
+    let res = api(addr, "get", "/channels", &[], Some(ADMIN), "").await;
+    assert_eq!(res.status, 200);
+    conforms("ChannelList", &res.json());
+    same_fields("Channel", &res.json()["data"][0]);
 }

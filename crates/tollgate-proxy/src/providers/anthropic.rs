@@ -119,12 +119,12 @@ pub(crate) fn request_body(
     serde_json::to_vec(&out).map(Bytes::from).map_err(|_| ApiError::internal())
 }
 
-fn bad(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(param: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(message).with_param(param)
 }
 
 /// A field that is set (present and not `null`).
-fn present<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn present<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     req.get(key).filter(|v| !v.is_null())
 }
 
@@ -1042,7 +1042,7 @@ fn content_chunk(out: &mut Vec<u8>, prefix: &[u8], text: &str) -> Result<(), Box
 }
 
 /// The `data:` of one SSE event (lines joined by `\n`), `None` if it has none.
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     let mut data: Option<Vec<u8>> = None;
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

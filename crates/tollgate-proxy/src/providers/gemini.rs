@@ -146,7 +146,11 @@ pub(crate) fn prepare(endpoint: Endpoint, upstream_model: &str, body: &[u8]) -> 
             let (translated, reply) = embeddings_request(&req, upstream_model)?;
             ("batchEmbedContents", translated, reply)
         }
-        Endpoint::Completions | Endpoint::ImagesGenerations | Endpoint::Responses | Endpoint::Models => {
+        Endpoint::Completions
+        | Endpoint::ImagesGenerations
+        | Endpoint::Responses
+        | Endpoint::Messages
+        | Endpoint::Models => {
             return Err(ApiError::invalid_request(format!(
                 "Gemini models serve /v1/chat/completions and /v1/embeddings only, not {}.",
                 endpoint.path()

@@ -2,4 +2,5 @@
 //! and a provider's own API, in both directions.
 
 pub mod anthropic;
+pub mod azure;
 pub mod gemini;

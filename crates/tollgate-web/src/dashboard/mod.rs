@@ -4,17 +4,21 @@
 //! (`/api/v1/…`) with the session cookie and the `x-csrf-token` the page carries, so the
 //! UI is authorized by exactly the rules of the API. No session: redirect to sign in.
 
+mod audit;
 mod billing;
 mod keys;
 mod login;
+mod models;
 mod overview;
+mod playground;
+mod teams;
 mod usage;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderValue, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tollgate_core::PeerAddr;
@@ -34,10 +38,11 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/dashboard/keys", get(keys::page))
         .route("/dashboard/usage", get(usage::page))
         .route("/dashboard/billing", get(billing::page))
-        .route("/dashboard/playground", get(|ctx: Ctx| async move { soon(ctx, Nav::Playground) }))
-        .route("/dashboard/teams", get(|ctx: Ctx| async move { soon(ctx, Nav::Teams) }))
-        .route("/dashboard/models", get(|ctx: Ctx| async move { soon(ctx, Nav::Models) }))
-        .route("/dashboard/audit", get(|ctx: Ctx| async move { soon(ctx, Nav::Audit) }))
+        .route("/dashboard/playground", get(playground::page))
+        .route("/dashboard/playground/run", post(playground::run))
+        .route("/dashboard/teams", get(teams::page))
+        .route("/dashboard/models", get(models::page))
+        .route("/dashboard/audit", get(audit::page))
         .route("/dashboard/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/dashboard/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
 }
@@ -202,21 +207,6 @@ pub(crate) fn alert(e: &tollgate_service::ServiceError) -> Markup {
         }
     };
     html! { div.alert.alert-error role="alert" { (text) } }
-}
-
-fn soon(ctx: Ctx, nav: Nav) -> Response {
-    let (title, what) = match nav {
-        Nav::Playground => {
-            ("Playground", "Run a prompt with one of your keys and get curl, Python and JavaScript snippets.")
-        }
-        Nav::Teams => {
-            ("Teams", "Teams, members and roles. Until this page lands, use the API: /api/v1/teams and /api/v1/users.")
-        }
-        Nav::Models => ("Models", "The model catalog and prices. Until this page lands, use GET /api/v1/models."),
-        _ => ("Audit Log", "Who changed what. Until this page lands, use GET /api/v1/audit."),
-    };
-    let body = html! { div.empty { h2 { "Coming soon" } p { (what) } } };
-    layout(&ctx, nav, title, html! {}, body)
 }
 
 /// Percent-encodes a query value.

@@ -1,5 +1,6 @@
-//! The document's part for `billing.rs` and `models.rs`: the organization's balance and
-//! ledger, admin credits, and the public models with their prices.
+//! The document's part for `billing.rs`, `models.rs` and `channels.rs`: the organization's
+//! balance and ledger, admin credits, the public models with their prices, and the
+//! channels that serve them with their circuit health.
 
 use serde_json::{Value, json};
 
@@ -91,6 +92,17 @@ pub(super) fn paths() -> Value {
                 "503": error_ref("Unavailable"),
             },
         }},
+        "/channels": { "get": {
+            "tags": ["models"],
+            "operationId": "listChannels",
+            "summary": "Every model's channels with their routing settings and circuit health, as this \
+                instance sees them. Owners, admins and the operator; members get 403.",
+            "responses": {
+                "200": ok("The channels, by model.", "ChannelList"),
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("Forbidden"),
+            },
+        }},
         "/models/{id}/price": { "delete": {
             "tags": ["models"],
             "operationId": "resetModelPrice",
@@ -179,6 +191,29 @@ pub(super) fn schemas() -> Value {
             "type": "object",
             "required": ["data"],
             "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/Model" } } },
+        },
+        "Channel": {
+            "type": "object",
+            "required": ["model", "provider", "upstream_model", "priority", "weight", "groups", "state",
+                "consecutive_failures", "successes", "failures"],
+            "properties": {
+                "model": { "type": "string", "description": "The public model id." },
+                "provider": { "type": "string" },
+                "upstream_model": { "type": "string", "description": "The model's name at the provider." },
+                "priority": { "type": "integer", "description": "Higher first." },
+                "weight": { "type": "integer", "minimum": 1 },
+                "groups": { "type": "array", "items": { "type": "string" } },
+                "state": { "type": "string", "enum": ["closed", "open", "half_open"],
+                    "description": "The circuit: `open` is skipped while another channel can serve." },
+                "consecutive_failures": { "type": "integer", "minimum": 0 },
+                "successes": { "type": "integer", "minimum": 0 },
+                "failures": { "type": "integer", "minimum": 0 },
+            },
+        },
+        "ChannelList": {
+            "type": "object",
+            "required": ["data"],
+            "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/Channel" } } },
         },
         "PriceRequest": {
             "type": "object",

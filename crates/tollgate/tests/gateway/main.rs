@@ -4,10 +4,12 @@
 
 mod anthropic;
 mod authz;
+mod azure;
 mod cli;
 mod durability;
 mod gemini;
 mod keys;
+mod messages;
 mod metering;
 mod metrics;
 mod notifications;

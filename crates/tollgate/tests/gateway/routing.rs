@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_testkit::app::{TestApp, UPSTREAM_KEY};
+use tollgate_testkit::app::{ADMIN_TOKEN, TestApp, UPSTREAM_KEY};
 use tollgate_testkit::fake_openai::{Behavior, FakeOpenAi};
 
 fn chat(stream: bool) -> Value {
@@ -81,6 +81,13 @@ async fn circuits_open_after_consecutive_failures_and_close_after_a_good_probe()
         assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
     }
     assert_eq!((chats(&flaky), chats(&app.fake)), (2, 5), "an open circuit is skipped");
+    let channels = app.client.get(&app.url("/api/v1/channels"), Some(ADMIN_TOKEN)).await.unwrap().json();
+    let state = |provider: &str| {
+        let c =
+            channels["data"].as_array().unwrap().iter().find(|c| c["model"] == "routed" && c["provider"] == provider);
+        c.unwrap()["state"].as_str().unwrap().to_owned()
+    };
+    assert_eq!((state("dead"), state("flaky"), state("fake")), ("open".into(), "open".into(), "closed".into()));
     // flaky recovers; after the open period its probe succeeds and it serves again.
     flaky.set_behavior(Behavior::Normal);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -360,4 +360,169 @@
       catch (err) { if (err.param === "amount_usd") fieldError(credit, "credit-amount", err.message); else toast(err.message); }
     });
   }
+  // ---- Playground ---------------------------------------------------------------------
+  // Runs go to /dashboard/playground/run: the server mints a short-lived token for the
+  // chosen key and relays the data plane's SSE stream. No secret ever reaches this page.
+  const pg = $("#pg-form");
+  if (pg) {
+    const out = $("#pg-output"), meta = $("#pg-meta");
+    const values = () => ({
+      key_id: $("#pg-key").value, model: $("#pg-model").value, system: $("#pg-system").value,
+      prompt: $("#pg-prompt").value, temperature: $("#pg-temperature").value.trim(), max_tokens: $("#pg-max-tokens").value.trim(),
+    });
+    const messagesOf = (v) => {
+      const m = [];
+      if (v.system.trim()) m.push({ role: "system", content: v.system });
+      m.push({ role: "user", content: v.prompt || "Hello!" });
+      return m;
+    };
+    const pyStr = (s) => JSON.stringify(s);
+    const shQuote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
+    function snippets() {
+      const v = values(), base = location.origin + "/v1", msgs = messagesOf(v);
+      const temp = v.temperature === "" ? null : Number(v.temperature), max = v.max_tokens === "" ? null : Number(v.max_tokens);
+      const body = { model: v.model, messages: msgs };
+      if (temp !== null) body.temperature = temp;
+      if (max !== null) body.max_tokens = max;
+      const curl = "curl " + base + "/chat/completions \\\n" +
+        "  -H \"Authorization: Bearer $TOLLGATE_API_KEY\" \\\n" +
+        "  -H \"Content-Type: application/json\" \\\n" +
+        "  -d " + shQuote(JSON.stringify(body, null, 2));
+      const pyMsgs = msgs.map((m) => "        {\"role\": " + pyStr(m.role) + ", \"content\": " + pyStr(m.content) + "},").join("\n");
+      const python = "import os\nfrom openai import OpenAI\n\n" +
+        "client = OpenAI(\n    base_url=" + pyStr(base) + ",\n    api_key=os.environ[\"TOLLGATE_API_KEY\"],\n)\n\n" +
+        "response = client.chat.completions.create(\n    model=" + pyStr(v.model) + ",\n    messages=[\n" + pyMsgs + "\n    ],\n" +
+        (temp !== null ? "    temperature=" + temp + ",\n" : "") + (max !== null ? "    max_tokens=" + max + ",\n" : "") +
+        ")\nprint(response.choices[0].message.content)\n";
+      const jsMsgs = msgs.map((m) => "    { role: " + JSON.stringify(m.role) + ", content: " + JSON.stringify(m.content) + " },").join("\n");
+      const js = "import OpenAI from \"openai\";\n\n" +
+        "const client = new OpenAI({\n  baseURL: " + JSON.stringify(base) + ",\n  apiKey: process.env.TOLLGATE_API_KEY,\n});\n\n" +
+        "const response = await client.chat.completions.create({\n  model: " + JSON.stringify(v.model) + ",\n  messages: [\n" + jsMsgs + "\n  ],\n" +
+        (temp !== null ? "  temperature: " + temp + ",\n" : "") + (max !== null ? "  max_tokens: " + max + ",\n" : "") +
+        "});\nconsole.log(response.choices[0].message.content);\n";
+      $("#snip-curl code").textContent = curl;
+      $("#snip-python code").textContent = python;
+      $("#snip-js code").textContent = js;
+    }
+    pg.addEventListener("input", snippets); pg.addEventListener("change", snippets); snippets();
+    const snipTabs = $$(".pg-tabs [role=tab]");
+    function selectSnip(tab) {
+      snipTabs.forEach((t) => { const on = t === tab; t.setAttribute("aria-selected", String(on)); t.tabIndex = on ? 0 : -1; $("#" + t.getAttribute("aria-controls")).hidden = !on; });
+    }
+    snipTabs.forEach((t, i) => {
+      t.addEventListener("click", () => selectSnip(t));
+      t.addEventListener("keydown", (ev) => {
+        const d = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0; if (!d) return;
+        const next = snipTabs[(i + d + snipTabs.length) % snipTabs.length]; selectSnip(next); next.focus(); ev.preventDefault();
+      });
+    });
+    $$(".snip-copy").forEach((b) => b.addEventListener("click", async () => {
+      const label = $("span", b), ok = await copyText($("code", b.parentElement).textContent);
+      label.textContent = ok ? "Copied!" : "Select and copy"; setTimeout(() => { label.textContent = "Copy"; }, 2000);
+    }));
+    const PG_FIELD = { key_id: "pg-key", model: "pg-model", models: "pg-model", prompt: "pg-prompt", temperature: "pg-temperature", max_tokens: "pg-max-tokens" };
+    pg.addEventListener("submit", async (ev) => {
+      ev.preventDefault(); clearErrors(pg);
+      const v = values();
+      if (!v.prompt.trim()) return fieldError(pg, "pg-prompt", "Write a prompt to run.");
+      const body = { key_id: v.key_id, model: v.model, prompt: v.prompt };
+      if (v.system.trim()) body.system = v.system;
+      if (v.temperature !== "") {
+        const t = Number(v.temperature);
+        if (!(t >= 0 && t <= 2)) return fieldError(pg, "pg-temperature", "From 0 to 2.");
+        body.temperature = t;
+      }
+      if (v.max_tokens !== "") {
+        const m = Number(v.max_tokens);
+        if (!Number.isInteger(m) || m < 1) return fieldError(pg, "pg-max-tokens", "A whole number of at least 1.");
+        body.max_tokens = m;
+      }
+      const run = $("#pg-run"); run.disabled = true; run.textContent = "Running…";
+      out.textContent = ""; out.dataset.state = "running"; meta.textContent = "";
+      const started = performance.now();
+      let firstAt = null, usage = null, text = "";
+      try {
+        const res = await fetch("/dashboard/playground/run", { method: "POST", credentials: "same-origin",
+          headers: { "content-type": "application/json", "x-csrf-token": csrf() }, body: JSON.stringify(body) });
+        const requestId = res.headers.get("x-request-id");
+        if (!res.ok || !(res.headers.get("content-type") || "").includes("text/event-stream")) {
+          let message = "The run failed (" + res.status + ").", param = null;
+          try { const e = (await res.json()).error || {}; message = e.message || message; param = e.param; } catch (_) { /* keep */ }
+          if (res.status === 401 && !param) message += " Sign in again.";
+          const field = param && PG_FIELD[param];
+          if (field) fieldError(pg, field, message); else formError(pg, message);
+          out.dataset.state = "error"; out.textContent = "";
+          return;
+        }
+        const reader = res.body.getReader(), dec = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let cut;
+          while ((cut = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, cut).trim(); buf = buf.slice(cut + 1);
+            if (!line.startsWith("data:")) continue;
+            const data = line.slice(5).trim();
+            if (data === "[DONE]") continue;
+            let chunk; try { chunk = JSON.parse(data); } catch (_) { continue; }
+            if (chunk.error) { formError(pg, chunk.error.message || "The model returned an error."); continue; }
+            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+            if (delta && delta.content) { if (firstAt === null) firstAt = performance.now(); text += delta.content; out.textContent = text; }
+            if (chunk.usage) usage = chunk.usage;
+          }
+        }
+        out.dataset.state = "done";
+        if (!text) out.textContent = "(The model returned no text.)";
+        const parts = [];
+        if (firstAt !== null) parts.push("first token " + Math.round(firstAt - started) + " ms");
+        parts.push("total " + Math.round(performance.now() - started) + " ms");
+        if (usage) parts.push(usage.prompt_tokens + " prompt + " + usage.completion_tokens + " completion tokens");
+        if (requestId) parts.push(requestId);
+        meta.textContent = parts.join(" · ");
+      } catch (_) {
+        formError(pg, "The server could not be reached."); out.dataset.state = "error";
+      } finally { run.disabled = false; run.textContent = "Run"; }
+    });
+  }
+
+  // ---- Teams --------------------------------------------------------------------------
+  const teamDialog = $("#team-dialog");
+  if (teamDialog) {
+    const form = $("#team-form");
+    $$("#open-team-create, [data-open-team-create]").forEach((b) => b.addEventListener("click", () => {
+      form.reset(); clearErrors(form); openDialog(teamDialog); $("#team-name").focus();
+    }));
+    const TEAM_FIELD = { name: "team-name", allowed_models: "team-models", budget_usd: "team-budget", rpm: "team-rpm", tpm: "team-tpm", token_quota: "team-quota" };
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault(); clearErrors(form);
+      const body = { name: $("#team-name").value.trim() };
+      if (!body.name) return fieldError(form, "team-name", "Give the team a name.");
+      const models = $("#team-models").value.split(/[\n,]/).map((x) => x.trim()).filter(Boolean);
+      if (models.length) body.allowed_models = models;
+      const budget = $("#team-budget").value.trim();
+      if (budget !== "") { const b = Number(budget); if (!(b > 0)) return fieldError(form, "team-budget", "A budget in USD greater than 0, or empty."); body.budget_usd = b; }
+      for (const [id, key] of [["team-rpm", "rpm"], ["team-tpm", "tpm"], ["team-quota", "token_quota"]]) {
+        const raw = $("#" + id).value.trim(); if (raw === "") continue;
+        const n = Number(raw); if (!Number.isInteger(n) || n < 1) return fieldError(form, id, "A whole number of at least 1, or empty for unlimited.");
+        body[key] = n;
+      }
+      const submit = $("#team-submit"); submit.disabled = true;
+      try { await api("POST", "/teams", body); location.reload(); }
+      catch (err) { const f = err.param && TEAM_FIELD[err.param]; if (f) fieldError(form, f, err.message); else formError(form, err.message); }
+      finally { submit.disabled = false; }
+    });
+  }
+  $$("form.add-member").forEach((f) => f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const team = f.closest("[data-team-id]").dataset.teamId, user = $("select", f).value;
+    try { await api("POST", "/teams/" + encodeURIComponent(team) + "/members", { user_id: user }); location.reload(); }
+    catch (err) { toast(err.message); }
+  }));
+  $$(".remove-member").forEach((b) => b.addEventListener("click", async () => {
+    const team = b.closest("[data-team-id]").dataset.teamId, user = b.closest("[data-user-id]").dataset.userId;
+    try { await api("DELETE", "/teams/" + encodeURIComponent(team) + "/members/" + encodeURIComponent(user)); location.reload(); }
+    catch (err) { toast(err.message); }
+  }));
 })();
