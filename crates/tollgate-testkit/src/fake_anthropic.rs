@@ -2,7 +2,8 @@
 //! Messages API's wire format (JSON and server-sent events), so the `anthropic` adapter is
 //! tested over real sockets against what Anthropic documents.
 //!
-//! It owns the server task, the switchable [`Behavior`] and the log of received requests.
+//! It owns the wire format and the switchable [`Behavior`]; the server task and the log of
+//! received requests are the shared `fake_server` scaffolding.
 //! Dropping a [`FakeAnthropic`] aborts the server and every open connection.
 //!
 //! # Endpoint
@@ -32,27 +33,17 @@
 //!   use a second block with an empty then two `input_json_delta`s, `message_delta`
 //!   (`stop_reason`, cumulative `usage.output_tokens`), `message_stop`.
 
-use std::collections::VecDeque;
-use std::future::Future as _;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+
+pub use crate::fake_server::RecordedRequest;
+use crate::fake_server::{self, Fake, FakeBody, FakeServer};
 
 /// The text every plain reply is made of.
 pub const REPLY_TEXT: &str = "Hello from the fake Claude.";
@@ -113,17 +104,6 @@ pub enum Behavior {
     CloseConnection,
 }
 
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: String,
-    /// The URI path, without the query, e.g. `"/v1/messages"`.
-    pub path: String,
-    pub headers: HeaderMap,
-    /// The parsed JSON body; `Value::Null` if the body was empty or not JSON.
-    pub body: Value,
-}
-
 /// Start-up options for [`FakeAnthropic::start_with`].
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -144,27 +124,29 @@ impl Default for Options {
 /// A running fake Anthropic. Serves until dropped.
 #[derive(Debug)]
 pub struct FakeAnthropic {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    server: FakeServer<Anthropic>,
 }
 
+/// The Messages API, for [`FakeServer`].
 #[derive(Debug)]
-struct Shared {
-    record: bool,
+struct Anthropic {
     api_key: Option<String>,
-    behavior: Mutex<Behavior>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    next_id: AtomicU64,
 }
 
-impl Shared {
-    fn behavior(&self) -> Behavior {
-        self.behavior.lock().unwrap_or_else(PoisonError::into_inner).clone()
+type Shared = fake_server::Shared<Anthropic>;
+
+impl Fake for Anthropic {
+    type Behavior = Behavior;
+    const NAME: &'static str = "fake Anthropic";
+
+    fake_server::preflight_by_variant!(Behavior);
+
+    fn status_response(shared: &Shared, code: u16) -> Response<FakeBody> {
+        status_response(code, shared)
     }
 
-    fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    fn answer(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Response<FakeBody> {
+        handle(shared, parts, parsed, &behavior)
     }
 }
 
@@ -177,128 +159,70 @@ impl FakeAnthropic {
 
     /// Binds `options.listen` and serves until dropped.
     pub async fn start_with(options: Options) -> io::Result<FakeAnthropic> {
-        let listener = TcpListener::bind(options.listen).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            record: options.record,
-            api_key: options.api_key,
-            behavior: Mutex::new(Behavior::Normal),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        Ok(FakeAnthropic { addr, shared, server })
+        let fake = Anthropic { api_key: options.api_key };
+        Ok(FakeAnthropic { server: FakeServer::start(options.listen, options.record, fake).await? })
     }
 
     /// `http://127.0.0.1:PORT` — the API root, as Anthropic's `https://api.anthropic.com`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every request received so far, in order (empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.server.requests()
     }
 
     /// Changes how subsequent requests are answered.
     pub fn set_behavior(&self, behavior: Behavior) {
-        *self.shared.behavior.lock().unwrap_or_else(PoisonError::into_inner) = behavior;
+        self.server.set_behavior(behavior);
     }
 }
 
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        while connections.try_join_next().is_some() {}
-        if shared.behavior() == Behavior::CloseConnection {
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        connections.spawn(async move {
-            let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-/// Returning `Err` makes hyper drop the connection without answering.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Response<FakeBody>> {
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    let parsed = if bytes.is_empty() { None } else { serde_json::from_slice::<Value>(&bytes).ok() };
-    if shared.record {
-        let recorded = RecordedRequest {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            headers: parts.headers.clone(),
-            body: parsed.clone().unwrap_or(Value::Null),
-        };
-        shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(recorded);
-    }
-    let behavior = shared.behavior();
-    match behavior {
-        Behavior::CloseConnection => return Err(io::Error::other("fake Anthropic: closing on purpose")),
-        Behavior::Status(code) => return Ok(status_response(code, &shared)),
-        Behavior::Delay(delay) => tokio::time::sleep(delay).await,
-        _ => {}
-    }
+/// A request past the behavior's checks.
+fn handle(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: &Behavior) -> Response<FakeBody> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let key = header("x-api-key");
     if key.is_empty() {
-        return Ok(error(&shared, StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key header is required"));
+        return error(shared, StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key header is required");
     }
-    if shared.api_key.as_deref().is_some_and(|expected| expected != key) {
-        return Ok(error(&shared, StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"));
+    if shared.fake.api_key.as_deref().is_some_and(|expected| expected != key) {
+        return error(shared, StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key");
     }
     match header("anthropic-version") {
         "" => {
-            return Ok(error(
-                &shared,
+            return error(
+                shared,
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "anthropic-version: header is required",
-            ));
+            );
         }
         v if !VERSIONS.contains(&v) => {
             let message = format!("anthropic-version: {v:?} is not a valid version");
-            return Ok(error(&shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message));
+            return error(shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message);
         }
         _ => {}
     }
     if (&parts.method, parts.uri.path()) != (&Method::POST, "/v1/messages") {
-        return Ok(error(&shared, StatusCode::NOT_FOUND, "not_found_error", "Not Found"));
+        return error(shared, StatusCode::NOT_FOUND, "not_found_error", "Not Found");
     }
     let Some(body) = parsed.filter(Value::is_object) else {
-        return Ok(error(
-            &shared,
+        return error(
+            shared,
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "There was an error parsing the body of your request. Please check that it is valid JSON.",
-        ));
+        );
     };
-    Ok(match check_request(&body) {
-        Err(message) => error(&shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message),
-        Ok(request) => answer(&shared, &behavior, &request),
-    })
+    match check_request(&body) {
+        Err(message) => error(shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message),
+        Ok(request) => answer(shared, behavior, &request),
+    }
 }
 
 /// What the reply depends on, once the request is known to be valid.
@@ -655,18 +579,9 @@ fn answer(shared: &Shared, behavior: &Behavior, req: &Checked) -> Response<FakeB
             ));
         }
     }
-    let body = ScriptedBody {
-        frames: frames.into(),
-        sent: 0,
-        immediate: preface + 1,
-        delay,
-        break_after,
-        flushed_before_break: false,
-        sleep: None,
-    };
-    let mut response = Response::new(FakeBody::Scripted(body));
+    let mut response =
+        fake_server::stream_response(frames, preface + 1, delay, break_after, "text/event-stream; charset=utf-8");
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     insert_request_id(shared, headers);
     response
@@ -679,9 +594,7 @@ fn insert_request_id(shared: &Shared, headers: &mut HeaderMap) {
 }
 
 fn json_response(shared: &Shared, status: StatusCode, body: &Value) -> Response<FakeBody> {
-    let mut response = Response::new(FakeBody::Full(Some(Bytes::from(body.to_string()))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = fake_server::json_response(status, "application/json", Bytes::from(body.to_string()));
     insert_request_id(shared, response.headers_mut());
     response
 }
@@ -719,76 +632,4 @@ fn status_response(code: u16, shared: &Shared) -> Response<FakeBody> {
         headers.insert("anthropic-ratelimit-requests-reset", HeaderValue::from_static("2030-01-01T00:00:07Z"));
     }
     response
-}
-
-/// Either a whole body (sent with `content-length`) or a paced event stream (chunked).
-enum FakeBody {
-    Full(Option<Bytes>),
-    Scripted(ScriptedBody),
-}
-
-/// Frames sent in order: the first `immediate` at once, then each after `delay`; after
-/// `break_after` frames the body fails, which makes hyper abort the connection.
-struct ScriptedBody {
-    frames: VecDeque<Bytes>,
-    sent: usize,
-    immediate: usize,
-    delay: Option<Duration>,
-    break_after: Option<usize>,
-    flushed_before_break: bool,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Body for FakeBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            FakeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            FakeBody::Scripted(body) => body.poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FakeBody::Full(data) => data.is_none(),
-            FakeBody::Scripted(body) => body.frames.is_empty() && body.break_after.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            FakeBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            FakeBody::Full(None) => SizeHint::with_exact(0),
-            FakeBody::Scripted(_) => SizeHint::default(),
-        }
-    }
-}
-
-impl ScriptedBody {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.break_after == Some(self.sent) {
-            if !self.flushed_before_break {
-                // hyper writes what it has only when the body stalls; without this the error
-                // would discard the frames before they reach the socket.
-                self.flushed_before_break = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.break_after = None;
-            self.frames.clear();
-            return Poll::Ready(Some(Err(io::Error::other("fake Anthropic: stream broken on purpose"))));
-        }
-        if self.frames.is_empty() {
-            return Poll::Ready(None);
-        }
-        if let Some(delay) = self.delay.filter(|_| self.sent >= self.immediate) {
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            ready!(sleep.as_mut().poll(cx));
-            self.sleep = None;
-        }
-        self.sent += 1;
-        Poll::Ready(self.frames.pop_front().map(|f| Ok(Frame::data(f))))
-    }
 }

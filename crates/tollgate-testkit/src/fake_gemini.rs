@@ -1,7 +1,8 @@
 //! A fake Google Gemini API upstream: a real HTTP server on a random loopback port that
 //! speaks Gemini's wire format, so the `gemini` adapter is tested over real sockets.
 //!
-//! It owns the server task, the switchable [`Behavior`] and the log of received requests.
+//! It owns the wire format and the switchable [`Behavior`]; the server task and the log of
+//! received requests are the shared `fake_server` scaffolding.
 //! Dropping a [`FakeGemini`] aborts the server and every open connection.
 //!
 //! # Endpoints (`{version}` is any `v…` segment, e.g. `v1beta`)
@@ -38,27 +39,16 @@
 //!   value `j` of request `i` is `((7 * i + j) % 64) / 64 - 0.5`, exact in `f32`. No usage,
 //!   as Google sends none.
 
-use std::collections::VecDeque;
-use std::future::Future as _;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+
+pub use crate::fake_server::RecordedRequest;
+use crate::fake_server::{self, Fake, FakeBody, FakeServer};
 
 /// The text every generation answers with.
 pub const REPLY_TEXT: &str = "Hello from the fake Gemini.";
@@ -108,40 +98,32 @@ pub enum Behavior {
     NoUsage,
 }
 
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    /// e.g. `"POST"`.
-    pub method: String,
-    /// The URI path, e.g. `"/v1beta/models/gemini-2.5-flash:generateContent"`.
-    pub path: String,
-    /// The query string, e.g. `Some("alt=sse")`.
-    pub query: Option<String>,
-    /// Every request header.
-    pub headers: HeaderMap,
-    /// The parsed JSON body; `Value::Null` if the body was empty or not JSON.
-    pub body: Value,
-}
-
 /// A running fake Gemini API. Serves until dropped.
 #[derive(Debug)]
 pub struct FakeGemini {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    server: FakeServer<Gemini>,
 }
 
+/// The Gemini API, for [`FakeServer`].
 #[derive(Debug)]
-struct Shared {
+struct Gemini {
     api_key: String,
-    behavior: Mutex<Behavior>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    next_id: AtomicU64,
 }
 
-impl Shared {
-    fn behavior(&self) -> Behavior {
-        self.behavior.lock().unwrap_or_else(PoisonError::into_inner).clone()
+type Shared = fake_server::Shared<Gemini>;
+
+impl Fake for Gemini {
+    type Behavior = Behavior;
+    const NAME: &'static str = "fake Gemini";
+
+    fake_server::preflight_by_variant!(Behavior);
+
+    fn status_response(_: &Shared, code: u16) -> Response<FakeBody> {
+        status_response(code)
+    }
+
+    fn answer(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Response<FakeBody> {
+        handle(shared, parts, parsed, behavior)
     }
 }
 
@@ -149,101 +131,42 @@ impl FakeGemini {
     /// Binds `127.0.0.1:0` and serves, accepting only `api_key`, until dropped.
     #[expect(clippy::expect_used, reason = "test helper: without a loopback port there is no test to run")]
     pub async fn start(api_key: &str) -> FakeGemini {
-        let listener =
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.expect("fake Gemini: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("fake Gemini: local address");
-        let shared = Arc::new(Shared {
-            api_key: api_key.to_owned(),
-            behavior: Mutex::new(Behavior::Normal),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        FakeGemini { addr, shared, server }
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let fake = Gemini { api_key: api_key.to_owned() };
+        FakeGemini { server: FakeServer::start(listen, true, fake).await.expect("fake Gemini: bind 127.0.0.1:0") }
     }
 
     /// `http://127.0.0.1:PORT` (the API version is part of each path).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.server.requests()
     }
 
     /// Changes how subsequent requests are answered.
     pub fn set_behavior(&self, behavior: Behavior) {
-        *self.shared.behavior.lock().unwrap_or_else(PoisonError::into_inner) = behavior;
+        self.server.set_behavior(behavior);
     }
 }
 
-impl Drop for FakeGemini {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        if shared.behavior() == Behavior::CloseConnection {
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        connections.spawn(async move {
-            let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-/// Returning `Err` makes hyper drop the connection without answering.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Response<FakeBody>> {
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    let parsed = if bytes.is_empty() { None } else { serde_json::from_slice::<Value>(&bytes).ok() };
-    let query = parts.uri.query().map(str::to_owned);
-    shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: query.clone(),
-        headers: parts.headers.clone(),
-        body: parsed.clone().unwrap_or(Value::Null),
-    });
-
-    let behavior = shared.behavior();
-    match behavior {
-        Behavior::CloseConnection => return Err(io::Error::other("fake Gemini: closing on purpose")),
-        Behavior::Status(code) => return Ok(status_response(code)),
-        Behavior::Delay(delay) => tokio::time::sleep(delay).await,
-        _ => {}
-    }
-
-    let query_key = query.as_deref().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+/// A request past the behavior's checks.
+fn handle(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Response<FakeBody> {
+    let query = parts.uri.query();
+    let query_key = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
     let key = parts.headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).or(query_key);
     match key {
-        None | Some("") => return Ok(error(403, "PERMISSION_DENIED", MISSING_KEY, None)),
-        Some(k) if k != shared.api_key => {
+        None | Some("") => return error(403, "PERMISSION_DENIED", MISSING_KEY, None),
+        Some(k) if k != shared.fake.api_key => {
             let details = json!([{
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": "API_KEY_INVALID",
                 "domain": "googleapis.com",
                 "metadata": { "service": "generativelanguage.googleapis.com" }
             }]);
-            return Ok(error(
-                400,
-                "INVALID_ARGUMENT",
-                "API key not valid. Please pass a valid API key.",
-                Some(details),
-            ));
+            return error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", Some(details));
         }
         Some(_) => {}
     }
@@ -255,24 +178,24 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
         .filter(|(version, _)| version.starts_with('v'))
         .and_then(|(_, rest)| rest.split_once(':'));
     let Some((model, method)) = route.filter(|_| parts.method == Method::POST) else {
-        return Ok(error(404, "NOT_FOUND", &format!("Method not found: {} {path}", parts.method), None));
+        return error(404, "NOT_FOUND", &format!("Method not found: {} {path}", parts.method), None);
     };
     let known = ["gemini-", "text-embedding-", "embedding-"].iter().any(|p| model.starts_with(p));
     if !known || model.contains('/') {
         let message = format!("models/{model} is not found for API version v1beta, or is not supported for {method}.");
-        return Ok(error(404, "NOT_FOUND", &message, None));
+        return error(404, "NOT_FOUND", &message, None);
     }
     let Some(body) = parsed else {
-        return Ok(error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unexpected end of string.", None));
+        return error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unexpected end of string.", None);
     };
-    let ctx = Ctx { shared: &shared, behavior, model, body: &body };
-    let sse = query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
-    Ok(match method {
+    let ctx = Ctx { shared, behavior, model, body: &body };
+    let sse = query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    match method {
         "generateContent" => generate(&ctx, None),
         "streamGenerateContent" => generate(&ctx, Some(sse)),
         "batchEmbedContents" => embed(&ctx),
         other => error(404, "NOT_FOUND", &format!("Method not found: {other}"), None),
-    })
+    }
 }
 
 const MISSING_KEY: &str = "Method doesn't allow unregistered callers (callers without established identity). \
@@ -423,7 +346,7 @@ fn generate(ctx: &Ctx<'_>, stream: Option<bool>) -> Response<FakeBody> {
         output_tokens = count as u64 * candidates;
     }
 
-    let id = format!("fakeGeminiResponse{:08}", ctx.shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let id = format!("fakeGeminiResponse{:08}", ctx.shared.next_id());
     let no_usage = ctx.behavior == Behavior::NoUsage;
     let steps = script.len() as u64;
     let chunk = |parts: &[Value], finish: Option<&str>, so_far: u64| -> Value {
@@ -486,17 +409,8 @@ fn generate(ctx: &Ctx<'_>, stream: Option<bool>) -> Response<FakeBody> {
         }
         _ => (None, None),
     };
-    let mut response = Response::new(FakeBody::Scripted(ScriptedBody {
-        frames: frames.into(),
-        sent: 0,
-        delay,
-        break_after,
-        flushed_before_break: false,
-        sleep: None,
-    }));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    let mut response = fake_server::stream_response(frames, 1, delay, break_after, "text/event-stream");
+    response.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     response
 }
 
@@ -567,10 +481,7 @@ pub fn base64_floats(encoded: &str) -> Option<Vec<f32>> {
 // ---------------------------------------------------------------------------------------------
 
 fn json_response(status: StatusCode, body: &Value) -> Response<FakeBody> {
-    let mut response = Response::new(FakeBody::Full(Some(Bytes::from(body.to_string()))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    response
+    fake_server::json_response(status, JSON, Bytes::from(body.to_string()))
 }
 
 /// Google's error body: `{"error":{"code","message","status"[,"details"]}}`.
@@ -609,80 +520,5 @@ fn status_response(code: u16) -> Response<FakeBody> {
         503 => error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", None),
         504 => error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.", None),
         c => error(c, "UNKNOWN", "The fake Gemini failed on purpose.", None),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bodies
-// ---------------------------------------------------------------------------------------------
-
-/// Either a whole body (sent with `content-length`) or a paced event stream (chunked).
-enum FakeBody {
-    Full(Option<Bytes>),
-    Scripted(ScriptedBody),
-}
-
-/// Frames sent in order: the first at once, then each after `delay`; after `break_after`
-/// frames the body fails, which makes hyper abort the connection.
-struct ScriptedBody {
-    frames: VecDeque<Bytes>,
-    sent: usize,
-    delay: Option<Duration>,
-    break_after: Option<usize>,
-    flushed_before_break: bool,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Body for FakeBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            FakeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            FakeBody::Scripted(body) => body.poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FakeBody::Full(data) => data.is_none(),
-            FakeBody::Scripted(body) => body.frames.is_empty() && body.break_after.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            FakeBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            FakeBody::Full(None) => SizeHint::with_exact(0),
-            FakeBody::Scripted(_) => SizeHint::default(),
-        }
-    }
-}
-
-impl ScriptedBody {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.break_after == Some(self.sent) {
-            if !self.flushed_before_break {
-                // hyper writes what it has only when the body stalls; without this the error
-                // would discard the frames before they reach the socket.
-                self.flushed_before_break = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.break_after = None;
-            self.frames.clear();
-            return Poll::Ready(Some(Err(io::Error::other("fake Gemini: stream broken on purpose"))));
-        }
-        if self.frames.is_empty() {
-            return Poll::Ready(None);
-        }
-        if let Some(delay) = self.delay.filter(|_| self.sent >= 1) {
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            ready!(sleep.as_mut().poll(cx));
-            self.sleep = None;
-        }
-        self.sent += 1;
-        Poll::Ready(self.frames.pop_front().map(|f| Ok(Frame::data(f))))
     }
 }

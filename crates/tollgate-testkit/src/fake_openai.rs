@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible upstream: a real HTTP server on a random loopback port that
 //! speaks OpenAI's wire format, so gateway tests (and the benchmark) exercise real sockets.
 //!
-//! It owns the server task, the switchable [`Behavior`] and the log of received requests.
+//! It owns the wire format and the switchable [`Behavior`]; the server task and the log of
+//! received requests are the shared `fake_server` scaffolding.
 //! Dropping a [`FakeOpenAi`] aborts the server and every open connection.
 //!
 //! # Endpoints (all under `/v1`)
@@ -42,28 +43,18 @@
 //! Streams with `stream_options.include_usage: true` carry `"usage": null` on every chunk and a
 //! final chunk with `"choices": []` and the usage object before `data: [DONE]`, as OpenAI does.
 
-use std::collections::VecDeque;
-use std::future::Future as _;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+
+pub use crate::fake_server::RecordedRequest;
+use crate::fake_server::{self, Fake, FakeBody, FakeServer};
 
 /// The text every completion answers with.
 pub const REPLY_TEXT: &str = "Hello from the fake upstream.";
@@ -108,21 +99,6 @@ pub enum Behavior {
     NoUsageInStream,
 }
 
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    /// e.g. `"POST"`.
-    pub method: String,
-    /// The URI path, without the query, e.g. `"/v1/chat/completions"`.
-    pub path: String,
-    /// The URI query, without `?`, if any (e.g. `"api-version=2024-10-21"`).
-    pub query: Option<String>,
-    /// Every request header.
-    pub headers: HeaderMap,
-    /// The parsed JSON body; `Value::Null` if the body was empty or not JSON.
-    pub body: Value,
-}
-
 /// Start-up options for [`FakeOpenAi::start_with`].
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -141,26 +117,27 @@ impl Default for Options {
 /// A running fake upstream. Serves until dropped.
 #[derive(Debug)]
 pub struct FakeOpenAi {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    server: FakeServer<OpenAi>,
 }
 
+/// The OpenAI wire format, for [`FakeServer`].
 #[derive(Debug)]
-struct Shared {
-    record: bool,
-    behavior: Mutex<Behavior>,
-    requests: Mutex<Vec<RecordedRequest>>,
-    next_id: AtomicU64,
-}
+struct OpenAi;
 
-impl Shared {
-    fn behavior(&self) -> Behavior {
-        self.behavior.lock().unwrap_or_else(PoisonError::into_inner).clone()
+type Shared = fake_server::Shared<OpenAi>;
+
+impl Fake for OpenAi {
+    type Behavior = Behavior;
+    const NAME: &'static str = "fake upstream";
+
+    fake_server::preflight_by_variant!(Behavior);
+
+    fn status_response(_: &Shared, code: u16) -> Response<FakeBody> {
+        status_response(code)
     }
 
-    fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    fn answer(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Response<FakeBody> {
+        answer(shared, parts, parsed, behavior).unwrap_or_else(|rejection| *rejection)
     }
 }
 
@@ -173,104 +150,37 @@ impl FakeOpenAi {
 
     /// Binds `options.listen` and serves until dropped.
     pub async fn start_with(options: Options) -> io::Result<FakeOpenAi> {
-        let listener = TcpListener::bind(options.listen).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            record: options.record,
-            behavior: Mutex::new(Behavior::Normal),
-            requests: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        Ok(FakeOpenAi { addr, shared, server })
+        Ok(FakeOpenAi { server: FakeServer::start(options.listen, options.record, OpenAi).await? })
     }
 
     /// `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.addr())
     }
 
     /// `http://127.0.0.1:PORT`: the base URL of an `azure` provider in front of this fake.
     pub fn azure_base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every request received so far, in order (empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.server.requests()
     }
 
     /// Changes how subsequent requests are answered.
     pub fn set_behavior(&self, behavior: Behavior) {
-        *self.shared.behavior.lock().unwrap_or_else(PoisonError::into_inner) = behavior;
+        self.server.set_behavior(behavior);
     }
 }
 
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        // The accept task owns the JoinSet of connections, so this also ends them.
-        self.server.abort();
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        while connections.try_join_next().is_some() {}
-        if shared.behavior() == Behavior::CloseConnection {
-            drop(stream);
-            continue;
-        }
-        // Latency matters more than packet count here.
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        connections.spawn(async move {
-            let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-            // A connection error (client gone, stream broken on purpose) ends only this task.
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-/// Returning `Err` makes hyper drop the connection without answering.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Response<FakeBody>> {
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
-    let parsed = if bytes.is_empty() { None } else { serde_json::from_slice::<Value>(&bytes).ok() };
-    if shared.record {
-        let recorded = RecordedRequest {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts.headers.clone(),
-            body: parsed.clone().unwrap_or(Value::Null),
-        };
-        shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push(recorded);
-    }
-
-    let behavior = shared.behavior();
-    match behavior {
-        Behavior::CloseConnection => {
-            return Err(io::Error::other("fake upstream: closing on purpose"));
-        }
-        Behavior::Status(code) => return Ok(status_response(code)),
-        Behavior::Delay(delay) => tokio::time::sleep(delay).await,
-        _ => {}
-    }
-
+/// A request past the behavior's checks: `Err` is a ready error answer.
+fn answer(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Handled {
     let path = parts.uri.path();
     let azure = if parts.method == Method::POST { azure_route(path) } else { None };
     let mut parsed = parsed;
@@ -327,15 +237,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
             None,
         ));
     };
-    let ctx = Ctx { shared: &shared, behavior, body: &body };
-    Ok(match endpoint {
+    let ctx = Ctx { shared, behavior, body: &body };
+    match endpoint {
         Endpoint::Chat => chat(&ctx),
         Endpoint::Completions => completions(&ctx),
         Endpoint::Embeddings => embeddings(&ctx),
         Endpoint::Responses => responses(&ctx),
         Endpoint::Images => images(&ctx),
     }
-    .unwrap_or_else(|rejection| *rejection))
 }
 
 #[derive(Clone, Copy)]
@@ -878,10 +787,7 @@ fn sse_data(json: &str) -> Bytes {
 // ---------------------------------------------------------------------------------------------
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<FakeBody> {
-    let mut response = Response::new(FakeBody::Full(Some(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    response
+    fake_server::json_response(status, JSON, body)
 }
 
 /// `preface` frames precede the `content` content frames; the behavior paces or breaks them.
@@ -891,19 +797,8 @@ fn stream_response(frames: Vec<Bytes>, preface: usize, content: usize, behavior:
         Behavior::BreakStreamAfter(n) => (None, Some(preface + (*n).min(content))),
         _ => (None, None),
     };
-    let body = ScriptedBody {
-        frames: frames.into(),
-        sent: 0,
-        immediate: preface + 1,
-        delay,
-        break_after,
-        flushed_before_break: false,
-        sleep: None,
-    };
-    let mut response = Response::new(FakeBody::Scripted(body));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let mut response = fake_server::stream_response(frames, preface + 1, delay, break_after, EVENT_STREAM);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -1003,80 +898,4 @@ fn status_response(code: u16) -> Response<FakeBody> {
         headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1s"));
     }
     response
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bodies
-// ---------------------------------------------------------------------------------------------
-
-/// Either a whole body (sent with `content-length`) or a paced event stream (chunked).
-enum FakeBody {
-    Full(Option<Bytes>),
-    Scripted(ScriptedBody),
-}
-
-/// Frames sent in order: the first `immediate` at once, then each after `delay`; after
-/// `break_after` frames the body fails, which makes hyper abort the connection.
-struct ScriptedBody {
-    frames: VecDeque<Bytes>,
-    sent: usize,
-    immediate: usize,
-    delay: Option<Duration>,
-    break_after: Option<usize>,
-    flushed_before_break: bool,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Body for FakeBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            FakeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            FakeBody::Scripted(body) => body.poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FakeBody::Full(data) => data.is_none(),
-            FakeBody::Scripted(body) => body.frames.is_empty() && body.break_after.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            FakeBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            FakeBody::Full(None) => SizeHint::with_exact(0),
-            FakeBody::Scripted(_) => SizeHint::default(),
-        }
-    }
-}
-
-impl ScriptedBody {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.break_after == Some(self.sent) {
-            if !self.flushed_before_break {
-                // hyper writes what it has only when the body stalls; without this the error
-                // would discard the frames before they reach the socket.
-                self.flushed_before_break = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.break_after = None;
-            self.frames.clear();
-            return Poll::Ready(Some(Err(io::Error::other("fake upstream: stream broken on purpose"))));
-        }
-        if self.frames.is_empty() {
-            return Poll::Ready(None);
-        }
-        if let Some(delay) = self.delay.filter(|_| self.sent >= self.immediate) {
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            ready!(sleep.as_mut().poll(cx));
-            self.sleep = None;
-        }
-        self.sent += 1;
-        Poll::Ready(self.frames.pop_front().map(|f| Ok(Frame::data(f))))
-    }
 }

@@ -9,5 +9,6 @@ pub mod client;
 pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_openai;
+mod fake_server;
 pub mod redis_prefix;
 pub mod relay;
