@@ -271,7 +271,7 @@ fn create_dialog() -> Markup {
                         legend { "Allowed endpoints" }
                         p.hint { "None checked: every endpoint." }
                         div.checks {
-                            @for ep in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations", "/v1/responses", "/v1/models"] {
+                            @for ep in ["/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/embeddings", "/v1/images/generations", "/v1/responses", "/v1/models"] {
                                 label { input type="checkbox" name="allowed_endpoints" value=(ep); code { (ep) } }
                             }
                         }

@@ -248,24 +248,25 @@ pub(crate) fn day(t: Option<&str>) -> Markup {
     }
 }
 
-/// USD for display: cents, or `<$0.01` for a non-zero amount under a cent (the exact
-/// amount is in the API and the CSV).
+/// USD for display, from integer micro-USD (no float): cents, rounded half up, from one
+/// cent on; below a cent the exact amount (`$0.000004`), since a gateway's requests often
+/// cost less than a cent and showing them as zero would hide real spend.
 pub(crate) fn usd(m: tollgate_core::MicroUsd) -> String {
-    let v = m.as_usd_f64();
-    let sign = if v < 0.0 { "-" } else { "" };
-    let abs = v.abs();
-    if v == 0.0 {
-        "$0.00".to_owned()
-    } else if abs >= 0.01 {
-        format!("{sign}${abs:.2}")
-    } else {
-        format!("{sign}<$0.01")
+    let abs = m.0.unsigned_abs();
+    if abs == 0 {
+        return "$0.00".to_owned();
     }
+    if abs < 10_000 {
+        return m.to_string();
+    }
+    let sign = if m.0 < 0 { "-" } else { "" };
+    let cents = (abs + 5_000) / 10_000;
+    format!("{sign}${}.{:02}", cents / 100, cents % 100)
 }
 
-/// USD with six decimals, for per-request costs.
+/// USD with six decimals, exact, for per-request costs.
 pub(crate) fn usd_exact(m: tollgate_core::MicroUsd) -> String {
-    format!("${:.6}", m.as_usd_f64())
+    m.to_string()
 }
 
 pub(crate) fn status_badge(status: &str) -> Markup {
@@ -283,4 +284,23 @@ pub(crate) fn icon_trash() -> PreEscaped<&'static str> {
     PreEscaped(
         r#"<svg aria-hidden="true" width="14" height="14" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><path d="M3 6h18M8 6V4h8v2M19 6l-1 14H6L5 6"/></svg>"#,
     )
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::*;
+    use tollgate_core::MicroUsd;
+
+    #[test]
+    fn dashboard_money_is_exact_below_a_cent_and_rounded_cents_above() {
+        assert_eq!(usd(MicroUsd(0)), "$0.00");
+        assert_eq!(usd(MicroUsd(4)), "$0.000004");
+        assert_eq!(usd(MicroUsd(-4)), "-$0.000004");
+        assert_eq!(usd(MicroUsd(9_999)), "$0.009999");
+        assert_eq!(usd(MicroUsd(10_000)), "$0.01");
+        assert_eq!(usd(MicroUsd(1_234_567)), "$1.23");
+        assert_eq!(usd(MicroUsd(1_235_000)), "$1.24");
+        assert_eq!(usd(MicroUsd(-25_000_000)), "-$25.00");
+        assert_eq!(usd_exact(MicroUsd(26)), "$0.000026");
+    }
 }
