@@ -9,7 +9,9 @@
 #   BENCH_DURATION     length of each measured run (default 10s)
 #   BENCH_WARMUP       warm-up before each measured run (default 2s)
 #   BENCH_CONNECTIONS  connection counts (default "1 32 128")
-#   BENCH_TARGETS      which targets to run (default "fake forwarder tollgate")
+#   BENCH_TARGETS      which targets to run (default "fake forwarder tollgate"); add
+#                      "anthropic" for (d): the same Tollgate and key, a model whose channel
+#                      is a fake Anthropic (Messages API), measured right after (c)
 #   BENCH_SKIP_BUILD   set to 1 to use the binaries already in target/release
 #   BENCH_KEEP         set to 1 to keep the temp dir (configs, server logs)
 #   BENCH_SCOPED_KEY   set to 1 to give Tollgate's key every scope (IP allowlist, model
@@ -31,6 +33,8 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RESULTS="$ROOT/bench/results/latest.md"
 CHAT_PATH="/v1/chat/completions"
 CHAT_BODY='{"model":"bench-model","messages":[{"role":"user","content":"hello there"}]}'
+# (d): the same request for the model served through the Anthropic adapter.
+ANTHROPIC_BODY='{"model":"bench-model-anthropic","messages":[{"role":"user","content":"hello there"}]}'
 # The fake upstream accepts any non-empty bearer token.
 FAKE_AUTH="Bearer sk-bench"
 
@@ -111,8 +115,9 @@ start_server() {
   SERVER_URL="${line#listening on }"
 }
 
-# http_status BASE_URL AUTH: the status code of one chat completion POST (000 if none).
+# http_status BASE_URL AUTH [BODY]: the status code of one chat completion POST (000 if none).
 http_status() {
+  local CHAT_BODY="${3:-$CHAT_BODY}"
   if command -v curl >/dev/null 2>&1; then
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "$1$CHAT_PATH" \
       -H 'Content-Type: application/json' -H "Authorization: $2" --data "$CHAT_BODY" || true
@@ -147,9 +152,10 @@ human_us() {
   awk -v v="$1" 'BEGIN { if (v == "nan") print "n/a"; else if (v < 1000) printf "%.0f µs\n", v; else printf "%.2f ms\n", v / 1000 }'
 }
 
-# load BASE_URL AUTH CONNECTIONS DURATION: prints "RPS P50_US P99_US ERRORS".
+# load BASE_URL AUTH CONNECTIONS DURATION [BODY]: prints "RPS P50_US P99_US ERRORS".
 load() {
   local url="$1$CHAT_PATH" auth=$2 conns=$3 duration=$4 out
+  local CHAT_BODY="${5:-$CHAT_BODY}"
   local threads=$((conns < 2 ? 1 : 2))
   if [[ "$TOOL" == wrk ]]; then
     local script="$WORK/chat.lua"
@@ -217,12 +223,33 @@ done
 
 # --- 3. servers ------------------------------------------------------------------------------
 
-declare -A URL AUTH PID IDLE_RSS
+declare -A URL AUTH PID IDLE_RSS BODY
 start_server fake "$BIN/fake-upstream" --no-record
 URL[fake]=$SERVER_URL
 AUTH[fake]=$FAKE_AUTH
 PID[fake]=$SERVER_PID
 log "fake upstream at ${URL[fake]}"
+
+ANTHROPIC_CONFIG=""
+if wants anthropic; then
+  start_server fake-anthropic "$BIN/fake-upstream" --no-record --anthropic
+  PID[fake-anthropic]=$SERVER_PID
+  log "fake Anthropic upstream at $SERVER_URL"
+  ANTHROPIC_CONFIG="
+[[providers]]
+name = \"fake-anthropic\"
+kind = \"anthropic\"
+base_url = \"$SERVER_URL\"
+api_key_env = \"BENCH_UPSTREAM_KEY\"
+
+[[models]]
+id = \"bench-model-anthropic\"
+type = \"chat\"
+input_price_per_mtok = 0.15
+output_price_per_mtok = 0.60
+channels = [{ provider = \"fake-anthropic\", model = \"bench-model\" }]
+"
+fi
 
 if wants forwarder; then
   start_server forwarder "$BIN/bare-forwarder" --upstream "${URL[fake]}"
@@ -255,6 +282,7 @@ type = "chat"
 input_price_per_mtok = 0.15
 output_price_per_mtok = 0.60
 channels = [{ provider = "fake", model = "bench-model" }]
+$ANTHROPIC_CONFIG
 EOF
   BENCH_UPSTREAM_KEY=sk-fake "$BIN/tollgate" serve --config "$cfg" --ready-file "$ready" \
     >"$WORK/tollgate.out" 2>"$WORK/tollgate.err" &
@@ -304,9 +332,14 @@ EOF
   return 0
 }
 
-if wants tollgate && [[ -z "$TOLLGATE_PROBLEM" ]]; then
+if { wants tollgate || wants anthropic; } && [[ -z "$TOLLGATE_PROBLEM" ]]; then
   if start_tollgate; then
     IDLE_RSS[tollgate]="$(rss_kb "${PID[tollgate]}")"
+    # (d) is the same server and key, asked for the model behind the Anthropic adapter.
+    URL[anthropic]=${URL[tollgate]}
+    AUTH[anthropic]=${AUTH[tollgate]}
+    PID[anthropic]=${PID[tollgate]}
+    BODY[anthropic]=$ANTHROPIC_BODY
   else
     log "tollgate not benchmarked: $TOLLGATE_PROBLEM"
   fi
@@ -316,11 +349,11 @@ fi
 
 declare -A RPS P50 P99 ERRS PEAK
 RUN=()
-for target in fake forwarder tollgate; do
+for target in fake forwarder tollgate anthropic; do
   wants "$target" && [[ -n "${URL[$target]:-}" ]] || continue
-  status="$(http_status "${URL[$target]}" "${AUTH[$target]:-}")"
+  status="$(http_status "${URL[$target]}" "${AUTH[$target]:-}" "${BODY[$target]:-}")"
   if [[ "$status" != 200 ]]; then
-    [[ "$target" == tollgate ]] || die "$target answers the benchmark request with HTTP $status, not 200"
+    [[ "$target" == tollgate || "$target" == anthropic ]] || die "$target answers the benchmark request with HTTP $status, not 200"
     TOLLGATE_PROBLEM="it answers the benchmark request with HTTP $status, not 200"
     log "tollgate not benchmarked: $TOLLGATE_PROBLEM"
     continue
@@ -328,8 +361,8 @@ for target in fake forwarder tollgate; do
   RUN+=("$target")
   for conns in $CONNECTIONS; do
     log "$target, $conns connection(s): warm-up $WARMUP, run $DURATION"
-    load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$WARMUP" >/dev/null
-    result="$(load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$DURATION")"
+    load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$WARMUP" "${BODY[$target]:-}" >/dev/null
+    result="$(load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$DURATION" "${BODY[$target]:-}")"
     read -r rps p50 p99 errs <<<"$result"
     RPS[$target,$conns]=$rps
     P50[$target,$conns]=$p50
@@ -348,6 +381,7 @@ describe() {
     fake) echo "(a) fake upstream, direct" ;;
     forwarder) echo "(b) bare hyper forwarder" ;;
     tollgate) echo "(c) Tollgate" ;;
+    anthropic) echo "(d) Tollgate, Anthropic adapter" ;;
   esac
 }
 
@@ -359,6 +393,26 @@ if [[ "$TOOL" == wrk ]]; then
 else
   tool_version="$(oha --version 2>/dev/null || echo oha)"
 fi
+
+# The Anthropic adapter's cost: (d) against (c), same server, key and load, run back to back.
+adapter_report() {
+  local conns
+  echo
+  echo "Anthropic adapter, (d) against (c): the same Tollgate, key and load; (d) translates the"
+  echo "request to the Messages API and the answer back to OpenAI's format."
+  echo
+  echo "| conns | RPS (c) | RPS (d) | RPS change | p50 (c) | p50 (d) | p50 added | p99 (c) | p99 (d) |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for conns in $CONNECTIONS; do
+    [[ -n "${RPS[anthropic,$conns]:-}" && -n "${RPS[tollgate,$conns]:-}" ]] || continue
+    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n' "$conns" \
+      "${RPS[tollgate,$conns]}" "${RPS[anthropic,$conns]}" \
+      "$(awk -v a="${RPS[anthropic,$conns]}" -v b="${RPS[tollgate,$conns]}" 'BEGIN { printf "%+.1f %%", (a / b - 1) * 100 }')" \
+      "$(human_us "${P50[tollgate,$conns]}")" "$(human_us "${P50[anthropic,$conns]}")" \
+      "$(awk -v a="${P50[anthropic,$conns]}" -v b="${P50[tollgate,$conns]}" 'BEGIN { printf "%+.0f µs", a - b }')" \
+      "$(human_us "${P99[tollgate,$conns]}")" "$(human_us "${P99[anthropic,$conns]}")"
+  done
+}
 
 report() {
   echo "# Tollgate benchmark"
@@ -404,9 +458,12 @@ report() {
   echo "|---|---:|"
   echo "| fake upstream (served every run) | $(mib "${PEAK[fake]}") |"
   for target in "${RUN[@]}"; do
-    [[ "$target" == fake ]] && continue
+    [[ "$target" == fake || "$target" == anthropic ]] && continue
     echo "| $(describe "$target") | $(mib "${PEAK[$target]}") |"
   done
+  if [[ " ${RUN[*]} " == *" tollgate "* && " ${RUN[*]} " == *" anthropic "* ]]; then
+    adapter_report
+  fi
   if [[ -n "${IDLE_RSS[tollgate]:-}" ]]; then
     echo
     echo "Tollgate RSS at idle, before its runs: $(mib "${IDLE_RSS[tollgate]}")."

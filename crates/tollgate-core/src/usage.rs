@@ -56,7 +56,15 @@ pub struct UsageEvent {
     #[serde(default)]
     pub key_metadata: Option<std::sync::Arc<str>>,
     pub model: Option<String>,
+    /// The provider of the channel that answered (or failed last).
     pub provider: Option<String>,
+    /// Channels tried (failover): 0 when no upstream was called, 1 without failover.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The channels tried, in order, as `provider/upstream_model`, comma-separated; the
+    /// last is the one that answered (or failed last). `None` when none was tried.
+    #[serde(default)]
+    pub channel: Option<String>,
     pub endpoint: String,
     pub status: u16,
     /// The error `code` the client was sent (`rate_limit_exceeded`, `insufficient_quota`…).
@@ -90,6 +98,8 @@ impl UsageEvent {
             key_metadata: None,
             model: None,
             provider: None,
+            attempts: 0,
+            channel: None,
             endpoint,
             status: 200,
             error_code: None,

@@ -65,6 +65,22 @@ impl Pending {
         self.event.as_mut()
     }
 
+    /// Records an attempt on `channel`: the row names its provider and counts it among
+    /// the channels tried.
+    fn tried(&mut self, channel: &Channel) {
+        if let Some(e) = self.event() {
+            e.provider = Some(channel.provider.name.clone());
+            e.attempts += 1;
+            let tried = e.channel.get_or_insert_with(String::new);
+            if !tried.is_empty() {
+                tried.push(',');
+            }
+            tried.push_str(&channel.provider.name);
+            tried.push('/');
+            tried.push_str(&channel.upstream_model);
+        }
+    }
+
     fn identify(&mut self, key: &KeyEntry) {
         if let Some(e) = self.event() {
             e.key_id = Some(key.id.clone());
@@ -215,9 +231,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let deadline = Instant::now() + dp.limits.failover_deadline;
     let call = Call { endpoint, parsed: &parsed, model, images, prompt_estimate };
     for (i, channel) in plan.iter().enumerate() {
-        if let Some(e) = pending.event() {
-            e.provider = Some(channel.provider.name.clone());
-        }
+        pending.tried(channel);
         match attempt(dp, &call, channel, pending).await {
             Ok(res) => {
                 channel.health.record_success();
@@ -335,12 +349,13 @@ async fn attempt(
 
     let rid = pending.event.as_ref().map_or_else(String::new, |e| e.request_id.clone());
     let timeout = dp.limits.first_byte_timeout;
+    let idle = dp.limits.stream_idle_timeout;
     let provider = channel.provider.name.as_str();
     match &channel.provider.kind {
         ProviderKind::Demo { word_delay } => {
             let res = demo::respond(endpoint, &upstream_body, *word_delay)?;
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only))
+            Ok(metered(res, meter, hide_usage_only, idle))
         }
         ProviderKind::OpenAi(target) => {
             let res = dp.client.post_json(target, endpoint, &rid, upstream_body, timeout).await.map_err(transport)?;
@@ -348,7 +363,7 @@ async fn attempt(
                 return failed_answer(res, provider, pending).await;
             }
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only))
+            Ok(metered(res, meter, hide_usage_only, idle))
         }
         ProviderKind::Azure(target) => {
             // OpenAI's wire format: relayed and metered exactly as for an OpenAI provider.
@@ -358,7 +373,7 @@ async fn attempt(
                 return failed_answer(res, provider, pending).await;
             }
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only))
+            Ok(metered(res, meter, hide_usage_only, idle))
         }
         ProviderKind::Anthropic(target) => {
             let req = target.request(&rid, upstream_body).map_err(transport)?;
@@ -369,7 +384,7 @@ async fn attempt(
             // Translated before the meter wraps it: the meter reads OpenAI's format.
             let res = anthropic::openai_response(res).await.map_err(transport)?;
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only))
+            Ok(metered(res, meter, hide_usage_only, idle))
         }
         ProviderKind::Gemini(target) => {
             let call = gemini_call.ok_or_else(ApiError::internal)?;
@@ -383,13 +398,13 @@ async fn attempt(
             // Translated between the upstream body and the meter: the meter reads OpenAI's format.
             let mut meter = meter(pending).ok_or_else(ApiError::internal)?;
             meter.usage_is_estimate = call.usage_is_estimate();
-            Ok(metered(gemini::translate(&call, upstream_model, res), meter, hide_usage_only))
+            Ok(metered(gemini::translate(&call, upstream_model, res), meter, hide_usage_only, idle))
         }
     }
 }
 
 /// Wraps a successful provider response so that it is metered as it streams.
-fn metered<B>(res: http::Response<B>, meter: Meter, hide_usage_only: bool) -> Response
+fn metered<B>(res: http::Response<B>, meter: Meter, hide_usage_only: bool, idle: std::time::Duration) -> Response
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -399,9 +414,9 @@ where
     let is_sse =
         content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
     let body = if is_sse {
-        Body::new(MeteredBody::sse(inner, meter, hide_usage_only))
+        Body::new(MeteredBody::sse(inner, meter, hide_usage_only, idle))
     } else {
-        Body::new(MeteredBody::json(inner, meter))
+        Body::new(MeteredBody::json(inner, meter, idle))
     };
     let mut out = Response::new(body);
     *out.status_mut() = parts.status;

@@ -56,6 +56,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time allowed from sending the request to receiving the upstream's response head.
     pub first_byte_timeout: Duration,
+    /// The longest silence of an upstream mid-response (between two chunks of a stream)
+    /// before the response is ended as interrupted. Never a limit on the total time.
+    pub stream_idle_timeout: Duration,
     /// All attempts of one request (failover across channels) end by this time.
     pub failover_deadline: Duration,
     /// Backoff before the second attempt (doubling, with full jitter, up to 2 s).

@@ -6,10 +6,15 @@
 //! fails, or is dropped because the client went away — `Meter::finish` consumes the meter,
 //! so a second emission cannot be written. Dropping the body also drops the upstream
 //! connection, which cancels the upstream request.
+//!
+//! An upstream that goes silent mid-body — no frame for the idle timeout — ends it as an
+//! interruption would: the client gets the error event, the row `upstream_interrupted` for
+//! what was delivered. Only silence counts: a long stream that keeps sending is never cut.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -51,6 +56,8 @@ pub(crate) struct Meter {
 enum Outcome {
     Complete,
     UpstreamFailed,
+    /// No frame from the upstream within the idle timeout.
+    UpstreamIdle,
     ClientGone,
 }
 
@@ -65,11 +72,13 @@ impl Meter {
         e.billing_reason = match outcome {
             Outcome::Complete if reported.is_some() && !self.usage_is_estimate => BillingReason::Completed,
             Outcome::Complete => BillingReason::Estimated,
-            Outcome::UpstreamFailed => BillingReason::UpstreamInterrupted,
+            Outcome::UpstreamFailed | Outcome::UpstreamIdle => BillingReason::UpstreamInterrupted,
             Outcome::ClientGone => BillingReason::ClientDisconnected,
         };
-        if matches!(outcome, Outcome::UpstreamFailed) {
-            e.error = Some("upstream stream interrupted".to_owned());
+        match outcome {
+            Outcome::UpstreamFailed => e.error = Some("upstream stream interrupted".to_owned()),
+            Outcome::UpstreamIdle => e.error = Some("upstream stream idle past the stream idle timeout".to_owned()),
+            Outcome::Complete | Outcome::ClientGone => {}
         }
         e.prompt_tokens = prompt;
         e.completion_tokens = completion;
@@ -94,21 +103,67 @@ enum Framing {
     Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes> },
 }
 
+/// Notices an upstream body that has sent nothing for `limit`. A frame only records when
+/// it arrived; the one timer (created the first time the body waits) is moved forward
+/// when it fires early — so a stream that keeps sending costs no timer operation per frame.
+struct IdleTimer {
+    limit: Duration,
+    last_frame: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        Self { limit, last_frame: tokio::time::Instant::now(), sleep: None }
+    }
+
+    fn frame(&mut self) {
+        self.last_frame = tokio::time::Instant::now();
+    }
+
+    /// Called while the upstream body is pending: ready once it has been silent too long.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.last_frame + self.limit;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            // Armed for an earlier silence that a frame has since ended.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
 pub(crate) struct MeteredBody<B> {
     inner: B,
     framing: Framing,
     meter: Option<Meter>,
+    idle: IdleTimer,
 }
 
 impl<B> MeteredBody<B> {
-    pub fn json(inner: B, meter: Meter) -> Self {
-        Self { inner, framing: Framing::Json { copy: Vec::new() }, meter: Some(meter) }
+    /// `idle_timeout`: the longest silence of the upstream before the body is ended.
+    pub fn json(inner: B, meter: Meter, idle_timeout: Duration) -> Self {
+        let framing = Framing::Json { copy: Vec::new() };
+        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout) }
     }
 
     /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
-    pub fn sse(inner: B, meter: Meter, hide_usage_only: bool) -> Self {
+    pub fn sse(inner: B, meter: Meter, hide_usage_only: bool, idle_timeout: Duration) -> Self {
         let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None };
-        Self { inner, framing, meter: Some(meter) }
+        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout) }
+    }
+
+    /// The end of a body whose upstream failed or fell silent: an SSE client gets a proper
+    /// error event and a clean end; a JSON body fails (the client sees it cut short).
+    fn interrupted(&mut self, outcome: Outcome, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finish(outcome);
+        match &self.framing {
+            Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT))))),
+            Framing::Json { .. } => Poll::Ready(Some(Err(error))),
+        }
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -166,18 +221,18 @@ where
             if this.meter.is_none() {
                 return Poll::Ready(None);
             }
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    this.finish(Outcome::UpstreamFailed);
-                    return match &mut this.framing {
-                        // An SSE client gets a proper error event and a clean end.
-                        Framing::Sse { .. } => {
-                            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT)))))
-                        }
-                        Framing::Json { .. } => Poll::Ready(Some(Err(e.into()))),
-                    };
+            let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(polled) => polled,
+                Poll::Pending => {
+                    ready!(this.idle.poll_expired(cx));
+                    tracing::warn!("upstream stream idle past the stream idle timeout; ending it");
+                    return this.interrupted(Outcome::UpstreamIdle, "upstream stream idle".into());
                 }
+            };
+            this.idle.frame();
+            let frame = match polled {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return this.interrupted(Outcome::UpstreamFailed, e.into()),
                 None => {
                     if let Framing::Sse { pending, closing, .. } = &mut this.framing {
                         // An unterminated last event still belongs to the client.

@@ -16,6 +16,8 @@
 //! - Series of fixed small sets (error codes, billing reasons, unlabelled metrics) are
 //!   always rendered; series labelled by endpoint, model, status or key appear at their
 //!   first observation.
+//! - Channel series ([`render_channels`]) are read from the live snapshot at scrape time:
+//!   exactly the channels configured now, whatever changed at runtime.
 //!
 //! [`ErrorCode`]: tollgate_core::ErrorCode
 
@@ -25,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tollgate_core::usage::{BillingReason, UsageEvent};
+
+use crate::routing::CircuitState;
 
 /// Beyond this many distinct keys, further keys are counted as `key_id="other"`.
 pub const MAX_KEY_SERIES: usize = 10_000;
@@ -264,6 +268,8 @@ pub struct Metrics {
     billing: [AtomicU64; BILLING_REASONS.len()],
     rate_limited: AtomicU64,
     budget_rejections: AtomicU64,
+    /// Moves to the next channel after a failed attempt (`attempts - 1` per request).
+    failovers: AtomicU64,
     keys: RwLock<HashMap<Box<str>, KeySeries>>,
     pub writer: WriterMetrics,
 }
@@ -293,6 +299,7 @@ impl Metrics {
             billing: std::array::from_fn(|_| AtomicU64::new(0)),
             rate_limited: AtomicU64::new(0),
             budget_rejections: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
             keys: RwLock::new(HashMap::new()),
             writer: WriterMetrics {
                 rows_written: AtomicU64::new(0),
@@ -333,6 +340,9 @@ impl Metrics {
             };
         }
         self.billing[billing_index(ev.billing_reason)].fetch_add(1, Relaxed);
+        if ev.attempts > 1 {
+            self.failovers.fetch_add(u64::from(ev.attempts - 1), Relaxed);
+        }
         if self.options.key_labels
             && let Some(key_id) = ev.key_id.as_deref()
         {
@@ -388,6 +398,9 @@ impl Metrics {
         sample(&mut out, "tollgate_rate_limited_total", &[], self.rate_limited.load(Relaxed));
         help(&mut out, "tollgate_budget_rejections_total", "counter", "Requests refused by a budget or quota.");
         sample(&mut out, "tollgate_budget_rejections_total", &[], self.budget_rejections.load(Relaxed));
+        let text = "Requests moved to the next channel after a failed attempt (one per move).";
+        help(&mut out, "tollgate_failovers_total", "counter", text);
+        sample(&mut out, "tollgate_failovers_total", &[], self.failovers.load(Relaxed));
 
         let name = "tollgate_request_duration_seconds";
         help(&mut out, name, "histogram", "Time from request to the end of the response.");
@@ -462,6 +475,44 @@ impl Metrics {
             for (kind, n) in [("prompt", &k.prompt_tokens), ("completion", &k.completion_tokens)] {
                 sample(out, "tollgate_key_tokens_total", &[("key_id", id), ("kind", kind)], n.load(Relaxed));
             }
+        }
+    }
+}
+
+/// Appends the channel series: each configured channel's circuit state (a state set: 1 for
+/// its current state, 0 for the others) and its attempts by outcome, labelled by model,
+/// provider and upstream model — read from `snapshot` now, so the series follow channels
+/// added or removed at runtime, and a client can never create one.
+pub fn render_channels<'a>(out: &mut String, snapshot: &'a crate::Snapshot) {
+    let mut models: Vec<&crate::ModelRoute> = snapshot.models.values().map(|m| &**m).collect();
+    models.sort_by(|a, b| a.id.cmp(&b.id));
+    let reports: Vec<(&crate::ModelRoute, &crate::Channel, crate::routing::HealthReport)> =
+        models.iter().flat_map(|m| m.channels.iter().map(move |c| (*m, c, c.health.report()))).collect();
+    let labels = |m: &'a crate::ModelRoute, c: &'a crate::Channel| {
+        [
+            ("model", m.id.as_str()),
+            ("provider", c.provider.name.as_str()),
+            ("upstream_model", c.upstream_model.as_str()),
+        ]
+    };
+    let text = "A channel's circuit breaker: 1 for its current state (closed, open, half_open), else 0.";
+    help(out, "tollgate_channel_state", "gauge", text);
+    for (m, c, report) in &reports {
+        let [model, provider, upstream] = labels(m, c);
+        for (state, name) in
+            [(CircuitState::Closed, "closed"), (CircuitState::Open, "open"), (CircuitState::HalfOpen, "half_open")]
+        {
+            let set = [model, provider, upstream, ("state", name)];
+            sample(out, "tollgate_channel_state", &set, u8::from(report.state == state));
+        }
+    }
+    let text = "Attempts on a channel, by outcome (failure: connect error, timeout, 429 or 5xx).";
+    help(out, "tollgate_channel_attempts_total", "counter", text);
+    for (m, c, report) in &reports {
+        let [model, provider, upstream] = labels(m, c);
+        for (outcome, n) in [("success", report.successes), ("failure", report.failures)] {
+            let set = [model, provider, upstream, ("outcome", outcome)];
+            sample(out, "tollgate_channel_attempts_total", &set, n);
         }
     }
 }

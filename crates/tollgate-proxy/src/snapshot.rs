@@ -255,11 +255,7 @@ impl Snapshot {
         let mut map = HashMap::with_capacity(keys.len());
         insert_key_digests(&mut map, keys, &accounts);
         let keys = map;
-        let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
-        models.sort_by(|a, b| a.id.cmp(&b.id));
-        let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
-        let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
-        let models = models.into_iter().map(|m| (m.id.clone(), m)).collect();
+        let (models, model_list) = model_maps(models);
         let teams = teams.iter().map(|t| (t.id.clone(), Arc::new(TeamEntry::new(t, &accounts)))).collect();
         let orgs = orgs.iter().map(|o| (o.id.clone(), org_entry(o, &accounts))).collect();
         let keys_by_id = by_id(&keys);
@@ -330,6 +326,27 @@ impl Snapshot {
         }
     }
 
+    /// A copy whose models are `routes` (rebuilt after a routing change) priced with
+    /// `overrides`; a model that was already served keeps its `created` time.
+    pub fn with_models(&self, mut routes: Vec<ModelRoute>, overrides: &[(String, Pricing)]) -> Self {
+        for r in &mut routes {
+            if let Some(old) = self.models.get(&r.id) {
+                r.created = old.created;
+            }
+        }
+        let (models, model_list) = model_maps(routes);
+        let rebuilt = Self {
+            keys: self.keys.clone(),
+            keys_by_id: self.keys_by_id.clone(),
+            models,
+            teams: self.teams.clone(),
+            orgs: self.orgs.clone(),
+            model_list,
+            accounts: self.accounts.clone(),
+        };
+        rebuilt.with_prices(overrides)
+    }
+
     /// A copy with these organizations' money replaced.
     pub fn with_org_changes(&self, upserts: &[OrgBalance]) -> Self {
         let mut orgs = self.orgs.clone();
@@ -349,6 +366,15 @@ impl Snapshot {
     pub fn team_allows(&self, key: &KeyEntry, model_id: &str) -> bool {
         self.teams.get(&key.team_id).is_none_or(|t| t.allowed_models.is_empty() || t.allowed_models.contains(model_id))
     }
+}
+
+/// The models by id and the rendered `GET /v1/models` list (sorted by id).
+fn model_maps(models: Vec<ModelRoute>) -> (HashMap<String, Arc<ModelRoute>>, Bytes) {
+    let mut models: Vec<Arc<ModelRoute>> = models.into_iter().map(Arc::new).collect();
+    models.sort_by(|a, b| a.id.cmp(&b.id));
+    let data: Vec<_> = models.iter().map(|m| m.to_json()).collect();
+    let model_list = Bytes::from(serde_json::json!({ "object": "list", "data": data }).to_string());
+    (models.into_iter().map(|m| (m.id.clone(), m)).collect(), model_list)
 }
 
 fn by_id(keys: &HashMap<KeyDigest, KeyAuth>) -> HashMap<String, Arc<KeyEntry>> {

@@ -15,40 +15,74 @@ use tollgate_proxy::routing::Health;
 use tollgate_proxy::{
     Accounts, Channel, ExtraHeaders, ModelRoute, OpenAiUpstream, OrgBalance, Provider, ProviderKind, Snapshot,
 };
+use tollgate_service::RoutingSetup;
 use tollgate_store::{Entity, Store, StoreError};
 
-use crate::config::{Config, ProviderConfigKind};
+use crate::config::{Config, ModelConfig, ProviderConfig, ProviderConfigKind};
 
 const FEED_PAGE: i64 = 1000;
 
-/// The model routes the config declares; each channel's health comes from `health`.
-pub fn model_routes(config: &Config, health: &Health) -> anyhow::Result<Vec<ModelRoute>> {
-    let created = tollgate_core::time::now_millis() / 1000;
-    let mut providers: Vec<Arc<Provider>> = Vec::new();
-    for p in &config.providers {
-        let kind = match &p.kind {
-            ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
-            ProviderConfigKind::OpenAi { base_url, api_key, headers } => ProviderKind::OpenAi(
-                OpenAiUpstream::new(base_url, api_key, extra_headers(headers, &p.name)?)
-                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
-            ),
-            ProviderConfigKind::Azure { base_url, api_version, api_key, headers } => ProviderKind::Azure(
-                tollgate_proxy::AzureUpstream::new(base_url, api_version, api_key, extra_headers(headers, &p.name)?)
-                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
-            ),
-            ProviderConfigKind::Anthropic { base_url, api_key, version } => ProviderKind::Anthropic(
-                tollgate_proxy::AnthropicUpstream::new(base_url, api_key, version)
-                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
-            ),
-            ProviderConfigKind::Gemini { base_url, api_version, api_key } => ProviderKind::Gemini(
-                tollgate_proxy::GeminiUpstream::new(base_url, api_version, api_key)
-                    .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
-            ),
-        };
-        providers.push(Arc::new(Provider { name: p.name.clone(), kind }));
+/// Where the data plane's routes come from: the config file, plus the providers, models
+/// and channels managed through the API (re-read whole on every routing change: a few
+/// rows). Circuit health lives in `health`, so it survives rebuilds.
+pub struct RouteSource {
+    pub config: Config,
+    pub setup: Arc<RoutingSetup>,
+    pub health: Health,
+}
+
+impl RouteSource {
+    pub async fn routes(&self, store: &Store) -> Result<Vec<ModelRoute>, StoreError> {
+        let mut providers = Vec::new();
+        for p in store.routing_providers().await? {
+            match self.setup.open(&p) {
+                Ok(p) => providers.push(p),
+                Err(e) => tracing::warn!(provider = %p.name, error = %e, "skipping a stored provider"),
+            }
+        }
+        let (models, channels) = (store.routing_models().await?, store.routing_channels().await?);
+        let (mut providers, models) = crate::config::with_managed(&self.config, &providers, &models, &channels);
+        providers.retain(|p| match build_provider(p) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(provider = %p.name, error = %e, "skipping a provider that cannot be built");
+                false
+            }
+        });
+        Ok(model_routes(&providers, &models, &self.health))
     }
-    Ok(config
-        .models
+}
+
+fn build_provider(p: &ProviderConfig) -> anyhow::Result<Provider> {
+    let kind = match &p.kind {
+        ProviderConfigKind::Demo { word_delay } => ProviderKind::Demo { word_delay: *word_delay },
+        ProviderConfigKind::OpenAi { base_url, api_key, headers } => ProviderKind::OpenAi(
+            OpenAiUpstream::new(base_url, api_key, extra_headers(headers, &p.name)?)
+                .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+        ),
+        ProviderConfigKind::Azure { base_url, api_version, api_key, headers } => ProviderKind::Azure(
+            tollgate_proxy::AzureUpstream::new(base_url, api_version, api_key, extra_headers(headers, &p.name)?)
+                .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+        ),
+        ProviderConfigKind::Anthropic { base_url, api_key, version } => ProviderKind::Anthropic(
+            tollgate_proxy::AnthropicUpstream::new(base_url, api_key, version)
+                .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+        ),
+        ProviderConfigKind::Gemini { base_url, api_version, api_key } => ProviderKind::Gemini(
+            tollgate_proxy::GeminiUpstream::new(base_url, api_version, api_key)
+                .map_err(|m| anyhow::anyhow!("provider {}: {m}", p.name))?,
+        ),
+    };
+    Ok(Provider { name: p.name.clone(), kind })
+}
+
+/// The routes of these providers and models (providers that cannot be built are left out
+/// by the caller; a channel naming an absent provider is dropped); each channel's health
+/// comes from `health`.
+fn model_routes(providers: &[ProviderConfig], models: &[ModelConfig], health: &Health) -> Vec<ModelRoute> {
+    let created = tollgate_core::time::now_millis() / 1000;
+    let providers: Vec<Arc<Provider>> = providers.iter().filter_map(|p| build_provider(p).ok()).map(Arc::new).collect();
+    models
         .iter()
         .map(|m| ModelRoute {
             id: m.id.clone(),
@@ -73,7 +107,8 @@ pub fn model_routes(config: &Config, health: &Health) -> anyhow::Result<Vec<Mode
                 .collect(),
             created,
         })
-        .collect())
+        .filter(|m| !m.channels.is_empty())
+        .collect()
 }
 
 fn extra_headers(headers: &[(String, tollgate_core::Secret)], provider: &str) -> anyhow::Result<ExtraHeaders> {
@@ -82,8 +117,9 @@ fn extra_headers(headers: &[(String, tollgate_core::Secret)], provider: &str) ->
 }
 
 /// Loads the first snapshot; returns it with the feed position it reflects.
-pub async fn load(store: &Store, models: Vec<ModelRoute>) -> Result<(Snapshot, i64), StoreError> {
+pub async fn load(store: &Store, source: &RouteSource) -> Result<(Snapshot, i64), StoreError> {
     let seq = store.latest_change_seq().await?;
+    let models = source.routes(store).await?;
     let keys = store.all_keys().await?;
     let teams = store.list_teams(None).await?;
     let orgs = org_balances(store).await?;
@@ -140,6 +176,7 @@ const COUNTER_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub async fn follow(
     store: Store,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    source: Arc<RouteSource>,
     mut seq: i64,
     every: Duration,
     counter_refresh: Option<Duration>,
@@ -161,7 +198,7 @@ pub async fn follow(
                 tracing::debug!(error = %e, "refreshing spend counters failed; retrying next interval");
             }
         }
-        match apply_once(&store, &snapshot, seq).await {
+        match apply_once(&store, &snapshot, &source, seq).await {
             Ok(next) => {
                 if failing {
                     tracing::info!("change feed reachable again");
@@ -181,7 +218,12 @@ pub async fn follow(
 
 /// One poll: reads pending changes, re-reads the changed keys, swaps the snapshot.
 /// Returns the new feed position.
-pub async fn apply_once(store: &Store, snapshot: &ArcSwap<Snapshot>, mut seq: i64) -> Result<i64, StoreError> {
+pub async fn apply_once(
+    store: &Store,
+    snapshot: &ArcSwap<Snapshot>,
+    source: &RouteSource,
+    mut seq: i64,
+) -> Result<i64, StoreError> {
     loop {
         let changes = store.changes_since(seq, FEED_PAGE).await?;
         let Some(last) = changes.last() else {
@@ -218,7 +260,10 @@ pub async fn apply_once(store: &Store, snapshot: &ArcSwap<Snapshot>, mut seq: i6
             // Credits changed: a handful of rows, re-read whole.
             patched = patched.with_org_changes(&org_balances(store).await?);
         }
-        if changes.iter().any(|c| c.entity == Entity::Model) {
+        if changes.iter().any(|c| c.entity == Entity::Routing) {
+            // Providers, models or channels changed: the routes are rebuilt whole.
+            patched = patched.with_models(source.routes(store).await?, &store.model_prices().await?);
+        } else if changes.iter().any(|c| c.entity == Entity::Model) {
             patched = patched.with_prices(&store.model_prices().await?);
         }
         snapshot.store(Arc::new(patched));

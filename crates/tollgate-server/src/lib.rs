@@ -55,7 +55,12 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
             max_output_tokens: m.max_output_tokens,
         })
         .collect();
-    let mut services = Services::new(store, config.key_format.clone(), Digester::new(&pepper)).with_catalog(catalog);
+    let digester = Digester::new(&pepper);
+    let routing = config::routing_setup(config, &digester)?;
+    let mut services = Services::new(store, config.key_format.clone(), digester)
+        .with_catalog(catalog)
+        .with_signup_policy(config.signup_policy)
+        .with_routing(routing);
     if let Some(k) = &config.reveal_key {
         services = services.with_reveal(tollgate_service::Sealer::new(&k.0).map_err(anyhow::Error::msg)?);
     }
@@ -96,7 +101,6 @@ impl Server {
         );
         let (usage, usage_rx) =
             tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, Arc::new(metrics));
-        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage).await?;
         let writer = usage_writer::UsageWriter {
             store: store.clone(),
             rx: usage_rx,
@@ -106,11 +110,16 @@ impl Server {
         };
         writer.replay_spill().await;
 
-        let health = tollgate_proxy::routing::Health::default();
-        let routes = feed::model_routes(&config, &health)?;
-        let (snapshot, seq) = feed::load(&store, routes).await.context("loading the snapshot")?;
+        let routing = services.routing.clone().context("the services carry the routing setup")?;
+        let source = Arc::new(feed::RouteSource {
+            config: config.clone(),
+            setup: routing,
+            health: tollgate_proxy::routing::Health::default(),
+        });
+        let (snapshot, seq) = feed::load(&store, &source).await.context("loading the snapshot")?;
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot).await?;
 
         let (shared, settler) = match &config.redis_url {
             Some(url) => {
@@ -138,6 +147,7 @@ impl Server {
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 first_byte_timeout: config.first_byte_timeout,
+                stream_idle_timeout: config.stream_idle_timeout,
                 failover_deadline: config.failover_deadline,
                 retry_base: config.retry_base,
                 breaker: tollgate_proxy::routing::BreakerPolicy {
@@ -176,6 +186,7 @@ impl Server {
         let feed_task = tokio::spawn(feed::follow(
             store.clone(),
             snapshot,
+            source,
             seq,
             config.change_poll_interval,
             counter_refresh,

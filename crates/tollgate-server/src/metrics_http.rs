@@ -3,19 +3,21 @@
 //! `[metrics] listen` is set — only on a listener of its own (keep it off the public
 //! port), or not at all when `[metrics] enabled = false`.
 //!
-//! A scrape renders from atomics and never touches the store, so it answers while the
-//! database is away.
+//! A scrape renders from atomics and the live snapshot (the channels' circuits) and never
+//! touches the store, so it answers while the database is away.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, header};
 use tokio::net::TcpListener;
-use tollgate_proxy::UsageSink;
+use tollgate_proxy::{Snapshot, UsageSink};
 
 use crate::config::MetricsConfig;
 
@@ -29,26 +31,41 @@ pub struct MetricsEndpoint {
 }
 
 /// Binds `[metrics] listen` now, so that a bad or busy address fails the start.
-pub async fn setup(config: &MetricsConfig, sink: &UsageSink) -> anyhow::Result<MetricsEndpoint> {
+/// `snapshot`: the data plane's, read at each scrape for the channel series.
+pub async fn setup(
+    config: &MetricsConfig,
+    sink: &UsageSink,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+) -> anyhow::Result<MetricsEndpoint> {
     if !config.enabled {
         return Ok(MetricsEndpoint { main_routes: Router::new(), own: None });
     }
+    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone() };
     let Some(addr) = config.listen else {
-        return Ok(MetricsEndpoint { main_routes: router(sink.clone()), own: None });
+        return Ok(MetricsEndpoint { main_routes: router(state), own: None });
     };
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "serving /metrics on its own listener");
-    let routes = router(sink.clone()).fallback(crate::not_found);
+    let routes = router(state).fallback(crate::not_found);
     Ok(MetricsEndpoint { main_routes: Router::new(), own: Some((listener, routes, bound)) })
 }
 
-fn router(sink: UsageSink) -> Router {
-    Router::new().route("/metrics", get(render)).with_state(sink)
+/// What a scrape reads.
+#[derive(Clone)]
+struct Scrape {
+    sink: UsageSink,
+    snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
-async fn render(State(sink): State<UsageSink>) -> Response {
-    let mut res = sink.render_metrics().into_response();
+fn router(state: Scrape) -> Router {
+    Router::new().route("/metrics", get(render)).with_state(state)
+}
+
+async fn render(State(scrape): State<Scrape>) -> Response {
+    let mut text = scrape.sink.render_metrics();
+    tollgate_proxy::metrics::render_channels(&mut text, &scrape.snapshot.load());
+    let mut res = text.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(tollgate_proxy::metrics::CONTENT_TYPE));
     res
 }

@@ -5,10 +5,12 @@
 mod audit;
 mod billing;
 mod ephemeral;
+mod invites;
 mod keys;
 mod models;
 mod principal;
 mod reveal;
+mod routing;
 mod settings;
 mod tenancy;
 mod usage;
@@ -19,16 +21,25 @@ use tollgate_store::{Store, StoreError};
 pub use audit::{AuditEntryView, AuditPage, ListAudit};
 pub use billing::{BillingSummary, Credit, LedgerView};
 pub use ephemeral::{DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, MAX_EPHEMERAL_TTL_SECS};
+pub use invites::{
+    DEFAULT_INVITE_TTL_HOURS, INVITE_PREFIX, InvitePreview, InviteView, MAX_INVITE_TTL_HOURS, NewInvite, SignedUp,
+    SignupPolicy, SignupRequest,
+};
 pub use keys::{CreatedKey, KeyList, KeyPatch, KeyView, ListKeys, MAX_ROTATION_GRACE_SECS, NewKey};
 pub use models::{CatalogModel, ModelView, PriceInput};
 pub use principal::{Actor, Principal, UserPrincipal};
 pub use reveal::Sealer;
+pub use routing::{
+    ChannelInput, ChannelPatch, ChannelView, ChannelsOfModel, ModelInput, ProviderInput, ProviderPatch, ProviderView,
+    RoutingRules, RoutingSetup,
+};
 pub use settings::SettingsInput;
 pub use tenancy::{
     ACCESS_TOKEN_PREFIX, MeView, MemberView, OrganizationView, SESSION_TTL_MS, TeamInput, TeamView, TokenView,
 };
 pub use usage::{
-    CSV_COLUMNS, DailyUsage, DailyView, ListUsage, MAX_DAILY_DAYS, UsageCsv, UsageFilters, UsagePage, UsageView,
+    BreakdownView, CSV_COLUMNS, DailyUsage, DailyView, ListUsage, MAX_BREAKDOWN, MAX_DAILY_DAYS, UsageBreakdown,
+    UsageCsv, UsageFilters, UsagePage, UsageView,
 };
 
 /// What a service call can fail with. Each variant maps to one HTTP status in the API and
@@ -100,11 +111,29 @@ pub struct Services {
     pub sealer: Option<std::sync::Arc<Sealer>>,
     /// The models the config declares, with their base prices.
     pub catalog: std::sync::Arc<Vec<CatalogModel>>,
+    /// Who may create an account (`[auth] signup`); `closed` unless set.
+    pub signup_policy: SignupPolicy,
+    /// The config's routing and the rules for managed routing (set by the server).
+    pub routing: Option<std::sync::Arc<routing::RoutingSetup>>,
 }
 
 impl Services {
     pub fn new(store: Store, key_format: KeyFormat, digester: Digester) -> Self {
-        Self { store, key_format, digester, sealer: None, catalog: Default::default() }
+        Self {
+            store,
+            key_format,
+            digester,
+            sealer: None,
+            catalog: Default::default(),
+            signup_policy: SignupPolicy::Closed,
+            routing: None,
+        }
+    }
+
+    /// Sets the sign-up policy.
+    pub fn with_signup_policy(mut self, policy: SignupPolicy) -> Self {
+        self.signup_policy = policy;
+        self
     }
 
     /// Turns reveal on: secrets minted from now on are also stored sealed.

@@ -1,5 +1,5 @@
 //! The public models and their prices: the config file declares the models and their
-//! base prices (the catalog, given at start); the operator may override a model's prices
+//! base prices (the catalog, given at start), the operator may add more (routing.rs); the operator may override a model's prices
 //! through the API or CLI — gateway-wide, so only the operator (admin token, CLI) may —
 //! and reset them to the config's. Every authenticated caller may read the list.
 
@@ -30,6 +30,8 @@ pub struct ModelView {
     pub price_per_image: MicroUsd,
     /// `config` or `api` (an override set through the API or CLI).
     pub price_source: &'static str,
+    /// Where the model is declared: `config` (the config file) or `api` (managed).
+    pub source: &'static str,
     pub max_output_tokens: u64,
 }
 
@@ -50,17 +52,33 @@ impl Services {
 
     pub async fn list_models(&self, _actor: &Actor) -> Result<Vec<ModelView>> {
         let overrides = self.store.model_prices().await?;
-        Ok(self
-            .catalog
+        let managed = self.store.routing_models().await?;
+        let config = self.catalog.iter().map(|m| (m.clone(), "config"));
+        let mut models: Vec<_> = config.chain(managed.iter().filter_map(managed_model).map(|m| (m, "api"))).collect();
+        models.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(models
             .iter()
-            .map(|m| view(m, overrides.iter().find(|(id, _)| *id == m.id).map(|(_, p)| *p)))
+            .map(|(m, source)| {
+                let mut v = view(m, overrides.iter().find(|(id, _)| *id == m.id).map(|(_, p)| *p));
+                v.source = source;
+                v
+            })
             .collect())
+    }
+
+    /// A model of the config file or managed through the API.
+    async fn find_model(&self, id: &str) -> Result<CatalogModel> {
+        if let Some(m) = self.catalog.iter().find(|m| m.id == id) {
+            return Ok(m.clone());
+        }
+        let managed = self.store.routing_models().await?;
+        managed.iter().filter(|m| m.id == id).find_map(managed_model).ok_or(ServiceError::NotFound)
     }
 
     /// Overrides a model's prices (operator only), audited as `model.price`.
     pub async fn set_model_price(&self, actor: &Actor, model_id: &str, input: PriceInput) -> Result<ModelView> {
         require_operator(actor)?;
-        let model = self.catalog.iter().find(|m| m.id == model_id).ok_or(ServiceError::NotFound)?;
+        let model = &self.find_model(model_id).await?;
         let current = self
             .store
             .model_prices()
@@ -88,7 +106,7 @@ impl Services {
     /// Back to the config file's prices (operator only), audited as `model.price_reset`.
     pub async fn reset_model_price(&self, actor: &Actor, model_id: &str) -> Result<ModelView> {
         require_operator(actor)?;
-        let model = self.catalog.iter().find(|m| m.id == model_id).ok_or(ServiceError::NotFound)?;
+        let model = &self.find_model(model_id).await?;
         let entry = actor
             .audit("", "model.price_reset", "model", model_id)
             .gateway_wide()
@@ -98,11 +116,21 @@ impl Services {
     }
 }
 
-fn require_operator(actor: &Actor) -> Result<()> {
+pub(crate) fn require_operator(actor: &Actor) -> Result<()> {
     match actor.principal {
         Principal::Operator => Ok(()),
         Principal::User(_) => Err(ServiceError::Forbidden("prices apply to every organization: operator only")),
     }
+}
+
+/// A managed model as the catalog describes models (`None`: an unknown type).
+fn managed_model(m: &tollgate_store::ModelRecord) -> Option<CatalogModel> {
+    Some(CatalogModel {
+        id: m.id.clone(),
+        model_type: ModelType::parse(&m.model_type)?,
+        pricing: m.pricing,
+        max_output_tokens: m.max_output_tokens,
+    })
 }
 
 fn view(m: &CatalogModel, over: Option<Pricing>) -> ModelView {
@@ -114,6 +142,7 @@ fn view(m: &CatalogModel, over: Option<Pricing>) -> ModelView {
         output_price_per_mtok: p.output_per_mtok,
         price_per_image: p.per_image,
         price_source: if over.is_some() { "api" } else { "config" },
+        source: "config",
         max_output_tokens: m.max_output_tokens,
     }
 }

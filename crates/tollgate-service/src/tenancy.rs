@@ -16,7 +16,7 @@ use crate::{Result, ServiceError, Services};
 /// The prefix of personal access tokens: distinct from API keys so neither can be used
 /// as the other.
 pub const ACCESS_TOKEN_PREFIX: &str = "tgp_";
-const MIN_PASSWORD: usize = 12;
+pub(crate) const MIN_PASSWORD: usize = 12;
 /// Dashboard sessions last 12 hours.
 pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
@@ -169,7 +169,7 @@ pub(crate) async fn verify_password(password: String, hash: String) -> bool {
     .unwrap_or(false)
 }
 
-fn normalize_email(email: &str) -> Result<String> {
+pub(crate) fn normalize_email(email: &str) -> Result<String> {
     let e = email.trim().to_lowercase();
     let valid =
         e.len() <= 254 && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
@@ -599,7 +599,12 @@ impl Services {
         Ok(verify_password(password, hash).await)
     }
 
-    async fn user_actor(&self, user_id: &str, org_id: &str, source_ip: Option<String>) -> Result<Option<Actor>> {
+    pub(crate) async fn user_actor(
+        &self,
+        user_id: &str,
+        org_id: &str,
+        source_ip: Option<String>,
+    ) -> Result<Option<Actor>> {
         let Some(role) = self.store.role_of(org_id, user_id).await? else { return Ok(None) };
         let team_ids = self.store.teams_of(user_id).await?;
         let principal = UserPrincipal { user_id: user_id.to_owned(), org_id: org_id.to_owned(), role, team_ids };

@@ -13,7 +13,10 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use tollgate_core::MicroUsd;
 use tollgate_core::time::{parse_rfc3339, to_rfc3339};
-use tollgate_store::{DailyQuery, KeyListQuery, KeySort, UsageQuery, UsageRow, UsageScope, UsageStatus};
+use tollgate_store::{
+    BreakdownBy, BreakdownQuery, BreakdownRank, DailyQuery, KeyListQuery, KeySort, UsageQuery, UsageRow, UsageScope,
+    UsageStatus,
+};
 
 use crate::principal::Actor;
 use crate::{MAX_PAGE, Page, Result, ServiceError, Services};
@@ -85,6 +88,11 @@ pub struct UsageView {
     pub billing_reason: String,
     /// The key's metadata when the request was made, as JSON.
     pub key_metadata: Option<serde_json::Value>,
+    /// Channels tried (failover); 0 when no upstream was called.
+    pub attempts: u32,
+    /// The channels tried, in order, as `provider/upstream_model`, comma-separated; the
+    /// last is the one that answered (or failed last).
+    pub channel: Option<String>,
 }
 
 impl UsageView {
@@ -115,6 +123,8 @@ impl UsageView {
             stream: r.stream,
             client_ip: r.client_ip,
             billing_reason: r.billing_reason,
+            attempts: r.attempts,
+            channel: r.channel,
         }
     }
 }
@@ -134,6 +144,38 @@ pub struct DailyUsage {
 pub struct DailyView {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: MicroUsd,
+    pub cost_micros: i64,
+}
+
+/// The top keys or models over a range of days, for the overview's charts. `from` and
+/// `to` are days as in [`DailyUsage`] (default: the last 30 days).
+#[derive(Debug, Clone, Default)]
+pub struct UsageBreakdown {
+    /// `key` or `model`.
+    pub by: String,
+    /// `spend` (the default) or `requests`: which total ranks the groups.
+    pub rank: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Default 10, at most [`MAX_BREAKDOWN`].
+    pub limit: Option<i64>,
+}
+
+/// The most groups one breakdown returns.
+pub const MAX_BREAKDOWN: i64 = 50;
+
+/// One key's or model's totals in a [`UsageBreakdown`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BreakdownView {
+    /// The key id, or the model id.
+    pub id: String,
+    /// The key's current name (`(deleted key)` once it is gone), or the model id.
+    pub label: String,
     pub requests: i64,
     pub errors: i64,
     pub prompt_tokens: i64,
@@ -238,6 +280,63 @@ impl Services {
         Ok(out)
     }
 
+    /// Totals per key or per model over a range of days, the largest first, read from the
+    /// daily aggregates within what the actor may see.
+    pub async fn usage_breakdown(&self, actor: &Actor, q: UsageBreakdown) -> Result<Vec<BreakdownView>> {
+        let by = match q.by.as_str() {
+            "key" => BreakdownBy::Key,
+            "model" => BreakdownBy::Model,
+            _ => return Err(ServiceError::invalid("by", "must be key or model")),
+        };
+        let rank = match q.rank.as_deref() {
+            None | Some("" | "spend") => BreakdownRank::Spend,
+            Some("requests") => BreakdownRank::Requests,
+            Some(_) => return Err(ServiceError::invalid("rank", "must be spend or requests")),
+        };
+        let limit = q.limit.unwrap_or(10);
+        if !(1..=MAX_BREAKDOWN).contains(&limit) {
+            return Err(ServiceError::invalid("limit", format!("must be from 1 to {MAX_BREAKDOWN}")));
+        }
+        let day = |field: &'static str, v: Option<&str>| {
+            v.filter(|v| !v.is_empty()).map(|v| instant(field, v).map(|ms| ms.div_euclid(MILLIS_PER_DAY))).transpose()
+        };
+        let today = tollgate_core::time::now_millis().div_euclid(MILLIS_PER_DAY);
+        let to_day = day("to", q.to.as_deref())?.unwrap_or(today);
+        let from_day = day("from", q.from.as_deref())?.unwrap_or(to_day - (DEFAULT_DAILY_DAYS - 1));
+        if from_day > to_day {
+            return Err(ServiceError::invalid("from", "must not be after to"));
+        }
+        if to_day - from_day >= MAX_DAILY_DAYS {
+            return Err(ServiceError::invalid("from", format!("the range may cover at most {MAX_DAILY_DAYS} days")));
+        }
+        let scope = self.usage_scope(actor).await?;
+        let query = BreakdownQuery { by, rank, org_id: scope.org_id, key_ids: scope.key_ids, from_day, to_day, limit };
+        let mut out = Vec::new();
+        for row in self.store.usage_breakdown(&query).await? {
+            let label = match by {
+                // Requests without a model (`/v1/models`, early rejections) group under "".
+                BreakdownBy::Model if row.group.is_empty() => "(no model)".to_owned(),
+                BreakdownBy::Model => row.group.clone(),
+                BreakdownBy::Key => match self.store.get_key(&row.group).await {
+                    Ok(key) => key.name,
+                    Err(tollgate_store::StoreError::NotFound) => "(deleted key)".to_owned(),
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            out.push(BreakdownView {
+                id: row.group,
+                label,
+                requests: row.requests,
+                errors: row.errors,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                cost_usd: row.cost,
+                cost_micros: row.cost.0,
+            });
+        }
+        Ok(out)
+    }
+
     /// The rows the actor may see at all.
     async fn usage_scope(&self, actor: &Actor) -> Result<UsageScope> {
         let Some(u) = actor.user_principal() else { return Ok(UsageScope::default()) };
@@ -334,6 +433,8 @@ pub const CSV_COLUMNS: &[&str] = &[
     "client_ip",
     "billing_reason",
     "key_metadata",
+    "attempts",
+    "channel",
 ];
 
 /// The header row, then the rows, batched into chunks; a store error is logged, yielded,
@@ -397,7 +498,9 @@ fn push_csv_row(out: &mut String, r: &UsageRow) {
     );
     text(out, r.client_ip.as_deref());
     text(out, Some(&r.billing_reason));
-    push_csv_text(out, r.key_metadata.as_deref().unwrap_or(""));
+    text(out, r.key_metadata.as_deref());
+    let _ = write!(out, "{},", r.attempts);
+    push_csv_text(out, r.channel.as_deref().unwrap_or(""));
     out.push_str("\r\n");
 }
 
@@ -494,13 +597,15 @@ mod tests {
             stream: true,
             client_ip: Some("::1".into()),
             billing_reason: "not_billed".into(),
+            attempts: 2,
+            channel: Some("a/x,b/y".into()),
         };
         let mut out = String::new();
         push_csv_row(&mut out, &row);
         assert_eq!(
             out,
             "7,1970-01-01T00:00:00.000Z,\"req,1\",,,,key_a,'=cmd,m,,/v1/chat/completions,429,rate_limit_exceeded,\
-             \"slow \"\"down\"\"\nplease\",3,5,8,1.234567,1234567,12,,true,::1,not_billed,\"{\"\"env\"\":\"\"prod\"\"}\"\r\n"
+             \"slow \"\"down\"\"\nplease\",3,5,8,1.234567,1234567,12,,true,::1,not_billed,\"{\"\"env\"\":\"\"prod\"\"}\",2,\"a/x,b/y\"\r\n"
         );
     }
 }

@@ -20,6 +20,8 @@ pub enum Entity {
     Org,
     /// A model's price was set or reset through the API.
     Model,
+    /// A provider, model or channel managed through the API changed: routes are rebuilt.
+    Routing,
 }
 
 impl Entity {
@@ -29,6 +31,7 @@ impl Entity {
             Self::Team => "team",
             Self::Org => "org",
             Self::Model => "model",
+            Self::Routing => "routing",
         }
     }
 
@@ -38,6 +41,7 @@ impl Entity {
             "team" => Some(Self::Team),
             "org" => Some(Self::Org),
             "model" => Some(Self::Model),
+            "routing" => Some(Self::Routing),
             _ => None,
         }
     }

@@ -10,10 +10,12 @@
 mod audit;
 mod billing;
 mod changes;
+mod invites;
 mod keys;
 mod migrate;
 mod notifications;
 mod prices;
+mod routing;
 mod tenancy;
 mod usage;
 mod usage_query;
@@ -27,12 +29,17 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditQuery, AuditRow};
 pub use billing::{Counters, LedgerEntry, LedgerKind, LedgerQuery, OrgMoney};
 pub use changes::{Change, Entity};
+pub use invites::Invite;
 pub use keys::{KeyListQuery, KeySort};
 pub use notifications::{
     AlertableKey, DeliveryOutcome, DeliveryRow, DeliveryStatus, DueDelivery, NewNotification, NotificationRow,
 };
+pub use routing::{ChannelRecord, ModelRecord, ProviderRecord};
 pub use tenancy::{Bootstrap, Session};
-pub use usage_query::{DailyQuery, DailyRow, UsageQuery, UsageRow, UsageScope, UsageStatus};
+pub use usage_query::{
+    BreakdownBy, BreakdownQuery, BreakdownRank, BreakdownRow, DailyQuery, DailyRow, UsageQuery, UsageRow, UsageScope,
+    UsageStatus,
+};
 
 /// What can go wrong in the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

@@ -61,6 +61,24 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_model_prices.sql"),
         postgres: include_str!("../migrations/postgres/0008_model_prices.sql"),
     },
+    Migration {
+        version: 9,
+        name: "routing",
+        sqlite: include_str!("../migrations/sqlite/0009_routing.sql"),
+        postgres: include_str!("../migrations/postgres/0009_routing.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "invites",
+        sqlite: include_str!("../migrations/sqlite/0010_invites.sql"),
+        postgres: include_str!("../migrations/postgres/0010_invites.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "usage_attempts",
+        sqlite: include_str!("../migrations/sqlite/0011_usage_attempts.sql"),
+        postgres: include_str!("../migrations/postgres/0011_usage_attempts.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

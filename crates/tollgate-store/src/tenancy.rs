@@ -400,7 +400,7 @@ async fn insert_org(tx: &mut sqlx::AnyConnection, org: &Organization) -> Result<
     Ok(())
 }
 
-async fn insert_user(tx: &mut sqlx::AnyConnection, user: &User, password_hash: &str) -> Result<()> {
+pub(crate) async fn insert_user(tx: &mut sqlx::AnyConnection, user: &User, password_hash: &str) -> Result<()> {
     sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&user.id)
         .bind(&user.email)
@@ -412,7 +412,13 @@ async fn insert_user(tx: &mut sqlx::AnyConnection, user: &User, password_hash: &
     Ok(())
 }
 
-async fn insert_membership(tx: &mut sqlx::AnyConnection, org: &str, user: &str, role: Role, at: i64) -> Result<()> {
+pub(crate) async fn insert_membership(
+    tx: &mut sqlx::AnyConnection,
+    org: &str,
+    user: &str,
+    role: Role,
+    at: i64,
+) -> Result<()> {
     sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
         .bind(org)
         .bind(user)

@@ -44,6 +44,10 @@ pub struct UsageRow {
     pub stream: bool,
     pub client_ip: Option<String>,
     pub billing_reason: String,
+    /// Channels tried (failover); 0 when no upstream was called.
+    pub attempts: u32,
+    /// The channels tried, in order, as `provider/upstream_model`, comma-separated.
+    pub channel: Option<String>,
 }
 
 /// Succeeded (HTTP status below 400) or failed.
@@ -106,6 +110,45 @@ pub struct DailyQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailyRow {
     pub day: i64,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: MicroUsd,
+}
+
+/// What [`Store::usage_breakdown`] groups the daily aggregates by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakdownBy {
+    Key,
+    Model,
+}
+
+/// Which total ranks the groups of a breakdown (the other breaks ties).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakdownRank {
+    Spend,
+    Requests,
+}
+
+/// The top `limit` keys or models over a day range (Unix day numbers, both inclusive),
+/// within what `org_id` / `key_ids` let the caller see.
+#[derive(Debug, Clone)]
+pub struct BreakdownQuery {
+    pub by: BreakdownBy,
+    pub rank: BreakdownRank,
+    pub org_id: Option<String>,
+    pub key_ids: Option<Vec<String>>,
+    pub from_day: i64,
+    pub to_day: i64,
+    pub limit: i64,
+}
+
+/// One key's or model's totals over a [`BreakdownQuery`]'s range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakdownRow {
+    /// The key id or the model id.
+    pub group: String,
     pub requests: i64,
     pub errors: i64,
     pub prompt_tokens: i64,
@@ -281,6 +324,53 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Totals per key or per model from the daily aggregates, the largest first: one
+    /// grouped query over at most a range of days, bounded by `limit`.
+    pub async fn usage_breakdown(&self, q: &BreakdownQuery) -> Result<Vec<BreakdownRow>> {
+        let mut w = Where::new();
+        w.and("day >=", Bind::Int(q.from_day));
+        w.and("day <=", Bind::Int(q.to_day));
+        if let Some(org) = &q.org_id {
+            w.and("org_id =", Bind::Text(org.clone()));
+        }
+        if let Some(ids) = &q.key_ids
+            && !w.and_in("key_id", ids)
+        {
+            return Ok(Vec::new());
+        }
+        let column = match q.by {
+            BreakdownBy::Key => "key_id",
+            BreakdownBy::Model => "model",
+        };
+        let order = match q.rank {
+            BreakdownRank::Spend => "total_cost DESC, total_requests DESC",
+            BreakdownRank::Requests => "total_requests DESC, total_cost DESC",
+        };
+        let limit = w.param(Bind::Int(q.limit));
+        let sql = format!(
+            "SELECT {column} AS grp, CAST(SUM(requests) AS BIGINT) AS total_requests, \
+             CAST(SUM(errors) AS BIGINT) AS total_errors, CAST(SUM(prompt_tokens) AS BIGINT) AS total_prompt, \
+             CAST(SUM(completion_tokens) AS BIGINT) AS total_completion, CAST(SUM(cost_micros) AS BIGINT) AS total_cost \
+             FROM usage_daily{} GROUP BY {column} ORDER BY {order}, grp LIMIT {limit}",
+            w.sql
+        );
+        let rows = w.bind_to(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BreakdownRow {
+                    group: r.try_get("grp")?,
+                    requests: r.try_get("total_requests")?,
+                    errors: r.try_get("total_errors")?,
+                    prompt_tokens: r.try_get("total_prompt")?,
+                    completion_tokens: r.try_get("total_completion")?,
+                    cost: MicroUsd(r.try_get("total_cost")?),
+                })
+            })
+            .collect()
+    }
+}
+
 fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
     let opt_u64 = |c: &str| -> Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(to_u64)) };
     Ok(UsageRow {
@@ -308,5 +398,7 @@ fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
         stream: row.try_get::<i64, _>("stream")? != 0,
         client_ip: row.try_get("client_ip")?,
         billing_reason: row.try_get("billing_reason")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        channel: row.try_get("channel")?,
     })
 }

@@ -83,6 +83,7 @@ on_every_backend!(
     alertable_keys_have_an_expiry_a_budget_or_a_quota,
     the_ledger_sums_to_the_balance_and_usage_is_counted_once,
     model_prices_override_and_reset,
+    invites_are_listed_while_pending_and_accepted_once,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -726,4 +727,70 @@ async fn model_prices_override_and_reset(s: &Store) {
     assert!(s.model_prices().await.expect("read").is_empty());
     let feed = s.changes_since(0, 100).await.expect("feed");
     assert_eq!(feed.iter().filter(|c| c.entity == Entity::Model).count(), 3);
+}
+
+async fn invites_are_listed_while_pending_and_accepted_once(s: &Store) {
+    let org = Organization { id: "org_i".into(), name: "Invites".into(), created_at: 1 };
+    let team = Team {
+        id: "team_i".into(),
+        org_id: org.id.clone(),
+        name: "default".into(),
+        settings: TeamSettings::default(),
+        created_at: 1,
+    };
+    let owner = User { id: "usr_owner".into(), email: "owner@i.test".into(), created_at: 1 };
+    s.create_organization(&Bootstrap { org: &org, team: &team, owner: &owner, password_hash: "h" }, false)
+        .await
+        .unwrap();
+    let invite = |id: &str, byte: u8, expires_at: i64| tollgate_store::Invite {
+        id: id.into(),
+        org_id: org.id.clone(),
+        email: Some("new@i.test".into()),
+        role: Role::Admin,
+        team_id: Some(team.id.clone()),
+        digest: KeyDigest([byte; 32]),
+        created_by: owner.id.clone(),
+        created_at: 10,
+        expires_at,
+        accepted_at: None,
+        accepted_by: None,
+    };
+    let live = invite("inv_live", 1, 1_000);
+    s.insert_invite(&live, &audit("invite.create")).await.unwrap();
+    s.insert_invite(&invite("inv_old", 2, 50), &audit("invite.create")).await.unwrap();
+    let same_digest = s.insert_invite(&invite("inv_dup", 1, 1_000), &audit("invite.create")).await;
+    assert!(matches!(same_digest, Err(StoreError::Conflict)), "{same_digest:?}");
+    assert_eq!(s.find_invite(&KeyDigest([1; 32])).await.unwrap(), live);
+    let pending: Vec<String> = s.list_pending_invites(&org.id, 100).await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(pending, ["inv_live"], "expired ones are not pending");
+
+    // Accepting creates the user with the invitation's role and team, once.
+    let user = User { id: "usr_new".into(), email: "new@i.test".into(), created_at: 100 };
+    s.accept_invite(&live, &user, "h2", &audit("user.signup")).await.unwrap();
+    assert_eq!(s.role_of(&org.id, &user.id).await.unwrap(), Some(Role::Admin));
+    assert_eq!(s.teams_of(&user.id).await.unwrap(), ["team_i"]);
+    let found = s.find_invite(&KeyDigest([1; 32])).await.unwrap();
+    assert_eq!((found.accepted_at, found.accepted_by.as_deref()), (Some(100), Some("usr_new")));
+    let second = User { id: "usr_second".into(), email: "second@i.test".into(), created_at: 101 };
+    assert!(matches!(s.accept_invite(&live, &second, "h", &audit("user.signup")).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.get_user(&second.id).await, Err(StoreError::NotFound)), "no user from a used invitation");
+    assert!(s.list_pending_invites(&org.id, 100).await.unwrap().is_empty());
+
+    // An expired one cannot be accepted; a taken email leaves the invitation unused.
+    let late = User { id: "usr_late".into(), email: "late@i.test".into(), created_at: 60 };
+    assert!(matches!(
+        s.accept_invite(&invite("inv_old", 2, 50), &late, "h", &audit("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    let fresh = invite("inv_fresh", 3, 1_000);
+    s.insert_invite(&fresh, &audit("invite.create")).await.unwrap();
+    let taken = User { id: "usr_taken".into(), email: "owner@i.test".into(), created_at: 100 };
+    assert!(matches!(s.accept_invite(&fresh, &taken, "h", &audit("x")).await, Err(StoreError::Conflict)));
+    assert!(s.find_invite(&KeyDigest([3; 32])).await.unwrap().accepted_at.is_none());
+
+    // Revocation deletes an unused one of the same organization only.
+    assert!(matches!(s.delete_invite("org_other", "inv_fresh", &audit("x")).await, Err(StoreError::NotFound)));
+    s.delete_invite(&org.id, "inv_fresh", &audit("invite.revoke")).await.unwrap();
+    assert!(matches!(s.find_invite(&KeyDigest([3; 32])).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_invite(&org.id, "inv_live", &audit("x")).await, Err(StoreError::NotFound)), "used");
 }

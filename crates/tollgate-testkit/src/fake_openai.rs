@@ -91,6 +91,9 @@ pub enum Behavior {
     /// For streams: send the opening events and this many content chunks, then abort the
     /// connection (no finish chunk, no usage, no `[DONE]`). Non-streams are unaffected.
     BreakStreamAfter(usize),
+    /// For streams: send the opening events and this many content chunks, then fall silent
+    /// with the connection open (a hung upstream). Non-streams are unaffected.
+    StallStreamAfter(usize),
     /// Accept the TCP connection and close it without answering (a request already read on
     /// a kept-alive connection is recorded, then the connection is closed).
     CloseConnection,
@@ -798,6 +801,9 @@ fn stream_response(frames: Vec<Bytes>, preface: usize, content: usize, behavior:
         _ => (None, None),
     };
     let mut response = fake_server::stream_response(frames, preface + 1, delay, break_after, EVENT_STREAM);
+    if let Behavior::StallStreamAfter(n) = behavior {
+        response = fake_server::stall_after(response, preface + (*n).min(content));
+    }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

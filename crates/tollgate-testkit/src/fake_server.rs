@@ -237,10 +237,20 @@ pub(crate) fn stream_response(
         delay,
         break_after,
         flushed_before_break: false,
+        stall_after: None,
         sleep: None,
     };
     let mut response = Response::new(FakeBody::Scripted(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Makes a paced event stream fall silent after `frames` frames: the connection stays open
+/// and the body neither ends nor fails (an upstream that hangs mid-stream).
+pub(crate) fn stall_after(mut response: Response<FakeBody>, frames: usize) -> Response<FakeBody> {
+    if let FakeBody::Scripted(body) = response.body_mut() {
+        body.stall_after = Some(frames);
+    }
     response
 }
 
@@ -259,6 +269,8 @@ pub(crate) struct ScriptedBody {
     delay: Option<Duration>,
     break_after: Option<usize>,
     flushed_before_break: bool,
+    /// After this many frames nothing more is sent, and the body never ends.
+    stall_after: Option<usize>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -276,7 +288,9 @@ impl Body for FakeBody {
     fn is_end_stream(&self) -> bool {
         match self {
             FakeBody::Full(data) => data.is_none(),
-            FakeBody::Scripted(body) => body.frames.is_empty() && body.break_after.is_none(),
+            FakeBody::Scripted(body) => {
+                body.frames.is_empty() && body.break_after.is_none() && body.stall_after.is_none()
+            }
         }
     }
 
@@ -302,6 +316,10 @@ impl ScriptedBody {
             self.break_after = None;
             self.frames.clear();
             return Poll::Ready(Some(Err(io::Error::other("fake upstream: stream broken on purpose"))));
+        }
+        if self.stall_after == Some(self.sent) {
+            // Never woken: silent until the client gives up (hyper has flushed what was sent).
+            return Poll::Pending;
         }
         if self.frames.is_empty() {
             return Poll::Ready(None);

@@ -7,6 +7,7 @@ mod billing;
 pub mod channels;
 mod dashboard;
 mod error;
+mod invites;
 mod keys;
 mod models;
 pub mod openapi;
@@ -60,11 +61,13 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/auth/token", axum::routing::post(tenancy::token_for_password))
         .route("/api/v1/auth/login", axum::routing::post(session::login))
+        .route("/api/v1/auth/signup", axum::routing::post(invites::signup))
         .route("/api/v1/auth/logout", axum::routing::post(session::logout))
         .nest(
             "/api/v1",
             keys::routes()
                 .merge(tenancy::routes())
+                .merge(invites::routes())
                 .merge(billing::routes())
                 .merge(channels::routes())
                 .merge(models::routes())

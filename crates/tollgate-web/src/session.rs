@@ -85,7 +85,7 @@ where
     Ok(result)
 }
 
-fn is_tls(state: &WebState, req_headers: &HeaderMap, peer: Option<&PeerAddr>) -> bool {
+pub(crate) fn is_tls(state: &WebState, req_headers: &HeaderMap, peer: Option<&PeerAddr>) -> bool {
     let from_trusted_proxy = peer.is_some_and(|p| state.trusted_proxies.iter().any(|n| n.contains(p.0.ip())));
     state.secure_cookies
         || (from_trusted_proxy
@@ -95,7 +95,7 @@ fn is_tls(state: &WebState, req_headers: &HeaderMap, peer: Option<&PeerAddr>) ->
                 .is_some_and(|v| v.eq_ignore_ascii_case("https")))
 }
 
-fn cookie(value: &str, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
+pub(crate) fn cookie(value: &str, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"

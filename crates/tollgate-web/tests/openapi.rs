@@ -71,10 +71,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("/tokens", "get"),
     ("/tokens", "post"),
     ("/tokens/{id}", "delete"),
+    ("/invites", "get"),
+    ("/invites", "post"),
+    ("/invites/{id}", "delete"),
+    ("/auth/signup", "post"),
 ];
 
 /// Served without credentials; everything else takes a bearer token or the session cookie.
-const PUBLIC: &[&str] = &["/openapi.json", "/healthz", "/readyz", "/auth/token", "/auth/login", "/auth/logout"];
+const PUBLIC: &[&str] =
+    &["/openapi.json", "/healthz", "/readyz", "/auth/token", "/auth/login", "/auth/logout", "/auth/signup"];
 /// The dashboard's HTML pages and assets (`src/dashboard/`): served at the root, outside
 /// the API and its document; listed here so that a page route cannot slip in unnoticed
 /// and an API route cannot hide among them.
@@ -82,8 +87,11 @@ const DASHBOARD: &[(&str, &str)] = &[
     ("/", "get"),
     ("/dashboard", "get"),
     ("/dashboard/login", "get"),
+    ("/dashboard/signup", "get"),
     ("/dashboard/keys", "get"),
     ("/dashboard/usage", "get"),
+    ("/dashboard/usage/{request_id}", "get"),
+    ("/dashboard/account", "get"),
     ("/dashboard/billing", "get"),
     ("/dashboard/playground", "get"),
     ("/dashboard/playground/run", "post"),
@@ -92,6 +100,8 @@ const DASHBOARD: &[(&str, &str)] = &[
     ("/dashboard/audit", "get"),
     ("/dashboard/assets/app.css", "get"),
     ("/dashboard/assets/app.js", "get"),
+    ("/dashboard/assets/signup.js", "get"),
+    ("/dashboard/assets/keys.js", "get"),
 ];
 /// Outside `/api/v1`: documented with the server root.
 const AT_ROOT: &[&str] = &["/healthz", "/readyz"];
@@ -873,6 +883,41 @@ fn assert_cleared(res: &Answer, path: &str) {
 }
 
 /// An RFC 3339 time, as every time in the API is.
+/// Invitations and the public sign-up answer as documented: every field of an
+/// invitation, the one-time token and link, and the signed-up user with its session.
+#[tokio::test]
+async fn invite_and_signup_answers_match_their_schemas() {
+    let (addr, _dir) = serve().await;
+    let admin = Some(ADMIN);
+    let create = json!({ "email": "Invited@Test.local", "role": "member", "ttl_hours": 24 });
+    conforms("InviteCreate", &create);
+    let created = api(addr, "post", "/invites", &[], admin, &create.to_string()).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    conforms("InviteWithToken", &created.json());
+    let mut view = created.json();
+    let token = view.as_object_mut().unwrap().remove("token").unwrap().as_str().unwrap().to_owned();
+    assert_eq!(view.as_object_mut().unwrap().remove("url"), Some(json!(format!("/dashboard/signup?invite={token}"))));
+    same_fields("Invite", &view);
+    assert!(rfc3339(&view["expires_at"]) && rfc3339(&view["created_at"]), "{view}");
+    let list = api(addr, "get", "/invites", &[], admin, "").await;
+    conforms("InviteList", &list.json());
+    same_fields("Invite", &list.json()["data"][0]);
+
+    let closed = json!({ "email": "stranger@test.local", "password": "a long stranger password" });
+    conforms("SignUp", &closed);
+    let refused = api(addr, "post", "/auth/signup", &[], None, &closed.to_string()).await;
+    assert_eq!(refused.status, 403, "the default policy is closed");
+    conforms("Error", &refused.json());
+    let body = json!({ "email": "invited@test.local", "password": "a long invited password", "invite": token });
+    conforms("SignUp", &body);
+    let signed = api(addr, "post", "/auth/signup", &[], None, &body.to_string()).await;
+    assert_eq!(signed.status, 201, "{}", String::from_utf8_lossy(&signed.body));
+    same_fields("SignedUp", &signed.json());
+    assert!(signed.header("set-cookie").is_some_and(|c| c.starts_with("tg_session=")));
+    let again = api(addr, "post", "/auth/signup", &[], None, &body.to_string()).await;
+    assert_eq!((again.status, again.json()["error"]["param"].clone()), (400, json!("invite")));
+}
+
 fn rfc3339(v: &Value) -> bool {
     v.as_str().and_then(tollgate_core::time::parse_rfc3339).is_some()
 }

@@ -6,7 +6,9 @@
 //! `TOLLGATE_<SECTION>__<FIELD>` for nested ones (`TOLLGATE_UPSTREAM__CONNECT_TIMEOUT_MS`).
 //! Values are typed by the field they override. Providers and models come from the file.
 
+mod auth;
 mod env;
+mod managed;
 mod notifications;
 mod providers;
 mod raw;
@@ -14,6 +16,8 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
+pub use auth::RawAuth;
+pub use managed::{kind_name, routing_setup, with_managed};
 pub use notifications::{NotificationsConfig, SmtpConfig, WebhookConfig, valid_email_address};
 pub use raw::{
     RawBilling, RawChangeFeed, RawChannel, RawConfig, RawKeys, RawLimits, RawMetrics, RawModel, RawNotifications,
@@ -54,8 +58,12 @@ pub struct Config {
     pub reveal_key: Option<RevealKey>,
     pub trusted_proxies: Vec<tollgate_core::scope::IpNet>,
     pub secure_cookies: bool,
+    /// `[auth] signup`: who may create an account.
+    pub signup_policy: tollgate_service::SignupPolicy,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
+    /// The longest silence between two chunks of an upstream response.
+    pub stream_idle_timeout: Duration,
     pub failover_deadline: Duration,
     pub retry_base: Duration,
     pub breaker_failures: u32,
@@ -235,12 +243,14 @@ pub fn validate(
     let max_body_bytes = positive("max_body_bytes", raw.max_body_bytes);
     let connect_timeout = positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms);
     let first_byte_timeout = positive("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms);
+    let stream_idle_timeout = positive("upstream.stream_idle_timeout_ms", raw.upstream.stream_idle_timeout_ms);
     let batch = positive("usage.batch_size", raw.usage.batch_size);
     let flush = positive("usage.flush_interval_ms", raw.usage.flush_interval_ms);
     let capacity = positive("usage.queue_capacity", raw.usage.queue_capacity);
     let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
     let notifications = notifications_config(&raw.notifications, &mut errors);
     let metrics = metrics_config(&raw.metrics, listen, &mut errors);
+    let signup_policy = auth::signup_policy(&raw.auth, &mut errors);
 
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.trusted_proxies.iter().enumerate() {
@@ -278,8 +288,10 @@ pub fn validate(
         reveal_key,
         trusted_proxies,
         secure_cookies: raw.secure_cookies,
+        signup_policy,
         connect_timeout: Duration::from_millis(connect_timeout),
         first_byte_timeout: Duration::from_millis(first_byte_timeout),
+        stream_idle_timeout: Duration::from_millis(stream_idle_timeout),
         failover_deadline: Duration::from_millis(raw.upstream.failover_deadline_ms),
         retry_base: Duration::from_millis(raw.upstream.retry_base_ms),
         breaker_failures: raw.upstream.breaker_failures,

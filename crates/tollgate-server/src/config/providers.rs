@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tollgate_core::Secret;
 use tollgate_core::model::ModelType;
+use tollgate_core::model::valid_route_name as valid_name;
 use tollgate_core::money::{MicroUsd, Pricing};
 
 use super::{ChannelConfig, Credentials, ModelConfig, ProviderConfig, ProviderConfigKind, RawModel, RawProvider};
@@ -14,7 +15,7 @@ const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 const GEMINI_API_VERSION: &str = "v1beta";
 
 /// The built-in demo provider (when `demo` is on) and the configured providers, checked.
-pub(super) fn provider_configs(
+pub(crate) fn provider_configs(
     raw: &[RawProvider],
     demo: bool,
     lookup_env: &dyn Fn(&str) -> Option<String>,
@@ -200,7 +201,7 @@ pub(super) fn model_configs(
     }
     for (i, m) in raw.iter().enumerate() {
         let at = format!("models[{i}]");
-        if m.id.is_empty() || m.id.len() > 256 || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !tollgate_core::model::valid_model_id(&m.id) {
             errors.push(format!("{at}.id: must be 1-256 characters without spaces"));
         }
         if models.iter().any(|q| q.id == m.id) {
@@ -226,26 +227,9 @@ pub(super) fn model_configs(
                 errors.push(format!("{at}.channels[{j}].provider: no provider named {:?}", c.provider));
             }
             let upstream_model = c.model.clone().unwrap_or_else(|| m.id.clone());
-            // A Gemini model name becomes a path segment of the provider's URLs.
-            let gemini =
-                providers.iter().any(|p| p.name == c.provider && matches!(p.kind, ProviderConfigKind::Gemini { .. }));
-            if let (true, Err(msg)) = (gemini, tollgate_proxy::GeminiUpstream::check_model(&upstream_model)) {
-                errors.push(format!("{at}.channels[{j}].model: {msg}"));
-            }
-            // An Azure channel's model is the deployment name, a path segment of its URLs.
-            let azure =
-                providers.iter().any(|p| p.name == c.provider && matches!(p.kind, ProviderConfigKind::Azure { .. }));
-            if let (true, Err(msg)) = (azure, tollgate_proxy::AzureUpstream::check_deployment(&upstream_model)) {
-                errors.push(format!("{at}.channels[{j}].model: {msg}"));
-            }
-            if !(1..=1000).contains(&c.weight) {
-                errors.push(format!("{at}.channels[{j}].weight: must be between 1 and 1000"));
-            }
-            for g in &c.groups {
-                if !valid_name(g) {
-                    errors
-                        .push(format!("{at}.channels[{j}].groups: {g:?} is not a group name (letters, digits, - _ .)"));
-                }
+            let kind = providers.iter().find(|p| p.name == c.provider).map(|p| &p.kind);
+            for (field, msg) in channel_problems(kind, &upstream_model, c.weight, &c.groups) {
+                errors.push(format!("{at}.channels[{j}].{field}: {msg}"));
             }
             let groups = if c.groups.is_empty() { vec!["default".to_owned()] } else { c.groups.clone() };
             channels.push(ChannelConfig {
@@ -263,6 +247,37 @@ pub(super) fn model_configs(
         models.push(ModelConfig { id: m.id.clone(), model_type: m.model_type, pricing, max_output_tokens, channels });
     }
     models
+}
+
+/// What is wrong with a channel served by a provider of `kind`, as (field, message).
+pub(super) fn channel_problems(
+    kind: Option<&ProviderConfigKind>,
+    upstream_model: &str,
+    weight: u32,
+    groups: &[String],
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    // A Gemini model name and an Azure deployment become path segments of their URLs.
+    let checked = match kind {
+        Some(ProviderConfigKind::Gemini { .. }) => tollgate_proxy::GeminiUpstream::check_model(upstream_model),
+        Some(ProviderConfigKind::Azure { .. }) => tollgate_proxy::AzureUpstream::check_deployment(upstream_model),
+        _ => Ok(()),
+    };
+    if let Err(msg) = checked {
+        out.push(("model", msg));
+    }
+    if upstream_model.is_empty() || upstream_model.len() > 256 {
+        out.push(("model", "must be 1-256 characters".to_owned()));
+    }
+    if !(1..=1000).contains(&weight) {
+        out.push(("weight", "must be between 1 and 1000".to_owned()));
+    }
+    for g in groups {
+        if !valid_name(g) {
+            out.push(("groups", format!("{g:?} is not a group name (letters, digits, - _ .)")));
+        }
+    }
+    out
 }
 
 /// `api_key` or the variable named by `api_key_env` (empty when neither is given).
@@ -313,10 +328,6 @@ fn provider_headers(p: &RawProvider, at: &str, errors: &mut Vec<String>) -> Vec<
         errors.push(format!("{at}.headers: {m}"));
     }
     out
-}
-
-fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `http(s)://host[:port][/path]` without credentials, query or fragment; no trailing `/`.

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub secure_cookies: bool,
     /// Redis for limits and budgets shared by several instances (`TOLLGATE_REDIS_URL`).
     pub redis_url: Option<Secret>,
+    /// Sign-up policy (`[auth] signup`).
+    pub auth: super::auth::RawAuth,
     pub keys: RawKeys,
     pub upstream: RawUpstream,
     pub usage: RawUsage,
@@ -60,6 +62,7 @@ impl Default for RawConfig {
             trusted_proxies: Vec::new(),
             secure_cookies: false,
             redis_url: None,
+            auth: Default::default(),
             keys: RawKeys::default(),
             upstream: RawUpstream::default(),
             usage: RawUsage::default(),
@@ -102,6 +105,9 @@ impl Default for RawKeys {
 pub struct RawUpstream {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
+    /// The longest silence between two chunks of an upstream response (a stream that
+    /// keeps sending is never cut); past it the response ends as interrupted.
+    pub stream_idle_timeout_ms: u64,
     /// Every attempt of one request (failover across channels) ends by this time.
     pub failover_deadline_ms: u64,
     /// Backoff before the second attempt; doubles, with full jitter, up to 2 s.
@@ -116,6 +122,7 @@ impl Default for RawUpstream {
         Self {
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 300_000,
             failover_deadline_ms: 600_000,
             retry_base_ms: 100,
             breaker_failures: 5,

@@ -1,18 +1,58 @@
-//! `fake-upstream [--listen ADDR] [--no-record]`: runs [`FakeOpenAi`] with `Behavior::Normal`
-//! as a standalone process (the benchmark's upstream). Prints exactly one line,
-//! `listening on http://IP:PORT`, once it accepts connections, then serves until killed.
+//! `fake-upstream [--listen ADDR] [--no-record] [--anthropic]`: runs [`FakeOpenAi`] (or,
+//! with `--anthropic`, [`FakeAnthropic`]: the Messages API, JSON answers with usage) with
+//! its normal behavior as a standalone process (the benchmark's upstream). Prints exactly
+//! one line, `listening on http://IP:PORT`, once it accepts connections, then serves until
+//! killed.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use tollgate_testkit::fake_openai::{FakeOpenAi, Options};
+use tollgate_testkit::fake_anthropic::{self, FakeAnthropic};
+use tollgate_testkit::fake_openai::{self, FakeOpenAi};
 
-const USAGE: &str = "usage: fake-upstream [--listen ADDR] [--no-record]";
+const USAGE: &str = "usage: fake-upstream [--listen ADDR] [--no-record] [--anthropic]";
+
+/// What the command line asks for.
+struct Args {
+    listen: Option<SocketAddr>,
+    record: bool,
+    anthropic: bool,
+}
+
+/// Either fake, kept alive while it serves.
+enum Running {
+    OpenAi(FakeOpenAi),
+    Anthropic(FakeAnthropic),
+}
+
+impl Running {
+    async fn start(args: &Args) -> std::io::Result<Self> {
+        if args.anthropic {
+            let mut options = fake_anthropic::Options { record: args.record, ..Default::default() };
+            if let Some(listen) = args.listen {
+                options.listen = listen;
+            }
+            return FakeAnthropic::start_with(options).await.map(Self::Anthropic);
+        }
+        let mut options = fake_openai::Options { record: args.record, ..Default::default() };
+        if let Some(listen) = args.listen {
+            options.listen = listen;
+        }
+        FakeOpenAi::start_with(options).await.map(Self::OpenAi)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::OpenAi(fake) => fake.addr(),
+            Self::Anthropic(fake) => fake.addr(),
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(options) => options,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("fake-upstream: {message}\n{USAGE}");
             return ExitCode::from(2);
@@ -26,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let fake = match FakeOpenAi::start_with(options).await {
+        let fake = match Running::start(&args).await {
             Ok(fake) => fake,
             Err(err) => {
                 eprintln!("fake-upstream: cannot listen: {err}");
@@ -45,19 +85,21 @@ fn main() -> ExitCode {
     })
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut options = Options::default();
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args { listen: None, record: true, anthropic: false };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
                 let value = args.next().ok_or("--listen needs an address")?;
-                options.listen =
+                let addr =
                     value.parse::<SocketAddr>().map_err(|err| format!("bad --listen address {value:?}: {err}"))?;
+                parsed.listen = Some(addr);
             }
-            "--no-record" => options.record = false,
+            "--no-record" => parsed.record = false,
+            "--anthropic" => parsed.anthropic = true,
             "-h" | "--help" => return Err("help requested".to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(options)
+    Ok(parsed)
 }

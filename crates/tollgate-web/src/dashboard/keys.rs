@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use tollgate_service::{DailyUsage, KeyView, ListKeys, MAX_DAILY_DAYS};
 
+use super::keys_dialogs::{KeyFormChoices, confirm_dialog, detail_dialog, key_dialog, reveal_dialog, secret_dialog};
 use super::{Ctx, Nav, alert, day, icon_copy, icon_trash, layout, query_string, status_badge, usd, when};
 use crate::WebState;
 
@@ -72,15 +73,28 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
         .await
         .map(|days| days.iter().map(|d| d.requests).sum())
         .unwrap_or(0);
-    let owners: HashMap<String, String> = if ctx.manages {
-        services
-            .list_members(&ctx.actor)
-            .await
-            .map(|m| m.into_iter().map(|m| (m.id, m.email)).collect())
-            .unwrap_or_default()
+    let members: Option<Vec<(String, String)>> = if ctx.manages {
+        services.list_members(&ctx.actor).await.ok().map(|m| m.into_iter().map(|m| (m.id, m.email)).collect())
     } else {
-        HashMap::from([(ctx.actor.id.clone(), ctx.user_label.clone())])
+        None
     };
+    let owners: HashMap<String, String> = match &members {
+        Some(m) => m.iter().cloned().collect(),
+        None => HashMap::from([(ctx.actor.id.clone(), ctx.user_label.clone())]),
+    };
+    let teams = services
+        .list_teams(&ctx.actor)
+        .await
+        .map(|t| t.into_iter().map(|t| (t.id, t.name)).collect())
+        .unwrap_or_default();
+    let choices = KeyFormChoices {
+        owners: members,
+        me: ctx.actor.id.clone(),
+        teams,
+        providers: provider_names(&state),
+        reveal: services.sealer.is_some(),
+    };
+    let by_name = q.sort.as_deref().is_none_or(|s| s.is_empty() || s == "name");
     let filtered =
         q.search.as_deref().is_some_and(|s| !s.is_empty()) || q.status.as_deref().is_some_and(|s| !s.is_empty());
     let actions = html! { button.btn.btn-primary #open-create type="button" { "+ Create Key" } };
@@ -113,6 +127,8 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                 }
             }
             Ok(list) => {
+                // Sorted by name, a page with environment-named keys heads each run of them.
+                @let grouped = by_name && list.data.iter().any(|k| environment(&k.name).is_some());
                 div.table-wrap {
                     table.data #keys-table {
                         thead { tr {
@@ -129,10 +145,22 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                             th { span.sr-only { "Actions" } }
                         } }
                         tbody {
-                            @for k in &list.data { (row(k, &owners, total_requests)) }
+                            @for (i, k) in list.data.iter().enumerate() {
+                                @let env = environment(&k.name);
+                                @if grouped && (i == 0 || environment(&list.data[i - 1].name) != env) {
+                                    tr.group-row data-environment=(env.unwrap_or("other")) {
+                                        th colspan="11" scope="rowgroup" {
+                                            @if let Some(env) = env { span.env-tag { (env) } " environment" } @else { "Other keys" }
+                                        }
+                                    }
+                                }
+                                (row(k, &owners, total_requests, !grouped))
+                            }
                         }
                     }
                 }
+                p.hint.table-note { "Keys named " code { "prod-…" } ", " code { "staging-…" } " or " code { "dev-…" }
+                    " (or " code { "prod/…" } ") are grouped by environment when sorted by name." }
                 div.pager {
                     @if q.cursor.is_some() { a.btn href=(q.href(q.sort.as_deref(), q.order.as_deref(), None)) { "← First page" } }
                     @if let Some(next) = &list.next_cursor {
@@ -141,9 +169,10 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                 }
             }
         }
-        (create_dialog())
+        (key_dialog(&choices))
         (secret_dialog())
-        (detail_dialog())
+        (detail_dialog(choices.reveal))
+        @if choices.reveal { (reveal_dialog()) }
         (confirm_dialog())
     };
     layout(&ctx, Nav::Keys, "API Keys", actions, body)
@@ -170,13 +199,17 @@ fn sort_th(q: &KeysQuery, label: &str, sort: Option<&str>) -> Markup {
     }
 }
 
-fn row(k: &KeyView, owners: &HashMap<String, String>, total_requests: i64) -> Markup {
+/// A key's row; `env_tag`: mark its environment by the name (when no group heading does).
+fn row(k: &KeyView, owners: &HashMap<String, String>, total_requests: i64, env_tag: bool) -> Markup {
     let status = k.status.as_str();
     let share =
         if total_requests > 0 { (k.request_count as f64 / total_requests as f64 * 100.0).min(100.0) } else { 0.0 };
     html! {
         tr data-key-id=(k.id) data-key-name=(k.name) data-key-status=(status) {
-            td { button.linklike.open-detail type="button" { (k.name) } }
+            td {
+                button.linklike.open-detail type="button" { (k.name) }
+                @if let Some(env) = environment(&k.name).filter(|_| env_tag) { " " span.env-tag title="Environment, from the name's prefix" { (env) } }
+            }
             td { (owners.get(&k.owner_id).map_or(k.owner_id.as_str(), String::as_str)) }
             td.mono {
                 span.preview { (k.preview) }
@@ -199,151 +232,40 @@ fn row(k: &KeyView, owners: &HashMap<String, String>, total_requests: i64) -> Ma
     }
 }
 
-fn field(id: &str, label: &str, input: Markup, hint: Option<&str>) -> Markup {
-    html! {
-        div.field data-field=(id) {
-            label for=(id) { (label) }
-            (input)
-            @if let Some(h) = hint { p.hint { (h) } }
-            p.field-error hidden {}
-        }
-    }
+/// The environments a key name's prefix can name.
+const ENVIRONMENTS: &[&str] = &["prod", "staging", "dev"];
+
+/// A key's environment by its name: `prod-…`, `staging-…` or `dev-…`, or the same followed
+/// by `/` (`prod/billing`), case-insensitively. Sorted by name, such keys are adjacent,
+/// so the table can head each run with its environment.
+pub(crate) fn environment(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    ENVIRONMENTS.iter().copied().find(|env| {
+        lower.strip_prefix(env).is_some_and(|rest| rest.len() > 1 && (rest.starts_with('-') || rest.starts_with('/')))
+    })
 }
 
-fn create_dialog() -> Markup {
-    html! {
-        dialog #create-dialog .modal aria-labelledby="create-title" {
-            form #create-form method="dialog" novalidate {
-                header.modal-head {
-                    h2 #create-title { "Create API key" }
-                    button.icon-btn.close type="button" data-close aria-label="Close" { "✕" }
-                }
-                div.tabs role="tablist" aria-label="Key settings" {
-                    button #tab-basic role="tab" type="button" aria-selected="true" aria-controls="panel-basic" { "Basic" }
-                    button #tab-advanced role="tab" type="button" aria-selected="false" aria-controls="panel-advanced" tabindex="-1" { "Advanced" }
-                }
-                div.alert.alert-error.form-error role="alert" hidden {}
-                section #panel-basic role="tabpanel" aria-labelledby="tab-basic" {
-                    (field("key-name", "Key name", html! { input #key-name name="name" required maxlength="200" placeholder="e.g. Production API"; }, None))
-                    div.grid2 {
-                        (field("key-expiry", "Expiration", html! {
-                            select #key-expiry name="expires_in" {
-                                option value="never" { "Never" }
-                                option value="30d" { "30 days" }
-                                option value="60d" { "60 days" }
-                                option value="90d" { "90 days" }
-                                option value="180d" { "180 days" }
-                                option value="365d" { "1 year" }
-                                option value="custom" { "Custom date…" }
-                            }
-                        }, None))
-                        (field("key-expires-at", "Expires on", html! { input #key-expires-at name="expires_at" type="date" disabled; }, Some("Only for a custom date.")))
-                    }
-                    fieldset.field data-field="key-budget" {
-                        legend { "Budget" }
-                        div.chips {
-                            @for (value, label) in [("", "Workspace balance"), ("5", "$5"), ("20", "$20"), ("100", "$100"), ("custom", "Custom")] {
-                                label.chip { input type="radio" name="budget" value=(value) checked[value.is_empty()]; span { (label) } }
-                            }
-                        }
-                        input #key-budget-custom name="budget_custom" type="number" min="0" step="0.01" placeholder="USD" aria-label="Custom budget in USD" hidden;
-                        p.field-error hidden {}
-                    }
-                    (field("key-thresholds", "Budget alert thresholds (%)", html! { input #key-thresholds name="thresholds" placeholder="50, 80, 100"; }, Some("Comma-separated percentages; notifications fire as spend crosses them.")))
-                    div.grid3 {
-                        (field("key-rpm", "Requests / min", html! { input #key-rpm name="rpm" type="number" min="1" placeholder="Unlimited"; }, None))
-                        (field("key-tpm", "Tokens / min", html! { input #key-tpm name="tpm" type="number" min="1" placeholder="Unlimited"; }, None))
-                        (field("key-quota", "Token quota", html! { input #key-quota name="token_quota" type="number" min="1" placeholder="Unlimited"; }, None))
-                    }
-                }
-                section #panel-advanced role="tabpanel" aria-labelledby="tab-advanced" hidden {
-                    fieldset.field data-field="key-scope" {
-                        legend { "Allowed models" }
-                        div.chips {
-                            label.chip { input type="radio" name="model_scope" value="all" checked; span { "All models" } }
-                            label.chip { input type="radio" name="model_scope" value="chat"; span { "Chat models" } }
-                            label.chip { input type="radio" name="model_scope" value="list"; span { "Only these…" } }
-                        }
-                        input #key-models name="models" placeholder="gpt-4o-mini, demo" aria-label="Model ids, comma-separated" hidden;
-                        p.field-error hidden {}
-                    }
-                    fieldset.field data-field="key-endpoints" {
-                        legend { "Allowed endpoints" }
-                        p.hint { "None checked: every endpoint." }
-                        div.checks {
-                            @for ep in ["/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/embeddings", "/v1/images/generations", "/v1/responses", "/v1/models"] {
-                                label { input type="checkbox" name="allowed_endpoints" value=(ep); code { (ep) } }
-                            }
-                        }
-                        p.field-error hidden {}
-                    }
-                    (field("key-ips", "IP allowlist", html! { textarea #key-ips name="ip_allowlist" rows="2" placeholder="192.168.1.0/24, 10.0.0.1" {} }, Some("CIDRs or addresses, comma- or line-separated. Empty: any address.")))
-                    (field("key-metadata", "Metadata (JSON)", html! { textarea.mono #key-metadata name="metadata" rows="3" placeholder=r#"{"team": "backend", "env": "production"}"# {} }, Some("A JSON object, echoed in usage logs.")))
-                }
-                footer.modal-foot {
-                    button.btn type="button" data-close { "Cancel" }
-                    button.btn.btn-primary #create-submit type="submit" { "Create Key" }
-                }
-            }
-        }
-    }
+/// The provider names of the configured channels, sorted, each once.
+fn provider_names(state: &WebState) -> Vec<String> {
+    let mut names: Vec<String> =
+        state.channels.as_ref().map(|report| report().into_iter().map(|c| c.provider).collect()).unwrap_or_default();
+    names.sort();
+    names.dedup();
+    names
 }
 
-/// The one-shot box: shows a fresh secret (after create or rotate) exactly once.
-fn secret_dialog() -> Markup {
-    html! {
-        dialog #secret-dialog .modal aria-labelledby="secret-title" {
-            div.success-box {
-                h2 #secret-title { "API Key created! Copy it now" }
-                pre.secret #secret-value tabindex="0" aria-label="The full API key" {}
-                div.secret-actions {
-                    button.btn.btn-primary #secret-copy type="button" { (icon_copy()) " " span { "Copy" } }
-                }
-                p.warning { "This key will not be shown again. Make sure to save it securely." }
-            }
-            footer.modal-foot { button.btn #secret-done type="button" data-close { "Done" } }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::environment;
 
-fn detail_dialog() -> Markup {
-    html! {
-        dialog #detail-dialog .modal aria-labelledby="detail-title" {
-            header.modal-head {
-                h2 #detail-title { "Key" }
-                button.icon-btn.close type="button" data-close aria-label="Close" { "✕" }
-            }
-            div.alert.alert-error.form-error role="alert" hidden {}
-            dl.detail #detail-body {}
-            div.detail-rotate {
-                label for="rotate-grace" { "When rotating, keep the old secret working for" }
-                select #rotate-grace {
-                    option value="0" { "No grace (stops now)" }
-                    option value="3600" { "1 hour" }
-                    option value="86400" { "24 hours" }
-                    option value="604800" { "7 days" }
-                }
-            }
-            footer.modal-foot.wrap {
-                button.btn #act-disable type="button" data-action="disable" { "Deactivate" }
-                button.btn #act-enable type="button" data-action="enable" { "Activate" }
-                button.btn #act-rotate type="button" data-action="rotate" { "Rotate Key" }
-                button.btn.btn-danger-outline #act-revoke type="button" data-action="revoke" { "Revoke" }
-                button.btn.btn-danger #act-delete type="button" data-action="delete" { "Delete" }
-            }
-        }
-    }
-}
-
-fn confirm_dialog() -> Markup {
-    html! {
-        dialog #confirm-dialog .modal.modal-sm aria-labelledby="confirm-title" {
-            h2 #confirm-title { "Delete API Key" }
-            p #confirm-text {}
-            footer.modal-foot {
-                button.btn type="button" data-close { "Cancel" }
-                button.btn.btn-danger #confirm-ok type="button" { "Delete" }
-            }
-        }
+    #[test]
+    fn environment_comes_from_a_known_name_prefix() {
+        assert_eq!(environment("prod-billing"), Some("prod"));
+        assert_eq!(environment("Staging-search"), Some("staging"));
+        assert_eq!(environment("dev/notebook"), Some("dev"));
+        assert_eq!(environment("production api"), None);
+        assert_eq!(environment("prod-"), None, "a prefix alone names no key");
+        assert_eq!(environment("devops-bot"), None);
+        assert_eq!(environment("Production API"), None);
     }
 }

@@ -1,16 +1,21 @@
 //! The sign-in page. The form posts (from the script) to `POST /api/v1/auth/login`, which
 //! sets the session cookie and applies the sign-in throttle; errors show above the form.
 
-use axum::extract::Query;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, html};
 use serde::Deserialize;
 
 use super::{Ctx, head, html_response};
+use crate::WebState;
 
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
     next: Option<String>,
+    /// Set after a password change, which ends every session.
+    changed: Option<String>,
 }
 
 /// Only same-site dashboard paths are followed after sign-in (no open redirect).
@@ -19,8 +24,12 @@ fn safe_next(next: Option<String>) -> String {
         .unwrap_or_else(|| "/dashboard".to_owned())
 }
 
-pub(crate) async fn page(signed_in: Result<Ctx, Response>, Query(q): Query<LoginQuery>) -> Response {
-    let next = safe_next(q.next);
+pub(crate) async fn page(
+    State(state): State<Arc<WebState>>,
+    signed_in: Result<Ctx, Response>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(q.next.clone());
     // Already signed in: straight on.
     if signed_in.is_ok() {
         return Redirect::to(&next).into_response();
@@ -34,6 +43,9 @@ pub(crate) async fn page(signed_in: Result<Ctx, Response>, Query(q): Query<Login
                     div.brand.brand-lg { span.logo aria-hidden="true" { "T" } "Tollgate" }
                     h1 { "Sign in" }
                     p.muted { "Use the email and password of your Tollgate account." }
+                    @if q.changed.is_some() {
+                        div #login-note .alert.alert-ok role="status" { "Your password was changed. Sign in with the new one." }
+                    }
                     div #login-error .alert.alert-error role="alert" hidden {}
                     form #login-form method="post" action="/api/v1/auth/login" data-next=(next) novalidate {
                         div.field {
@@ -47,6 +59,10 @@ pub(crate) async fn page(signed_in: Result<Ctx, Response>, Query(q): Query<Login
                             p.field-error hidden {}
                         }
                         button.btn.btn-primary.btn-block type="submit" { "Sign in" }
+                    }
+                    // Only when anyone may sign up; invited people follow their link.
+                    @if state.services.signup_policy.is_open() {
+                        p.muted style="margin: 16px 0 0" { "New here? " a #signup-link href="/dashboard/signup" { "Create an account" } }
                     }
                 }
             }

@@ -4,15 +4,19 @@
 //! (`/api/v1/…`) with the session cookie and the `x-csrf-token` the page carries, so the
 //! UI is authorized by exactly the rules of the API. No session: redirect to sign in.
 
+mod account;
 mod audit;
 mod billing;
 mod keys;
+mod keys_dialogs;
 mod login;
 mod models;
 mod overview;
 mod playground;
+mod signup;
 mod teams;
 mod usage;
+mod usage_detail;
 
 use std::sync::Arc;
 
@@ -29,14 +33,18 @@ use crate::session::{session_cookie, source_ip};
 
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
+const KEYS_JS: &str = include_str!("assets/keys.js");
 
 pub(crate) fn routes() -> Router<Arc<WebState>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/dashboard", get(overview::page))
         .route("/dashboard/login", get(login::page))
+        .route("/dashboard/signup", get(signup::page))
         .route("/dashboard/keys", get(keys::page))
         .route("/dashboard/usage", get(usage::page))
+        .route("/dashboard/usage/{request_id}", get(usage_detail::page))
+        .route("/dashboard/account", get(account::page))
         .route("/dashboard/billing", get(billing::page))
         .route("/dashboard/playground", get(playground::page))
         .route("/dashboard/playground/run", post(playground::run))
@@ -45,6 +53,11 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/dashboard/audit", get(audit::page))
         .route("/dashboard/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/dashboard/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route(
+            "/dashboard/assets/signup.js",
+            get(|| async { asset("text/javascript; charset=utf-8", signup::SIGNUP_JS) }),
+        )
+        .route("/dashboard/assets/keys.js", get(|| async { asset("text/javascript; charset=utf-8", KEYS_JS) }))
 }
 
 /// Assets are small and change only with the binary: cache them for an hour, and bust
@@ -107,6 +120,8 @@ pub(crate) enum Nav {
     Teams,
     Models,
     Audit,
+    /// The password change, reached from the top bar (not in the side navigation).
+    Account,
 }
 
 const NAV: &[(Nav, &str, &str)] = &[
@@ -140,6 +155,9 @@ pub(crate) fn layout(ctx: &Ctx, active: Nav, title: &str, actions: Markup, body:
             (head(title))
             body data-page=(NAV.iter().find(|n| n.0 == active).map_or("", |n| n.2)) {
                 meta name="csrf-token" content=(ctx.csrf);
+                @if active == Nav::Keys {
+                    script src=(format!("/dashboard/assets/keys.js?v={}", env!("CARGO_PKG_VERSION"))) defer {}
+                }
                 header.topbar {
                     button.nav-toggle type="button" aria-label="Menu" aria-controls="sidenav" aria-expanded="false" { "☰" }
                     a.brand href="/dashboard" { span.logo aria-hidden="true" { "T" } "Tollgate" }
@@ -149,6 +167,7 @@ pub(crate) fn layout(ctx: &Ctx, active: Nav, title: &str, actions: Markup, body:
                         summary { span.avatar aria-hidden="true" { (initial(&ctx.user_label)) } span.user-label { (ctx.user_label) } }
                         div.menu {
                             div.menu-note { "Signed in as " strong { (ctx.user_label) } }
+                            a #account-link href="/dashboard/account" { "Change password" }
                             button #sign-out type="button" { "Sign out" }
                         }
                     }

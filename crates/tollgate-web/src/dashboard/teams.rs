@@ -28,6 +28,10 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
             Err(e) => tracing::warn!(error = %e, "listing a member's teams failed"),
         }
     }
+    let invites = match (&teams, ctx.manages) {
+        (Ok(list), true) => Some(super::signup::invite_panel(&state, &ctx, list).await),
+        _ => None,
+    };
     let limit = |v: Option<i64>| v.map_or_else(|| "Unlimited".to_owned(), |v| v.to_string());
     let actions = html! {
         @if ctx.manages { button.btn.btn-primary #open-team-create type="button" { "+ Create team" } }
@@ -84,6 +88,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
                 }
             },
         }
+        @if let Some(panel) = invites { (panel) }
         @if ctx.manages {
             dialog #team-dialog .modal aria-labelledby="team-title" {
                 form #team-form novalidate {

@@ -1,6 +1,7 @@
-//! The Usage Logs page: filters (request id, model, key, status, date range), the table
-//! read through `list_usage` as the signed-in user, keyset "next page" links (fast at any
-//! depth), and a link to the CSV export of the same filters.
+//! The Usage Logs page: filters (request id, model, key, team, status, date range), the
+//! table read through `list_usage` as the signed-in user, keyset "next page" links (fast
+//! at any depth), a link to the CSV export of the same filters, and each row linking to
+//! its request's detail page (`usage_detail`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use maud::html;
 use serde::Deserialize;
 use tollgate_service::{ListKeys, ListUsage, UsageFilters};
 
-use super::{Ctx, Nav, alert, layout, query_string, usd_exact, when};
+use super::{Ctx, Nav, alert, encode, layout, query_string, usd_exact, when};
 use crate::WebState;
 
 const PAGE_SIZE: i64 = 50;
@@ -20,6 +21,7 @@ pub(crate) struct UsageQuery {
     request_id: Option<String>,
     model: Option<String>,
     key_id: Option<String>,
+    team_id: Option<String>,
     status: Option<String>,
     /// `YYYY-MM-DD` from the date inputs; sent on as the start of that day (UTC).
     from: Option<String>,
@@ -45,7 +47,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
         request_id: nonempty(&q.request_id),
         model: nonempty(&q.model),
         key_id: nonempty(&q.key_id),
-        team_id: None,
+        team_id: nonempty(&q.team_id),
         user_id: None,
         status: nonempty(&q.status),
         from: day_bound(&q.from, false),
@@ -57,6 +59,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
             ("request_id", filters.request_id.as_deref()),
             ("model", filters.model.as_deref()),
             ("key_id", filters.key_id.as_deref()),
+            ("team_id", filters.team_id.as_deref()),
             ("status", filters.status.as_deref()),
             ("from", filters.from.as_deref()),
             ("to", filters.to.as_deref()),
@@ -73,6 +76,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
         .await
         .map(|l| l.data)
         .unwrap_or_default();
+    let teams = state.services.list_teams(&ctx.actor).await.unwrap_or_default();
     let href = |cursor: Option<&str>| {
         format!(
             "/dashboard/usage{}",
@@ -80,6 +84,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                 ("request_id", q.request_id.as_deref()),
                 ("model", q.model.as_deref()),
                 ("key_id", q.key_id.as_deref()),
+                ("team_id", q.team_id.as_deref()),
                 ("status", q.status.as_deref()),
                 ("from", q.from.as_deref()),
                 ("to", q.to.as_deref()),
@@ -88,8 +93,9 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
         )
     };
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
-    let filtered =
-        [&q.request_id, &q.model, &q.key_id, &q.status, &q.from, &q.to].iter().any(|f| nonempty(f).is_some());
+    let filtered = [&q.request_id, &q.model, &q.key_id, &q.team_id, &q.status, &q.from, &q.to]
+        .iter()
+        .any(|f| nonempty(f).is_some());
     let actions = html! { a.btn #export-csv href=(csv) download="usage.csv" { "Export CSV" } };
     let body = html! {
         form.toolbar.filters method="get" action="/dashboard/usage" role="search" {
@@ -98,6 +104,12 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
             select name="key_id" aria-label="API key" {
                 option value="" { "All keys" }
                 @for k in &keys { option value=(k.id) selected[q.key_id.as_deref() == Some(k.id.as_str())] { (k.name) } }
+            }
+            @if !teams.is_empty() {
+                select name="team_id" aria-label="Team" {
+                    option value="" { "All teams" }
+                    @for t in &teams { option value=(t.id) selected[q.team_id.as_deref() == Some(t.id.as_str())] { (t.name) } }
+                }
             }
             select name="status" aria-label="Status" {
                 option value="" { "Any status" }
@@ -132,7 +144,8 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                         } }
                         tbody {
                             @for r in &page.data {
-                                tr data-request-id=(r.request_id) {
+                                @let detail = format!("/dashboard/usage/{}", encode(&r.request_id));
+                                tr.clickable data-request-id=(r.request_id) data-href=(detail) {
                                     td { (when(Some(&r.created_at))) }
                                     td { (r.key_name.as_deref().unwrap_or("—")) }
                                     td.mono { (r.model.as_deref().unwrap_or("—")) }
@@ -141,7 +154,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx, Query(q):
                                     td.num { (usd_exact(r.cost_usd)) }
                                     td.num { (r.latency_ms) " ms" }
                                     td.num { @if let Some(t) = r.ttft_ms { (t) " ms" } @else { span.muted { "—" } } }
-                                    td.mono.request-id { (r.request_id) }
+                                    td.mono.request-id { a.request-link href=(detail) title="Request details" { (r.request_id) } }
                                     td {
                                         @if r.status < 400 { span.badge.badge-active { (r.status) } }
                                         @else {

@@ -8,6 +8,7 @@
 //! Built once.
 
 mod billing;
+mod invites;
 
 use std::sync::LazyLock;
 
@@ -62,11 +63,12 @@ fn build() -> Value {
             { "name": "teams", "description": "Teams group members and keys, and may narrow the models served." },
             { "name": "tokens", "description": "Personal access tokens (`tgp_…`) for this API, and signing in for one." },
             { "name": "sessions", "description": "Dashboard sign-in: a session cookie and its CSRF token." },
+            { "name": "invites", "description": "Invitations into an organization, used by `POST /auth/signup`." },
             { "name": "meta", "description": "Health and this document; no token needed." },
         ],
         "paths": csrf_guarded(merged(
             merged(merged(merged(paths(), tenancy_paths()), session_paths()), usage_paths()),
-            billing::paths(),
+            merged(billing::paths(), invites::paths()),
         )),
         "components": {
             "securitySchemes": {
@@ -92,7 +94,10 @@ fn build() -> Value {
             },
             "parameters": parameters(),
             "responses": responses(),
-            "schemas": merged(merged(merged(schemas(), tenancy_schemas()), usage_schemas()), billing::schemas()),
+            "schemas": merged(
+                merged(merged(schemas(), tenancy_schemas()), usage_schemas()),
+                merged(billing::schemas(), invites::schemas()),
+            ),
         },
     })
 }
@@ -768,7 +773,7 @@ fn usage_schemas() -> Value {
             "required": ["id", "request_id", "created_at", "org_id", "team_id", "user_id", "key_id", "key_name",
                 "model", "provider", "endpoint", "status", "error_code", "error", "prompt_tokens",
                 "completion_tokens", "total_tokens", "cost_usd", "cost_micros", "latency_ms", "ttft_ms", "stream",
-                "client_ip", "billing_reason", "key_metadata"],
+                "client_ip", "billing_reason", "key_metadata", "attempts", "channel"],
             "properties": {
                 "id": { "type": "string", "description": "The row's id." },
                 "request_id": { "type": "string" },
@@ -798,6 +803,11 @@ fn usage_schemas() -> Value {
                     "upstream_interrupted", "not_billed"] },
                 "key_metadata": { "type": ["object", "null"],
                                   "description": "The key's metadata when the request was made." },
+                "attempts": { "type": "integer", "minimum": 0,
+                              "description": "Channels tried (failover); 0 when no upstream was called." },
+                "channel": { "type": ["string", "null"], "examples": ["anthropic/claude-sonnet-4-5,openai/gpt-4o"],
+                             "description": "The channels tried, in order, as `provider/upstream_model`, \
+                                             comma-separated; the last answered (or failed last)." },
             },
         },
         "UsagePage": {

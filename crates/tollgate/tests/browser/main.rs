@@ -15,6 +15,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tollgate_testkit::app::{OWNER_PASSWORD, TestApp};
 
+mod keys_actions;
+mod members;
+mod scale;
+mod signup;
+mod usage_overview;
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const WAIT: Duration = Duration::from_secs(10);
@@ -99,8 +105,13 @@ impl Browser {
         self.client.wait().at_most(WAIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 
+    /// Clicks the element after scrolling it to the middle of its scroll area, clear of
+    /// sticky headers and dialog footers.
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let el = self.find(css).await;
+        let arg = serde_json::to_value(&el).unwrap();
+        self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await.unwrap();
+        el.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     async fn fill(&self, css: &str, text: &str) {
@@ -136,10 +147,42 @@ impl Browser {
     }
 
     async fn sign_in(&self, app: &TestApp, password: &str) {
+        self.sign_in_as(app, "owner@test.local", password).await;
+    }
+
+    async fn sign_in_as(&self, app: &TestApp, email: &str, password: &str) {
         self.goto(&app.url("/dashboard/login")).await;
-        self.fill("#email", "owner@test.local").await;
+        self.fill("#email", email).await;
         self.fill("#password", password).await;
         self.click("#login-form button[type=submit]").await;
+    }
+
+    /// Creates a key named `name` through the Create Key dialog (the keys page must be
+    /// open) and returns the secret from the one-shot box, which it then closes.
+    async fn create_key_in_dialog(&self, name: &str) -> String {
+        self.click("#open-create").await;
+        self.fill("#key-name", name).await;
+        self.click("#key-submit").await;
+        let secret = self.text_of("#secret-value").await;
+        self.click("#secret-done").await;
+        self.find(&format!("#keys-table tr[data-key-name={name:?}]")).await;
+        secret
+    }
+
+    /// Runs `script` in the page with a `done` callback (its last argument) and returns
+    /// what it passes to it: for `fetch` and other promises.
+    async fn run_async(&self, script: &str) -> Value {
+        self.client.execute_async(script, Vec::new()).await.unwrap()
+    }
+
+    /// Sets a `<select>` (or input) to `value` as a user would, with a change event.
+    async fn select(&self, css: &str, value: &str) {
+        self.find(css).await;
+        let script = format!(
+            "const e = document.querySelector({css:?}); e.value = {value:?}; e.dispatchEvent(new Event('change', {{bubbles: true}})); return e.value"
+        );
+        let v = self.client.execute(&script, Vec::new()).await.unwrap();
+        assert_eq!(v, json!(value), "{css} has an option {value}");
     }
 
     async fn path(&self) -> String {
@@ -197,7 +240,7 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     .await;
     b.click("#tab-basic").await;
     b.shot("keys-create-dialog").await;
-    b.click("#create-submit").await;
+    b.click("#key-submit").await;
     assert_eq!(b.text_of("#secret-title").await, "API Key created! Copy it now");
     let secret = b.text_of("#secret-value").await;
     assert!(secret.starts_with("sk-tg-"), "{secret}");
@@ -349,7 +392,7 @@ async fn playground_streams_with_a_key_then_models_audit_and_teams() {
     b.goto(&app.url("/dashboard/keys")).await;
     b.click("#open-create").await;
     b.fill("#key-name", "Playground key").await;
-    b.click("#create-submit").await;
+    b.click("#key-submit").await;
     let secret = b.text_of("#secret-value").await;
     b.click("#secret-done").await;
     b.find("#keys-table tbody tr").await;

@@ -15,6 +15,7 @@ mod metrics;
 mod notifications;
 mod routing;
 mod sessions;
+mod signup;
 mod usage;
 
 use std::time::Duration;

@@ -212,6 +212,52 @@ async fn requests_are_counted_exactly_and_the_scrape_is_prometheus_text() {
     assert!(!settled.series().iter().any(|s| s.contains("key_id")), "no key labels by default");
 }
 
+/// `tollgate_channel_state` of one channel in one state.
+fn channel_state(model: &str, provider: &str, upstream: &str, state: &str) -> String {
+    format!(
+        r#"tollgate_channel_state{{model="{model}",provider="{provider}",upstream_model="{upstream}",state="{state}"}}"#
+    )
+}
+
+#[tokio::test]
+async fn every_channels_circuit_and_the_failovers_are_in_the_scrape() {
+    // A port nothing listens on: the `dead` channel's connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extra = format!(
+        "[[providers]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n\
+         api_key = \"{UPSTREAM_KEY}\"\n[[models]]\nid = \"routed\"\ntype = \"chat\"\n\
+         channels = [{{ provider = \"dead\", model = \"up-dead\", priority = 9 }}, {{ provider = \"fake\" }}]\n"
+    );
+    let env = [("TOLLGATE_UPSTREAM__BREAKER_FAILURES", "1"), ("TOLLGATE_UPSTREAM__RETRY_BASE_MS", "1")];
+    let app = TestApp::start_with_env("", &extra, &env).await.unwrap();
+    let before = scrape(&app).await;
+    for state in ["closed", "open", "half_open"] {
+        let closed = f64::from(state == "closed");
+        assert_eq!(before.get(&channel_state("routed", "dead", "up-dead", state)), closed, "{state}");
+        assert_eq!(before.get(&channel_state("routed", "fake", "routed", state)), closed, "{state}");
+    }
+    assert!(
+        before.series().contains(&channel_state("gpt-4o-mini", "fake", "fake-mini", "closed")),
+        "every configured channel has its series before any traffic"
+    );
+    assert_eq!(before.get("tollgate_failovers_total"), 0.0);
+
+    let key = app.create_key("routed").await.unwrap();
+    let res = app.client.post_json(&app.url(CHAT), Some(&key), &chat("routed")).await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let after = scrape_until(&app, "one failover", |s| s.get("tollgate_failovers_total") == 1.0).await;
+    assert_eq!(after.get(&channel_state("routed", "dead", "up-dead", "open")), 1.0, "one failure opened it");
+    assert_eq!(after.get(&channel_state("routed", "dead", "up-dead", "closed")), 0.0);
+    assert_eq!(after.get(&channel_state("routed", "fake", "routed", "closed")), 1.0);
+    let attempts = |provider: &str, upstream: &str, outcome: &str| {
+        after.get(&format!(
+            r#"tollgate_channel_attempts_total{{model="routed",provider="{provider}",upstream_model="{upstream}",outcome="{outcome}"}}"#
+        ))
+    };
+    assert_eq!((attempts("dead", "up-dead", "failure"), attempts("dead", "up-dead", "success")), (1.0, 0.0));
+    assert_eq!((attempts("fake", "routed", "failure"), attempts("fake", "routed", "success")), (0.0, 1.0));
+}
+
 #[tokio::test]
 async fn clients_cannot_create_series() {
     let app = TestApp::start().await.unwrap();

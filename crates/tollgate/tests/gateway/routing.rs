@@ -1,9 +1,11 @@
 //! Channels and failover: the highest priority first, the next channel when one refuses
 //! connections or answers 429/5xx before any byte reached the client, circuits that open
 //! after consecutive failures and close after a good probe, groups that pin keys to their
-//! channels — and never a retry once a stream has begun.
+//! channels — and never a retry once a stream has begun. Every attempt shows in the usage
+//! row (`attempts`, `channel`). Streams: an upstream silent past the idle timeout is cut and
+//! billed as interrupted; one that keeps sending is never cut, however long it runs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_testkit::app::{ADMIN_TOKEN, TestApp, UPSTREAM_KEY};
@@ -38,6 +40,9 @@ async fn three_channels(flaky: &FakeOpenAi, env: &[(&str, &str)]) -> TestApp {
     TestApp::start_with_env("", &config, env).await.unwrap()
 }
 
+/// Every channel of [`three_channels`], in priority order, as a usage row names them.
+const ALL_THREE: &str = "dead/routed,flaky/routed,fake/routed";
+
 fn chats(fake: &FakeOpenAi) -> usize {
     fake.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count()
 }
@@ -53,14 +58,18 @@ async fn a_request_fails_over_past_a_refused_and_a_failing_channel() {
     assert_eq!((chats(&flaky), chats(&app.fake)), (1, 1), "tried flaky once, answered by steady");
     let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
     assert_eq!(row.provider.as_deref(), Some("fake"), "the row names the channel that answered");
+    assert_eq!((row.attempts, row.channel.as_deref()), (3, Some(ALL_THREE)), "and every channel tried, in order");
     assert_eq!(row.billing_reason, "completed");
     assert!(row.cost.0 > 0, "billed once, for the attempt that answered");
 }
 
+/// The issue's scenario: the first channel refuses connections, the second answers 503 and
+/// then recovers, the third is slow. Attempts go in priority order; both failing circuits
+/// open, then the second closes again after its probe succeeds.
 #[tokio::test]
-async fn circuits_open_after_consecutive_failures_and_close_after_a_good_probe() {
+async fn refused_then_failing_then_slow_channels_fail_over_and_circuits_open_and_close() {
     let flaky = FakeOpenAi::start().await;
-    flaky.set_behavior(Behavior::Status(500));
+    flaky.set_behavior(Behavior::Status(503));
     let app = three_channels(
         &flaky,
         &[
@@ -70,31 +79,56 @@ async fn circuits_open_after_consecutive_failures_and_close_after_a_good_probe()
         ],
     )
     .await;
+    let slow = Duration::from_millis(150);
+    app.fake.set_behavior(Behavior::Delay(slow));
     let key = app.create_key("routed").await.unwrap();
     let url = app.url("/v1/chat/completions");
-    for _ in 0..2 {
-        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
+    let row_of = |res: tollgate_testkit::client::Answer| {
+        assert_eq!(res.status, 200, "{}", res.text());
+        res.header("x-request-id").unwrap().to_owned()
+    };
+    for n in 1..=2 {
+        let started = Instant::now();
+        let id = row_of(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap());
+        assert!(started.elapsed() >= slow, "answered by the slow channel");
+        let row = app.usage_row(&id).await.unwrap();
+        assert_eq!((row.attempts, row.channel.as_deref()), (3, Some(ALL_THREE)), "request {n}: tried in order");
+        assert_eq!((row.provider.as_deref(), row.billing_reason.as_str()), (Some("fake"), "completed"));
+        assert_eq!((chats(&flaky), chats(&app.fake)), (n, n), "flaky tried before the slow channel");
     }
-    assert_eq!(chats(&flaky), 2);
-    // Both failing channels are open now: the next requests go straight to steady.
-    for _ in 0..3 {
-        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
-    }
-    assert_eq!((chats(&flaky), chats(&app.fake)), (2, 5), "an open circuit is skipped");
-    let channels = app.client.get(&app.url("/api/v1/channels"), Some(ADMIN_TOKEN)).await.unwrap().json();
-    let state = |provider: &str| {
+    // Two consecutive failures each: dead and flaky are open, the slow channel serves alone.
+    let state = |channels: &Value, provider: &str| {
         let c =
             channels["data"].as_array().unwrap().iter().find(|c| c["model"] == "routed" && c["provider"] == provider);
         c.unwrap()["state"].as_str().unwrap().to_owned()
     };
-    assert_eq!((state("dead"), state("flaky"), state("fake")), ("open".into(), "open".into(), "closed".into()));
-    // flaky recovers; after the open period its probe succeeds and it serves again.
+    let channels = app.client.get(&app.url("/api/v1/channels"), Some(ADMIN_TOKEN)).await.unwrap().json();
+    let states = (state(&channels, "dead"), state(&channels, "flaky"), state(&channels, "fake"));
+    assert_eq!(states, ("open".into(), "open".into(), "closed".into()));
+    for _ in 0..2 {
+        let id = row_of(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap());
+        let row = app.usage_row(&id).await.unwrap();
+        assert_eq!((row.attempts, row.channel.as_deref()), (1, Some("fake/routed")), "open circuits are skipped");
+    }
+    assert_eq!((chats(&flaky), chats(&app.fake)), (2, 4));
+
+    // flaky recovers; after the open period one probe each: dead's fails (open again),
+    // flaky's succeeds (closed), and flaky answers before the slow channel is tried.
     flaky.set_behavior(Behavior::Normal);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for _ in 0..3 {
-        assert_eq!(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap().status, 200);
+    let id = row_of(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap());
+    let row = app.usage_row(&id).await.unwrap();
+    assert_eq!((row.attempts, row.channel.as_deref()), (2, Some("dead/routed,flaky/routed")));
+    assert_eq!(row.provider.as_deref(), Some("flaky"));
+    let channels = app.client.get(&app.url("/api/v1/channels"), Some(ADMIN_TOKEN)).await.unwrap().json();
+    let states = (state(&channels, "dead"), state(&channels, "flaky"), state(&channels, "fake"));
+    assert_eq!(states, ("open".into(), "closed".into(), "closed".into()));
+    for _ in 0..2 {
+        let id = row_of(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap());
+        let row = app.usage_row(&id).await.unwrap();
+        assert_eq!((row.attempts, row.channel.as_deref()), (1, Some("flaky/routed")), "closed again: flaky serves");
     }
-    assert_eq!(chats(&flaky), 5, "closed again: flaky (priority 20) serves while dead stays open");
+    assert_eq!((chats(&flaky), chats(&app.fake)), (5, 4));
 }
 
 #[tokio::test]
@@ -109,6 +143,7 @@ async fn a_stream_that_breaks_mid_way_is_not_retried_and_is_billed_as_delivered(
     assert_eq!(chats(&app.fake), 0, "nothing retried once the stream had begun");
     let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
     assert_eq!((row.billing_reason.as_str(), row.provider.as_deref()), ("upstream_interrupted", Some("flaky")));
+    assert_eq!((row.attempts, row.channel.as_deref()), (2, Some("dead/routed,flaky/routed")));
     assert!(row.completion_tokens >= 2);
 }
 
@@ -125,6 +160,7 @@ async fn when_every_channel_fails_the_last_error_is_answered() {
     assert_eq!((chats(&flaky), chats(&app.fake)), (1, 1));
     let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
     assert_eq!((row.cost.0, row.billing_reason.as_str()), (0, "not_billed"));
+    assert_eq!((row.attempts, row.channel.as_deref()), (3, Some(ALL_THREE)));
 }
 
 #[tokio::test]
@@ -147,4 +183,44 @@ async fn a_key_pinned_to_a_group_uses_only_that_groups_channels() {
     let (_, lost) = app.api_key(&json!({ "name": "lost", "group": "nowhere" })).await.unwrap();
     let res = app.client.post_json(&url, Some(&lost), &chat(false)).await.unwrap();
     assert_eq!(res.status, 404, "{}", res.text());
+}
+
+/// Model `routed` on the app's fake alone, with a short stream idle timeout.
+async fn one_channel_idle_after(idle_ms: &str) -> TestApp {
+    let config = "[[models]]\nid = \"routed\"\ntype = \"chat\"\ninput_price_per_mtok = 1\n\
+                  output_price_per_mtok = 2\nchannels = [{ provider = \"fake\" }]\n";
+    TestApp::start_with_env("", config, &[("TOLLGATE_UPSTREAM__STREAM_IDLE_TIMEOUT_MS", idle_ms)]).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_silent_past_the_idle_timeout_is_cut_and_billed_as_interrupted() {
+    let app = one_channel_idle_after("300").await;
+    app.fake.set_behavior(Behavior::StallStreamAfter(2));
+    let key = app.create_key("routed").await.unwrap();
+    let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &chat(true)).await.unwrap();
+    assert_eq!(res.status, 200);
+    let text = res.text();
+    assert!(text.contains("\"Hello\"") && text.contains("\" from\""), "what was sent is delivered: {text}");
+    assert!(text.contains("upstream_error") && !text.contains("[DONE]"), "ended with the error event: {text}");
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!(row.billing_reason, "upstream_interrupted");
+    assert!(row.completion_tokens >= 2 && row.cost.0 > 0, "billed for what was delivered: {row:?}");
+    assert!(row.error.as_deref().unwrap_or("").contains("idle"), "{:?}", row.error);
+    assert_eq!((row.attempts, row.channel.as_deref()), (1, Some("fake/routed")), "not retried elsewhere");
+}
+
+#[tokio::test]
+async fn a_slow_stream_that_keeps_sending_outlives_the_idle_timeout() {
+    let app = one_channel_idle_after("500").await;
+    // Six paced frames after the first word: at least 600 ms in all, gaps of 100 ms.
+    app.fake.set_behavior(Behavior::SlowStream { chunk_delay: Duration::from_millis(100) });
+    let key = app.create_key("routed").await.unwrap();
+    let started = Instant::now();
+    let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &chat(true)).await.unwrap();
+    assert!(started.elapsed() > Duration::from_millis(500), "the stream ran longer than the idle timeout");
+    assert_eq!(res.status, 200);
+    let text = res.text();
+    assert!(text.contains("[DONE]") && !text.contains("upstream_error"), "complete: {text}");
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!((row.billing_reason.as_str(), row.completion_tokens), ("completed", 5));
 }

@@ -78,6 +78,9 @@
     $$("[data-close]", d).forEach((b) => b.addEventListener("click", () => d.close()));
   });
 
+  // Shared with the page scripts (keys.js), which load after this one.
+  window.Tollgate = { $, $$, api, toast, copyText, clearErrors, fieldError, formError, openDialog };
+
   // ---- Shell: navigation toggle, sign out ----------------------------------------------
   const toggle = $(".nav-toggle");
   if (toggle) toggle.addEventListener("click", () => {
@@ -128,224 +131,33 @@
     return true;
   }
 
-  // ---- One-shot secret box ------------------------------------------------------------
-  const secretDialog = $("#secret-dialog");
-  function showSecret(secret, heading) {
-    $("#secret-title").textContent = heading;
-    $("#secret-value").textContent = secret;
-    const label = $("#secret-copy span"); label.textContent = "Copy";
-    openDialog(secretDialog);
-    $("#secret-copy").focus();
-  }
-  if (secretDialog) {
-    $("#secret-copy").addEventListener("click", async () => {
-      const label = $("#secret-copy span");
-      const ok = await copyText($("#secret-value").textContent);
-      label.textContent = ok ? "Copied!" : "Select and copy";
-      if (!ok) window.getSelection().selectAllChildren($("#secret-value"));
-      setTimeout(() => { label.textContent = "Copy"; }, 2000);
-    });
-    // The secret leaves the page when the box closes, whichever way it closes.
-    secretDialog.addEventListener("close", () => { $("#secret-value").textContent = ""; location.reload(); });
-  }
+  // ---- Account: password change (ends every session, so sign in again) ------------------
+  const pw = $("#password-form");
+  if (pw) pw.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const root = pw.parentElement; clearErrors(root);
+    const current = $("#current-password").value, next = $("#new-password").value, again = $("#confirm-password").value;
+    const min = Number(pw.dataset.minLength || "12");
+    if (!current) return fieldError(pw, "current-password", "Enter your current password.");
+    if (next.length < min) return fieldError(pw, "new-password", "At least " + min + " characters.");
+    if (next !== again) return fieldError(pw, "confirm-password", "The two new passwords differ.");
+    const submit = $("#password-submit"); submit.disabled = true;
+    try {
+      await api("POST", "/me/password", { current_password: current, new_password: next });
+      location.href = "/dashboard/login?changed=1";
+    } catch (err) {
+      if (err.status === 403) fieldError(pw, "current-password", "That is not your current password.");
+      else if (err.status === 429) formError(root, "Too many wrong passwords; try again later.");
+      else if (err.param === "new_password") fieldError(pw, "new-password", err.message);
+      else formError(root, err.message);
+    } finally { submit.disabled = false; }
+  });
 
-  // ---- Create Key ---------------------------------------------------------------------
-  const createDialog = $("#create-dialog");
-  if (createDialog) {
-    const form = $("#create-form");
-    $$("#open-create, [data-open-create]").forEach((b) => b.addEventListener("click", () => {
-      form.reset(); clearErrors(form); selectTab("basic"); syncCreate(); openDialog(createDialog); $("#key-name").focus();
-    }));
-    const tabs = { basic: $("#tab-basic"), advanced: $("#tab-advanced") };
-    function selectTab(name) {
-      for (const [k, tab] of Object.entries(tabs)) {
-        const on = k === name;
-        tab.setAttribute("aria-selected", String(on)); tab.tabIndex = on ? 0 : -1;
-        $("#panel-" + k).hidden = !on;
-      }
-    }
-    Object.entries(tabs).forEach(([name, tab]) => {
-      tab.addEventListener("click", () => selectTab(name));
-      tab.addEventListener("keydown", (ev) => {
-        if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
-          const other = name === "basic" ? "advanced" : "basic"; selectTab(other); tabs[other].focus(); ev.preventDefault();
-        }
-      });
-    });
-    function syncCreate() {
-      const custom = $("#key-expiry").value === "custom";
-      $("#key-expires-at").disabled = !custom;
-      const budget = (form.querySelector("input[name=budget]:checked") || {}).value;
-      $("#key-budget-custom").hidden = budget !== "custom";
-      const scope = (form.querySelector("input[name=model_scope]:checked") || {}).value;
-      $("#key-models").hidden = scope !== "list";
-    }
-    form.addEventListener("change", syncCreate);
-    const meta = $("#key-metadata");
-    meta.addEventListener("input", () => {
-      const field = meta.closest(".field"); const e = $(".field-error", field);
-      const problem = metadataProblem(meta.value);
-      field.classList.toggle("invalid", !!problem); e.textContent = problem || ""; e.hidden = !problem;
-      meta.setAttribute("aria-invalid", String(!!problem));
-    });
-    function metadataProblem(text) {
-      if (!text.trim()) return null;
-      try {
-        const v = JSON.parse(text);
-        return v && typeof v === "object" && !Array.isArray(v) ? null : "Must be a JSON object, like {\"env\": \"production\"}.";
-      } catch (err) { return "Not valid JSON: " + err.message; }
-    }
-    const list = (s) => s.split(/[\n,]/).map((x) => x.trim()).filter(Boolean);
-    const intOrNull = (s) => (s.trim() === "" ? null : Number(s));
-    const PARAM_FIELD = {
-      name: "key-name", expires_in: "key-expiry", expires_at: "key-expires-at", budget_usd: "key-budget",
-      budget_alert_thresholds: "key-thresholds", rpm: "key-rpm", tpm: "key-tpm", token_quota: "key-quota",
-      model_scope: "key-scope", models: "key-scope", allowed_endpoints: "key-endpoints", ip_allowlist: "key-ips", metadata: "key-metadata",
-    };
-    const ADVANCED = new Set(["key-scope", "key-endpoints", "key-ips", "key-metadata"]);
-    function showError(fieldId, message) {
-      selectTab(ADVANCED.has(fieldId) ? "advanced" : "basic");
-      fieldError(form, fieldId, message);
-    }
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      clearErrors(form);
-      const body = { name: $("#key-name").value.trim() };
-      if (!body.name) return showError("key-name", "Give the key a name.");
-      const expiry = $("#key-expiry").value;
-      if (expiry === "custom") {
-        const d = $("#key-expires-at").value;
-        if (!d) return showError("key-expires-at", "Pick a date.");
-        body.expires_at = d + "T23:59:59Z";
-      } else { body.expires_in = expiry; }
-      const budget = form.querySelector("input[name=budget]:checked").value;
-      if (budget === "custom") {
-        const v = Number($("#key-budget-custom").value);
-        if (!(v > 0)) return showError("key-budget", "Enter a budget in USD greater than 0.");
-        body.budget_usd = v;
-      } else if (budget) { body.budget_usd = Number(budget); }
-      const thresholds = list($("#key-thresholds").value);
-      if (thresholds.length) {
-        const nums = thresholds.map(Number);
-        if (nums.some((n) => !Number.isInteger(n) || n < 1 || n > 100)) return showError("key-thresholds", "Whole percentages from 1 to 100, comma-separated.");
-        body.budget_alert_thresholds = nums;
-      }
-      for (const [id, key] of [["key-rpm", "rpm"], ["key-tpm", "tpm"], ["key-quota", "token_quota"]]) {
-        const v = intOrNull($("#" + id).value);
-        if (v !== null) {
-          if (!Number.isInteger(v) || v < 1) return showError(id, "A whole number of at least 1, or empty for unlimited.");
-          body[key] = v;
-        }
-      }
-      const scope = form.querySelector("input[name=model_scope]:checked").value;
-      body.model_scope = scope;
-      if (scope === "list") {
-        body.models = list($("#key-models").value);
-        if (!body.models.length) return showError("key-scope", "Name at least one model id.");
-      }
-      const endpoints = $$("input[name=allowed_endpoints]:checked", form).map((c) => c.value);
-      if (endpoints.length) body.allowed_endpoints = endpoints;
-      const ips = list($("#key-ips").value);
-      if (ips.length) body.ip_allowlist = ips;
-      const metaProblem = metadataProblem(meta.value);
-      if (metaProblem) return showError("key-metadata", metaProblem);
-      if (meta.value.trim()) body.metadata = JSON.parse(meta.value);
-      const submit = $("#create-submit"); submit.disabled = true;
-      try {
-        const created = await api("POST", "/keys", body);
-        createDialog.close();
-        showSecret(created.key, "API Key created! Copy it now");
-      } catch (err) {
-        const fieldId = err.param && PARAM_FIELD[err.param];
-        if (fieldId) showError(fieldId, err.message); else formError(form, err.message);
-      } finally { submit.disabled = false; }
-    });
-  }
-
-  // ---- Confirmations ------------------------------------------------------------------
-  const confirmDialog = $("#confirm-dialog");
-  function confirmAction(title, text, okLabel) {
-    return new Promise((resolve) => {
-      $("#confirm-title").textContent = title; $("#confirm-text").textContent = text; $("#confirm-ok").textContent = okLabel;
-      let answered = false;
-      const ok = $("#confirm-ok");
-      const onOk = () => { answered = true; confirmDialog.close(); };
-      ok.addEventListener("click", onOk, { once: true });
-      confirmDialog.addEventListener("close", () => { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
-      openDialog(confirmDialog);
-    });
-  }
-  const deleteText = (name) => "Are you sure you want to delete '" + name + "'? This action cannot be undone.";
-  async function deleteKey(id, name) {
-    if (!(await confirmAction("Delete API Key", deleteText(name), "Delete"))) return false;
-    try { await api("DELETE", "/keys/" + encodeURIComponent(id)); location.reload(); return true; }
-    catch (err) { toast(err.message); return false; }
-  }
-  $$(".delete-key").forEach((b) => b.addEventListener("click", (ev) => {
-    ev.stopPropagation();
-    const row = b.closest("tr"); deleteKey(row.dataset.keyId, row.dataset.keyName);
+  // ---- Tables whose rows open a detail page ---------------------------------------------
+  $$("tr[data-href]").forEach((tr) => tr.addEventListener("click", (ev) => {
+    if (ev.target.closest("a, button, summary, input, select") || String(window.getSelection())) return;
+    location.href = tr.dataset.href;
   }));
-
-  // ---- Key detail dialog --------------------------------------------------------------
-  const detail = $("#detail-dialog");
-  if (detail) {
-    let current = null, changed = false;
-    const money = (v) => (v === null || v === undefined ? "—" : "$" + Number(v).toFixed(2));
-    const orDash = (v) => (v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length) ? "—" : Array.isArray(v) ? v.join(", ") : String(v));
-    function render(k) {
-      current = k;
-      $("#detail-title").textContent = k.name;
-      const rows = [
-        ["Status", k.status], ["Key", k.preview], ["Id", k.id], ["Created", k.created_at], ["Expires", k.expires_at || "Never"],
-        ["Last used", k.last_used_at], ["Requests", k.request_count], ["Tokens used", k.tokens_used],
-        ["Spend", money(k.spend_usd)], ["Budget", k.budget_usd === null ? "Workspace balance" : money(k.budget_usd)],
-        ["Requests / min", k.rpm === null ? "Unlimited" : k.rpm], ["Tokens / min", k.tpm === null ? "Unlimited" : k.tpm],
-        ["Token quota", k.token_quota === null ? "Unlimited" : k.token_quota], ["Models", k.model_scope === "list" ? orDash(k.models) : k.model_scope],
-        ["Endpoints", k.allowed_endpoints.length ? k.allowed_endpoints.join(", ") : "All"], ["IP allowlist", k.ip_allowlist.length ? k.ip_allowlist.join(", ") : "Any"],
-        ["Metadata", Object.keys(k.metadata || {}).length ? JSON.stringify(k.metadata) : "—"],
-      ];
-      const dl = $("#detail-body"); dl.textContent = "";
-      for (const [label, value] of rows) {
-        const dt = document.createElement("dt"); dt.textContent = label;
-        const dd = document.createElement("dd"); dd.textContent = orDash(value);
-        if (label === "Status") { dd.textContent = ""; const b = document.createElement("span"); b.className = "badge badge-" + k.status; b.textContent = k.status; dd.appendChild(b); }
-        dl.append(dt, dd);
-      }
-      const s = k.status;
-      $("#act-disable").hidden = s !== "active";
-      $("#act-enable").hidden = s !== "inactive";
-      $("#act-revoke").hidden = s === "revoked";
-      $("#act-rotate").hidden = s === "revoked";
-      $(".detail-rotate", detail).hidden = s === "revoked";
-    }
-    $$(".open-detail").forEach((b) => b.addEventListener("click", async () => {
-      const id = b.closest("tr").dataset.keyId;
-      clearErrors(detail); changed = false;
-      try { render(await api("GET", "/keys/" + encodeURIComponent(id))); openDialog(detail); } catch (err) { toast(err.message); }
-    }));
-    detail.addEventListener("close", () => { if (changed) location.reload(); });
-    $$("[data-action]", detail).forEach((b) => b.addEventListener("click", async () => {
-      if (!current) return;
-      const action = b.dataset.action, path = "/keys/" + encodeURIComponent(current.id);
-      clearErrors(detail);
-      try {
-        if (action === "delete") { detail.close(); await deleteKey(current.id, current.name); return; }
-        if (action === "revoke" && !(await confirmAction("Revoke API Key", "Revoke '" + current.name + "'? It stops working immediately, and revocation is permanent.", "Revoke"))) return;
-        if (action === "rotate") {
-          const grace = Number($("#rotate-grace").value);
-          const idem = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-          const rotated = await api("POST", path + "/rotate", { grace_seconds: grace }, { "idempotency-key": idem });
-          // The one-shot box reloads the page when it closes; the detail dialog must not first.
-          changed = false; detail.close();
-          showSecret(rotated.key, "API Key rotated! Copy it now");
-          return;
-        }
-        render(await api("POST", path + "/" + action));
-        changed = true;
-        toast({ disable: "Key deactivated", enable: "Key activated", revoke: "Key revoked" }[action]);
-      } catch (err) { formError(detail, err.message); }
-    }));
-  }
 
   // ---- Billing: admin credit ----------------------------------------------------------
   const credit = $("#credit-form");

@@ -1,0 +1,41 @@
+-- Providers, models and channels managed through the API, beside the config file's.
+-- Provider credentials (API key, header values) are stored only sealed (AES-256-GCM).
+CREATE TABLE routing_providers (
+    name              TEXT PRIMARY KEY,
+    kind              TEXT NOT NULL,
+    base_url          TEXT,
+    api_version       TEXT,
+    anthropic_version TEXT,
+    organization      TEXT,
+    project           TEXT,
+    header_names      TEXT NOT NULL,
+    secrets_sealed    BLOB,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+CREATE TABLE routing_models (
+    id                     TEXT PRIMARY KEY,
+    model_type             TEXT NOT NULL,
+    input_micros_per_mtok  INTEGER NOT NULL,
+    output_micros_per_mtok INTEGER NOT NULL,
+    per_image_micros       INTEGER NOT NULL,
+    max_output_tokens      INTEGER NOT NULL,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL
+);
+
+-- A channel serves a managed model or one of the config file's (`model_id` is either).
+CREATE TABLE routing_channels (
+    id             TEXT PRIMARY KEY,
+    model_id       TEXT NOT NULL,
+    provider       TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    priority       INTEGER NOT NULL,
+    weight         INTEGER NOT NULL,
+    groups         TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    UNIQUE (model_id, provider, upstream_model)
+);
+CREATE INDEX routing_channels_provider ON routing_channels (provider);
