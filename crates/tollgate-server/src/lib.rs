@@ -290,6 +290,8 @@ fn channel_report(snapshot: Arc<ArcSwap<tollgate_proxy::Snapshot>>) -> tollgate_
                 m.channels.iter().map(|c| {
                     let h = c.health.report();
                     tollgate_web::channels::ChannelStatus {
+                        id: None,
+                        source: "config",
                         model: m.id.clone(),
                         provider: c.provider.name.clone(),
                         upstream_model: c.upstream_model.clone(),

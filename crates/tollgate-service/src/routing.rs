@@ -190,7 +190,7 @@ impl Services {
         require_manager(actor)?;
         let setup = self.routing()?;
         let mut out = setup.config_providers.clone();
-        out.extend(self.store.routing_providers().await?.iter().map(provider_view));
+        out.extend(self.store.routing_providers().await?.iter().map(|r| provider_view(setup, r)));
         Ok(out)
     }
 
@@ -213,7 +213,7 @@ impl Services {
         }
         let now = tollgate_core::time::now_millis();
         let record = provider_record(setup, &input, now, now)?;
-        let view = provider_view(&record);
+        let view = provider_view(setup, &record);
         let entry = actor
             .audit("", "provider.create", "provider", &input.name)
             .gateway_wide()
@@ -228,7 +228,7 @@ impl Services {
         require_operator(actor)?;
         let setup = self.routing()?;
         let current = self.managed_provider(setup, name).await?;
-        let before = provider_view(&current);
+        let before = provider_view(setup, &current);
         let mut p = setup.open(&current)?;
         let ProviderPatch { base_url, api_key, api_version, anthropic_version, organization, project, headers } = patch;
         let set = |field: &mut Option<String>, v: Option<Option<String>>| {
@@ -253,7 +253,7 @@ impl Services {
             check_channel(setup, &p.kind, &channel_input(c))?;
         }
         let record = provider_record(setup, &p, current.created_at, tollgate_core::time::now_millis())?;
-        let view = provider_view(&record);
+        let view = provider_view(setup, &record);
         let entry = actor
             .audit("", "provider.update", "provider", name)
             .gateway_wide()
@@ -274,7 +274,7 @@ impl Services {
         let entry = actor
             .audit("", "provider.delete", "provider", name)
             .gateway_wide()
-            .with_before(Some(serde_json::to_value(provider_view(&current)).unwrap_or_default()));
+            .with_before(Some(serde_json::to_value(provider_view(setup, &current)).unwrap_or_default()));
         self.store.delete_routing_provider(name, &entry).await.map_err(|e| match e {
             tollgate_store::StoreError::Conflict => {
                 ServiceError::invalid("name", "channels still use this provider; delete them first")
@@ -499,7 +499,8 @@ fn provider_record(
     })
 }
 
-fn provider_view(r: &ProviderRecord) -> ProviderView {
+/// `setup` opens the credentials to tell whether a key is set (they may hold headers only).
+fn provider_view(setup: &RoutingSetup, r: &ProviderRecord) -> ProviderView {
     ProviderView {
         name: r.name.clone(),
         kind: r.kind.clone(),
@@ -509,7 +510,7 @@ fn provider_view(r: &ProviderRecord) -> ProviderView {
         organization: r.organization.clone(),
         project: r.project.clone(),
         header_names: r.header_names.clone(),
-        api_key_set: r.secrets_sealed.is_some(),
+        api_key_set: r.secrets_sealed.is_some() && setup.open(r).is_ok_and(|p| p.api_key.is_some()),
         source: "api",
         created_at: Some(r.created_at),
         updated_at: Some(r.updated_at),

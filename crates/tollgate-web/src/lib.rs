@@ -11,6 +11,7 @@ mod invites;
 mod keys;
 mod models;
 pub mod openapi;
+mod providers;
 mod session;
 mod tenancy;
 mod usage;
@@ -71,6 +72,7 @@ pub fn router(state: Arc<WebState>) -> Router {
                 .merge(billing::routes())
                 .merge(channels::routes())
                 .merge(models::routes())
+                .merge(providers::routes())
                 .merge(usage::routes())
                 .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor)),
         )

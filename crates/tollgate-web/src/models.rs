@@ -1,5 +1,6 @@
-//! `/api/v1/models`: the public models with their prices (every caller), and the
-//! operator's price overrides (`PATCH` sets, `DELETE …/price` goes back to the config).
+//! `/api/v1/models`: the public models with their prices (every caller), the operator's
+//! price overrides (`PATCH` sets, `DELETE …/price` goes back to the config), and the
+//! operator's managed models (`POST` with their first channels, `DELETE`).
 
 use std::sync::Arc;
 
@@ -8,17 +9,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use http::StatusCode;
 use serde::Deserialize;
 use tollgate_core::ApiError;
-use tollgate_service::{Actor, PriceInput};
+use tollgate_service::{Actor, ChannelInput, ModelInput, PriceInput};
 
 use crate::WebState;
 use crate::error::{api_error, parse_json};
 
 pub(crate) fn routes() -> Router<Arc<WebState>> {
     Router::new()
-        .route("/models", get(list))
-        .route("/models/{id}", patch(set_price))
+        .route("/models", get(list).post(create))
+        .route("/models/{id}", patch(set_price).delete(delete_model))
         .route("/models/{id}/price", delete(reset_price))
 }
 
@@ -61,4 +63,74 @@ async fn reset_price(
 ) -> Result<Response, ApiError> {
     let view = s.services.reset_model_price(&a, &id).await.map_err(api_error)?;
     Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    provider: String,
+    #[serde(default)]
+    upstream_model: Option<String>,
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelBody {
+    id: String,
+    #[serde(rename = "type")]
+    model_type: String,
+    #[serde(default)]
+    input_price_per_mtok: f64,
+    #[serde(default)]
+    output_price_per_mtok: f64,
+    #[serde(default)]
+    price_per_image: f64,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    channels: Vec<ChannelBody>,
+}
+
+async fn create(
+    State(s): State<Arc<WebState>>,
+    Extension(a): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: ModelBody = parse_json(&body)?;
+    let input = ModelInput {
+        id: b.id,
+        model_type: b.model_type,
+        input_price_per_mtok: b.input_price_per_mtok,
+        output_price_per_mtok: b.output_price_per_mtok,
+        price_per_image: b.price_per_image,
+        max_output_tokens: b.max_output_tokens,
+        channels: b
+            .channels
+            .into_iter()
+            .map(|c| ChannelInput {
+                model: String::new(),
+                provider: c.provider,
+                upstream_model: c.upstream_model,
+                priority: c.priority,
+                weight: c.weight,
+                groups: c.groups,
+            })
+            .collect(),
+    };
+    let created = s.services.create_model(&a, input).await.map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn delete_model(
+    State(s): State<Arc<WebState>>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    s.services.delete_model(&a, &id).await.map_err(api_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

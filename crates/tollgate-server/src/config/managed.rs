@@ -147,7 +147,12 @@ fn field_message(m: &str) -> (&'static str, String) {
         "project",
         "headers",
     ];
-    let field = FIELDS.iter().find(|f| **f == field).copied().unwrap_or("provider");
+    let field = match FIELDS.iter().find(|f| **f == field) {
+        Some(f) => f,
+        // "api_key or api_key_env is required …" is said of the provider as a whole.
+        None if message.starts_with("api_key") => "api_key",
+        None => "provider",
+    };
     // The file offers api_key_env; the API takes the key itself.
     (field, message.replace("api_key or api_key_env is", "api_key is"))
 }

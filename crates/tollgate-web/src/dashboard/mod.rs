@@ -34,6 +34,7 @@ use crate::session::{session_cookie, source_ip};
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
 const KEYS_JS: &str = include_str!("assets/keys.js");
+const JS: &str = "text/javascript; charset=utf-8";
 
 pub(crate) fn routes() -> Router<Arc<WebState>> {
     Router::new()
@@ -53,11 +54,8 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/dashboard/audit", get(audit::page))
         .route("/dashboard/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/dashboard/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route(
-            "/dashboard/assets/signup.js",
-            get(|| async { asset("text/javascript; charset=utf-8", signup::SIGNUP_JS) }),
-        )
-        .route("/dashboard/assets/keys.js", get(|| async { asset("text/javascript; charset=utf-8", KEYS_JS) }))
+        .route("/dashboard/assets/signup.js", get(|| async { asset(JS, signup::SIGNUP_JS) }))
+        .route("/dashboard/assets/keys.js", get(|| async { asset(JS, KEYS_JS) }))
 }
 
 /// Assets are small and change only with the binary: cache them for an hour, and bust

@@ -175,7 +175,7 @@ pub(super) fn schemas() -> Value {
         "Model": {
             "type": "object",
             "required": ["id", "type", "input_price_per_mtok", "output_price_per_mtok", "price_per_image",
-                "price_source", "max_output_tokens"],
+                "price_source", "source", "max_output_tokens"],
             "properties": {
                 "id": { "type": "string" },
                 "type": { "type": "string", "enum": ["chat", "embedding", "image"] },
@@ -183,6 +183,8 @@ pub(super) fn schemas() -> Value {
                 "output_price_per_mtok": usd("Per million completion tokens,"),
                 "price_per_image": usd("Per generated image,"),
                 "price_source": { "type": "string", "enum": ["config", "api"] },
+                "source": { "type": "string", "enum": ["config", "api"],
+                    "description": "Declared by the config file or added through the API." },
                 "max_output_tokens": { "type": "integer", "minimum": 0,
                     "description": "What a request without `max_tokens` reserves." },
             },
@@ -194,9 +196,12 @@ pub(super) fn schemas() -> Value {
         },
         "Channel": {
             "type": "object",
-            "required": ["model", "provider", "upstream_model", "priority", "weight", "groups", "state",
+            "required": ["id", "source", "model", "provider", "upstream_model", "priority", "weight", "groups", "state",
                 "consecutive_failures", "successes", "failures"],
             "properties": {
+                "id": { "type": ["string", "null"],
+                    "description": "A channel added through the API (`null`: the config file's)." },
+                "source": { "type": "string", "enum": ["config", "api"] },
                 "model": { "type": "string", "description": "The public model id." },
                 "provider": { "type": "string" },
                 "upstream_model": { "type": "string", "description": "The model's name at the provider." },

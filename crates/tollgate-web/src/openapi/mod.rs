@@ -9,6 +9,7 @@
 
 mod billing;
 mod invites;
+mod routing;
 
 use std::sync::LazyLock;
 
@@ -68,7 +69,7 @@ fn build() -> Value {
         ],
         "paths": csrf_guarded(merged(
             merged(merged(merged(paths(), tenancy_paths()), session_paths()), usage_paths()),
-            merged(billing::paths(), invites::paths()),
+            routing::added_to(merged(billing::paths(), invites::paths())),
         )),
         "components": {
             "securitySchemes": {
@@ -96,7 +97,7 @@ fn build() -> Value {
             "responses": responses(),
             "schemas": merged(
                 merged(merged(schemas(), tenancy_schemas()), usage_schemas()),
-                merged(billing::schemas(), invites::schemas()),
+                merged(merged(billing::schemas(), invites::schemas()), routing::schemas()),
             ),
         },
     })

@@ -13,13 +13,13 @@ use tollgate_testkit::client::Answer;
 
 const ADMIN_TOKEN: &str = "test-admin-token";
 
-struct Caller<'a> {
-    app: &'a TestApp,
-    token: String,
+pub(super) struct Caller<'a> {
+    pub(super) app: &'a TestApp,
+    pub(super) token: String,
 }
 
 impl Caller<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let auth = format!("Bearer {}", self.token);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         self.app
@@ -34,16 +34,16 @@ impl Caller<'_> {
             .unwrap()
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(super) async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Answer {
+    pub(super) async fn post(&self, path: &str, body: Value) -> Answer {
         self.call(Method::POST, path, Some(body)).await
     }
 }
 
-async fn login<'a>(app: &'a TestApp, email: &str, password: &str) -> Caller<'a> {
+pub(super) async fn login<'a>(app: &'a TestApp, email: &str, password: &str) -> Caller<'a> {
     let body = json!({ "email": email, "password": password, "name": "tests" });
     let res = app.client.post_json(&app.url("/api/v1/auth/token"), None, &body).await.unwrap();
     assert_eq!(res.status, 201, "login {email}: {}", res.text());
@@ -53,7 +53,7 @@ async fn login<'a>(app: &'a TestApp, email: &str, password: &str) -> Caller<'a> 
 }
 
 /// Creates a user as the operator; returns their id.
-async fn user(op: &Caller<'_>, email: &str, role: &str, teams: &[&str]) -> String {
+pub(super) async fn user(op: &Caller<'_>, email: &str, role: &str, teams: &[&str]) -> String {
     let res = op
         .post("/users", json!({ "email": email, "password": "a-long-password-123", "role": role, "team_ids": teams }))
         .await;

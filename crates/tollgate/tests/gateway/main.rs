@@ -14,6 +14,7 @@ mod metering;
 mod metrics;
 mod notifications;
 mod routing;
+mod routing_api;
 mod sessions;
 mod signup;
 mod usage;

@@ -74,7 +74,9 @@ async fn refused_then_failing_then_slow_channels_fail_over_and_circuits_open_and
         &flaky,
         &[
             ("TOLLGATE_UPSTREAM__BREAKER_FAILURES", "2"),
-            ("TOLLGATE_UPSTREAM__BREAKER_OPEN_MS", "400"),
+            // Long enough that the requests while the circuits are open (each waits for the
+            // slow channel, and for its usage row) all fit in it on a loaded 2-core machine.
+            ("TOLLGATE_UPSTREAM__BREAKER_OPEN_MS", "1500"),
             ("TOLLGATE_UPSTREAM__RETRY_BASE_MS", "1"),
         ],
     )
@@ -97,6 +99,7 @@ async fn refused_then_failing_then_slow_channels_fail_over_and_circuits_open_and
         assert_eq!((chats(&flaky), chats(&app.fake)), (n, n), "flaky tried before the slow channel");
     }
     // Two consecutive failures each: dead and flaky are open, the slow channel serves alone.
+    let opened = tokio::time::Instant::now();
     let state = |channels: &Value, provider: &str| {
         let c =
             channels["data"].as_array().unwrap().iter().find(|c| c["model"] == "routed" && c["provider"] == provider);
@@ -115,7 +118,7 @@ async fn refused_then_failing_then_slow_channels_fail_over_and_circuits_open_and
     // flaky recovers; after the open period one probe each: dead's fails (open again),
     // flaky's succeeds (closed), and flaky answers before the slow channel is tried.
     flaky.set_behavior(Behavior::Normal);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep_until(opened + Duration::from_millis(1600)).await;
     let id = row_of(app.client.post_json(&url, Some(&key), &chat(false)).await.unwrap());
     let row = app.usage_row(&id).await.unwrap();
     assert_eq!((row.attempts, row.channel.as_deref()), (2, Some("dead/routed,flaky/routed")));
