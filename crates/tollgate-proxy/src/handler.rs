@@ -20,7 +20,7 @@ use tollgate_core::{ApiError, ErrorCode};
 
 use crate::accounts::clock_micros;
 use crate::admission::{self, Charge, Hold, RateHeaders};
-use crate::meter::{Meter, MeteredBody, elapsed_ms};
+use crate::meter::{Dialect, Meter, MeteredBody, elapsed_ms};
 use crate::providers::{anthropic, azure, gemini};
 use crate::snapshot::{Channel, KeyEntry, ModelRoute, ProviderKind, Snapshot};
 use crate::upstream::{UpstreamFailure, relay_status};
@@ -119,7 +119,9 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
             // taken the event and will record it itself.
             let status = res.status();
             pending.finish_unbilled(&dp, status, None);
+            let native = res.extensions().get::<messages::native::NativeAnswer>().is_some();
             match reply_model {
+                Some(model) if anthropic_shape && native => messages::native::with_public_model(res, &model).await,
                 Some(model) if anthropic_shape => messages::answer(res, &model).await,
                 _ => res,
             }
@@ -159,10 +161,18 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
 
     let body = request::read_body(body, &parts.headers, dp.limits.max_body_bytes).await?;
     pending.body_consumed = true;
+    let snapshot = dp.snapshot.load();
     // From here on a Messages request is a chat completion; only its row keeps the path.
+    // Its Anthropic channels get the client's own body (see `messages::native`).
     let inbound = endpoint;
+    let mut native = None;
     let (endpoint, body) = match endpoint {
-        Endpoint::Messages => (Endpoint::ChatCompletions, messages::chat_request(&body)?),
+        Endpoint::Messages => {
+            let anthropic_only = |model: &str| snapshot.models.get(model).is_some_and(|m| m.anthropic_only());
+            let pipeline = messages::native::pipeline_body(&body, anthropic_only)?;
+            native = Some(Native { body, beta: messages::native::beta_header(&parts.headers) });
+            (Endpoint::ChatCompletions, pipeline)
+        }
         other => (other, body),
     };
     let parsed = request::parse(body)?;
@@ -174,7 +184,6 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
         e.stream = parsed.stream;
     }
 
-    let snapshot = dp.snapshot.load();
     let model = snapshot
         .models
         .get(&parsed.model)
@@ -229,7 +238,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
         plan = routing::plan_ignoring_health(&candidates, routing::random_u64);
     }
     let deadline = Instant::now() + dp.limits.failover_deadline;
-    let call = Call { endpoint, parsed: &parsed, model, images, prompt_estimate };
+    let call = Call { endpoint, parsed: &parsed, model, images, prompt_estimate, native: native.as_ref() };
     for (i, channel) in plan.iter().enumerate() {
         pending.tried(channel);
         match attempt(dp, &call, channel, pending).await {
@@ -264,6 +273,14 @@ struct Call<'a> {
     model: &'a ModelRoute,
     images: u64,
     prompt_estimate: u64,
+    /// A `/v1/messages` request as the client sent it, for Anthropic channels.
+    native: Option<&'a Native>,
+}
+
+/// A Messages request, untranslated: the body and the client's `anthropic-beta`.
+struct Native {
+    body: Bytes,
+    beta: Option<HeaderValue>,
 }
 
 /// Why an attempt on a channel gave no response.
@@ -309,7 +326,7 @@ async fn attempt(
     channel: &Channel,
     pending: &mut Pending,
 ) -> Result<Response, Failure> {
-    let Call { endpoint, parsed, model, images, prompt_estimate } = *call;
+    let Call { endpoint, parsed, model, images, prompt_estimate, native } = *call;
     let mut gemini_call = None;
     let upstream_body = match &channel.provider.kind {
         ProviderKind::Gemini(_) => {
@@ -317,9 +334,10 @@ async fn attempt(
             gemini_call = Some(call);
             body
         }
-        ProviderKind::Anthropic(_) => {
-            anthropic::request_body(endpoint, parsed, &channel.upstream_model, model.max_output_tokens)?
-        }
+        ProviderKind::Anthropic(_) => match native {
+            Some(n) => messages::native::upstream_body(&n.body, &channel.upstream_model)?,
+            None => anthropic::request_body(endpoint, parsed, &channel.upstream_model, model.max_output_tokens)?,
+        },
         ProviderKind::Azure(_) => azure::request_body(endpoint, parsed, &channel.upstream_model)?,
         ProviderKind::Demo { .. } | ProviderKind::OpenAi(_) => {
             parsed.upstream_body(endpoint, &channel.upstream_model)?
@@ -339,6 +357,7 @@ async fn attempt(
             first_byte: None,
             hold: pending.hold.take(),
             usage_is_estimate: false,
+            reported_prompt: None,
         })
     };
     let hide_usage_only = !parsed.client_wants_usage;
@@ -355,7 +374,7 @@ async fn attempt(
         ProviderKind::Demo { word_delay } => {
             let res = demo::respond(endpoint, &upstream_body, *word_delay)?;
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only, idle))
+            Ok(metered(res, meter, hide_usage_only, Dialect::OpenAi, idle))
         }
         ProviderKind::OpenAi(target) => {
             let res = dp.client.post_json(target, endpoint, &rid, upstream_body, timeout).await.map_err(transport)?;
@@ -363,7 +382,7 @@ async fn attempt(
                 return failed_answer(res, provider, pending).await;
             }
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only, idle))
+            Ok(metered(res, meter, hide_usage_only, Dialect::OpenAi, idle))
         }
         ProviderKind::Azure(target) => {
             // OpenAI's wire format: relayed and metered exactly as for an OpenAI provider.
@@ -373,18 +392,27 @@ async fn attempt(
                 return failed_answer(res, provider, pending).await;
             }
             let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only, idle))
+            Ok(metered(res, meter, hide_usage_only, Dialect::OpenAi, idle))
         }
         ProviderKind::Anthropic(target) => {
-            let req = target.request(&rid, upstream_body).map_err(transport)?;
+            let mut req = target.request(&rid, upstream_body).map_err(transport)?;
+            if let Some(beta) = native.and_then(|n| n.beta.clone()) {
+                req.headers_mut().insert("anthropic-beta", beta);
+            }
             let res = dp.client.send(req, timeout).await.map_err(transport)?;
             if !res.status().is_success() {
                 return failed_answer(anthropic::openai_error(res).await, provider, pending).await;
             }
+            let meter = meter(pending).ok_or_else(ApiError::internal)?;
+            if native.is_some() {
+                // Relayed as Anthropic sent it; the meter reads Anthropic's usage.
+                let mut res = metered(res, meter, false, Dialect::Anthropic, idle);
+                res.extensions_mut().insert(messages::native::NativeAnswer);
+                return Ok(res);
+            }
             // Translated before the meter wraps it: the meter reads OpenAI's format.
             let res = anthropic::openai_response(res).await.map_err(transport)?;
-            let meter = meter(pending).ok_or_else(ApiError::internal)?;
-            Ok(metered(res, meter, hide_usage_only, idle))
+            Ok(metered(res, meter, hide_usage_only, Dialect::OpenAi, idle))
         }
         ProviderKind::Gemini(target) => {
             let call = gemini_call.ok_or_else(ApiError::internal)?;
@@ -398,13 +426,19 @@ async fn attempt(
             // Translated between the upstream body and the meter: the meter reads OpenAI's format.
             let mut meter = meter(pending).ok_or_else(ApiError::internal)?;
             meter.usage_is_estimate = call.usage_is_estimate();
-            Ok(metered(gemini::translate(&call, upstream_model, res), meter, hide_usage_only, idle))
+            Ok(metered(gemini::translate(&call, upstream_model, res), meter, hide_usage_only, Dialect::OpenAi, idle))
         }
     }
 }
 
 /// Wraps a successful provider response so that it is metered as it streams.
-fn metered<B>(res: http::Response<B>, meter: Meter, hide_usage_only: bool, idle: std::time::Duration) -> Response
+fn metered<B>(
+    res: http::Response<B>,
+    meter: Meter,
+    hide_usage_only: bool,
+    dialect: Dialect,
+    idle: std::time::Duration,
+) -> Response
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -414,7 +448,7 @@ where
     let is_sse =
         content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
     let body = if is_sse {
-        Body::new(MeteredBody::sse(inner, meter, hide_usage_only, idle))
+        Body::new(MeteredBody::sse(inner, meter, hide_usage_only, dialect, idle))
     } else {
         Body::new(MeteredBody::json(inner, meter, idle))
     };

@@ -10,6 +10,11 @@
 //! An upstream that goes silent mid-body — no frame for the idle timeout — ends it as an
 //! interruption would: the client gets the error event, the row `upstream_interrupted` for
 //! what was delivered. Only silence counts: a long stream that keeps sending is never cut.
+//!
+//! Streams come in two [`Dialect`]s: OpenAI's, and Anthropic's (relayed natively to
+//! `/v1/messages` clients). An Anthropic stream is complete only at `message_stop`: one that
+//! reports an `error` event, or ends before `message_stop`, is `upstream_interrupted`, and
+//! the error event its client gets is Anthropic-shaped.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -50,6 +55,18 @@ pub(crate) struct Meter {
     /// The body's usage is the adapter's own estimate (the provider reports none, as
     /// Gemini for embeddings): billed as given, recorded as `estimated`.
     pub usage_is_estimate: bool,
+    /// The prompt tokens the provider reported before its final usage (Anthropic's
+    /// `message_start`): billed instead of the estimate when the final usage never comes.
+    pub reported_prompt: Option<u64>,
+}
+
+/// The wire format of a streamed body: what ends it cleanly, how its interruption is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// OpenAI's chunks (and `data: [DONE]`), also what every translating adapter produces.
+    OpenAi,
+    /// Anthropic's Messages events, relayed as they came.
+    Anthropic,
 }
 
 /// How the response ended.
@@ -66,7 +83,10 @@ impl Meter {
         let reported = self.usage;
         let (prompt, completion) = match reported {
             Some(u) => (u.prompt, u.completion),
-            None => (self.prompt_estimate, self.output_bytes.div_ceil(BYTES_PER_TOKEN).max(self.output_chunks)),
+            None => (
+                self.reported_prompt.unwrap_or(self.prompt_estimate),
+                self.output_bytes.div_ceil(BYTES_PER_TOKEN).max(self.output_chunks),
+            ),
         };
         let e = &mut self.event;
         e.billing_reason = match outcome {
@@ -100,7 +120,16 @@ enum Framing {
     /// Passed through frame by frame; a copy is kept to read `usage` at the end.
     Json { copy: Vec<u8> },
     /// Cut at event boundaries; `pending` holds an incomplete event.
-    Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes> },
+    Sse { pending: BytesMut, hide_usage_only: bool, closing: Option<Bytes>, dialect: Dialect, ends: StreamEnd },
+}
+
+/// What an Anthropic stream has said about its own end so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct StreamEnd {
+    /// An `error` event came.
+    failed: bool,
+    /// `message_stop` came.
+    stopped: bool,
 }
 
 /// Notices an upstream body that has sent nothing for `limit`. A frame only records when
@@ -151,8 +180,9 @@ impl<B> MeteredBody<B> {
     }
 
     /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
-    pub fn sse(inner: B, meter: Meter, hide_usage_only: bool, idle_timeout: Duration) -> Self {
-        let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None };
+    pub fn sse(inner: B, meter: Meter, hide_usage_only: bool, dialect: Dialect, idle_timeout: Duration) -> Self {
+        let ends = StreamEnd::default();
+        let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None, dialect, ends };
         Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout) }
     }
 
@@ -161,7 +191,7 @@ impl<B> MeteredBody<B> {
     fn interrupted(&mut self, outcome: Outcome, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finish(outcome);
         match &self.framing {
-            Framing::Sse { .. } => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(INTERRUPTED_EVENT))))),
+            Framing::Sse { dialect, .. } => Poll::Ready(Some(Ok(Frame::data(interrupted_event(*dialect))))),
             Framing::Json { .. } => Poll::Ready(Some(Err(error))),
         }
     }
@@ -171,27 +201,71 @@ impl<B> MeteredBody<B> {
             if let (Framing::Json { copy }, Outcome::Complete) = (&self.framing, &outcome) {
                 meter.usage = json_usage(copy);
             }
+            // An Anthropic stream that failed, or ended before `message_stop`, is not complete.
+            let outcome = match (&self.framing, outcome) {
+                (Framing::Sse { dialect: Dialect::Anthropic, ends, .. }, Outcome::Complete)
+                    if ends.failed || !ends.stopped =>
+                {
+                    Outcome::UpstreamFailed
+                }
+                (_, outcome) => outcome,
+            };
             meter.finish(outcome);
         }
     }
 
+    /// The upstream ended the body cleanly: what the client still gets (an unterminated
+    /// last event, and for an Anthropic stream cut short without saying so, the error event).
+    fn end_of_stream(&mut self) -> Option<Bytes> {
+        let Framing::Sse { pending, dialect, ends, .. } = &mut self.framing else {
+            return None;
+        };
+        let cut_short = *dialect == Dialect::Anthropic && !ends.stopped && !ends.failed;
+        if pending.is_empty() && !cut_short {
+            return None;
+        }
+        let mut tail = pending.split();
+        if cut_short {
+            tail.extend_from_slice(&interrupted_event(Dialect::Anthropic));
+        }
+        Some(tail.freeze())
+    }
+
     /// Takes the complete events out of `pending`, returning what the client should get.
-    fn drain_events(pending: &mut BytesMut, hide_usage_only: bool, meter: &mut Meter) -> Bytes {
+    fn drain_events(pending: &mut BytesMut, hide_usage_only: bool, ends: &mut StreamEnd, meter: &mut Meter) -> Bytes {
         let mut out = BytesMut::new();
         while let Some(end) = event_end(pending) {
             let event = pending.split_to(end);
             let info = inspect_event(&event);
             meter.output_bytes += info.output_bytes;
             meter.output_chunks += u64::from(info.output_bytes > 0);
-            if info.usage.is_some() {
-                meter.usage = info.usage;
+            if info.prompt_reported.is_some() {
+                meter.reported_prompt = info.prompt_reported;
             }
+            if let Some(mut usage) = info.usage {
+                if info.usage_lacks_prompt
+                    && let Some(prompt) = meter.reported_prompt
+                {
+                    usage.prompt = prompt;
+                }
+                meter.usage = Some(usage);
+            }
+            ends.failed |= info.failed;
+            ends.stopped |= info.stopped;
             if !(hide_usage_only && info.usage_only) {
                 out.extend_from_slice(&event);
             }
         }
         out.freeze()
     }
+}
+
+/// The event that ends a stream the upstream interrupted, in the stream's own format.
+fn interrupted_event(dialect: Dialect) -> Bytes {
+    Bytes::from_static(match dialect {
+        Dialect::OpenAi => INTERRUPTED_EVENT,
+        Dialect::Anthropic => INTERRUPTED_ANTHROPIC_EVENT,
+    })
 }
 
 impl<B> Drop for MeteredBody<B> {
@@ -201,6 +275,7 @@ impl<B> Drop for MeteredBody<B> {
 }
 
 const INTERRUPTED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream provider interrupted the stream.\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\n";
+const INTERRUPTED_ANTHROPIC_EVENT: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream provider interrupted the stream.\"}}\n\n";
 
 impl<B> Body for MeteredBody<B>
 where
@@ -234,11 +309,9 @@ where
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => return this.interrupted(Outcome::UpstreamFailed, e.into()),
                 None => {
-                    if let Framing::Sse { pending, closing, .. } = &mut this.framing {
-                        // An unterminated last event still belongs to the client.
-                        if !pending.is_empty() {
-                            *closing = Some(pending.split().freeze());
-                        }
+                    let tail = this.end_of_stream();
+                    if let Framing::Sse { closing, .. } = &mut this.framing {
+                        *closing = tail;
                     }
                     this.finish(Outcome::Complete);
                     continue;
@@ -262,16 +335,18 @@ where
                     }
                     data
                 }
-                Framing::Sse { pending, hide_usage_only, .. } => {
+                Framing::Sse { pending, hide_usage_only, ends, .. } => {
                     pending.extend_from_slice(&data);
-                    let mut out = Self::drain_events(pending, *hide_usage_only, meter);
-                    if ended && !pending.is_empty() {
-                        let mut all = BytesMut::from(out);
-                        all.extend_from_slice(&pending.split());
-                        out = all.freeze();
-                    }
-                    out
+                    Self::drain_events(pending, *hide_usage_only, ends, meter)
                 }
+            };
+            let out = match ended.then(|| this.end_of_stream()).flatten() {
+                Some(tail) => {
+                    let mut all = BytesMut::from(out);
+                    all.extend_from_slice(&tail);
+                    all.freeze()
+                }
+                None => out,
             };
             if ended {
                 this.finish(Outcome::Complete);

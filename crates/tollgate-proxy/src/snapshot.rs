@@ -227,6 +227,11 @@ impl ModelRoute {
         let owned_by = self.channels.first().map_or("tollgate", |c| c.provider.name.as_str());
         serde_json::json!({ "id": self.id, "object": "model", "created": self.created, "owned_by": owned_by })
     }
+
+    /// Whether every channel is an Anthropic provider (`/v1/messages` then goes natively).
+    pub fn anthropic_only(&self) -> bool {
+        !self.channels.is_empty() && self.channels.iter().all(|c| matches!(c.provider.kind, ProviderKind::Anthropic(_)))
+    }
 }
 
 /// Everything the data plane reads, as of one moment.

@@ -1,6 +1,12 @@
 //! Reading usage out of provider responses without holding them back: server-sent events
 //! are split at event boundaries and inspected one by one; JSON bodies are inspected once
 //! complete. Only the fields that matter for billing are parsed.
+//!
+//! Two wire formats are read: OpenAI's (chat, completions, embeddings, the Responses API)
+//! and Anthropic's Messages API, relayed natively to `/v1/messages` clients. Their fields
+//! do not overlap, so one reader serves both: Anthropic's `message_start` reports the
+//! prompt (input plus cache reads and writes), `message_delta` the cumulative output, an
+//! `error` event a failure and `message_stop` the only clean end.
 
 use std::borrow::Cow;
 
@@ -26,14 +32,27 @@ struct UsageView {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    /// Anthropic: prompt tokens written to and read from the prompt cache, billed as
+    /// prompt tokens beside `input_tokens` (OpenAI counts cached tokens inside its totals).
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl UsageView {
+    /// The prompt tokens, when this usage reports them at all.
+    fn prompt(&self) -> Option<u64> {
+        self.prompt_tokens.or_else(|| {
+            let cached = self.cache_creation_input_tokens.unwrap_or(0) + self.cache_read_input_tokens.unwrap_or(0);
+            self.input_tokens.map(|i| i + cached)
+        })
+    }
 }
 
 impl From<UsageView> for TokenUsage {
     fn from(u: UsageView) -> Self {
-        Self {
-            prompt: u.prompt_tokens.or(u.input_tokens).unwrap_or(0),
-            completion: u.completion_tokens.or(u.output_tokens).unwrap_or(0),
-        }
+        Self { prompt: u.prompt().unwrap_or(0), completion: u.completion_tokens.or(u.output_tokens).unwrap_or(0) }
     }
 }
 
@@ -45,6 +64,9 @@ struct ResponseView {
 
 #[derive(Deserialize)]
 struct ChunkView<'a> {
+    /// Anthropic events name their type (`message_start`, `error`, …).
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     choices: Option<Vec<ChoiceView<'a>>>,
     #[serde(default)]
@@ -52,9 +74,24 @@ struct ChunkView<'a> {
     /// Responses API events carry the response (with usage, at `response.completed`).
     #[serde(default)]
     response: Option<ResponseView>,
-    /// Responses API `*.delta` events: a string of new output.
+    /// Anthropic's `message_start` carries the message (with the prompt's usage).
+    #[serde(default)]
+    message: Option<ResponseView>,
+    /// Responses API `*.delta` events: a string of new output; Anthropic's
+    /// `content_block_delta`: an object with `text`, `partial_json` or `thinking`.
     #[serde(default, borrow)]
     delta: Option<&'a RawValue>,
+}
+
+/// The new output in an Anthropic `content_block_delta`.
+#[derive(Deserialize)]
+struct BlockDeltaView<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -76,10 +113,19 @@ struct DeltaView<'a> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct EventInfo {
     pub usage: Option<TokenUsage>,
+    /// `usage` came without prompt tokens (Anthropic's `message_delta`): its prompt is the
+    /// one `message_start` reported.
+    pub usage_lacks_prompt: bool,
+    /// Anthropic's `message_start`: the prompt tokens, known before any output.
+    pub prompt_reported: Option<u64>,
     /// The extra chunk that exists only because the gateway asked for usage.
     pub usage_only: bool,
     /// Bytes of generated text in this event (for estimates when usage never comes).
     pub output_bytes: u64,
+    /// Anthropic's `error` event: the upstream failed mid-stream.
+    pub failed: bool,
+    /// Anthropic's `message_stop`: the stream's clean end.
+    pub stopped: bool,
 }
 
 /// Finds the end of the first complete event in `buf`: the index just past its blank line.
@@ -123,11 +169,28 @@ pub(crate) fn inspect_event(event: &[u8]) -> EventInfo {
             output_bytes += (delta.len() + c.text.as_deref().unwrap_or("").len()) as u64;
         }
     }
-    if let Some(d) = chunk.delta.filter(|d| d.get().starts_with('"')) {
-        output_bytes += d.get().len().saturating_sub(2) as u64;
+    if let Some(d) = chunk.delta {
+        if d.get().starts_with('"') {
+            output_bytes += d.get().len().saturating_sub(2) as u64;
+        } else if let Ok(block) = serde_json::from_str::<BlockDeltaView<'_>>(d.get()) {
+            let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, str::len) as u64;
+            output_bytes += len(&block.text) + len(&block.partial_json) + len(&block.thinking);
+        }
     }
-    let usage = chunk.usage.or(chunk.response.and_then(|r| r.usage)).map(TokenUsage::from);
-    EventInfo { usage_only: usage.is_some() && no_choices, usage, output_bytes }
+    let usage = chunk.usage.or(chunk.response.and_then(|r| r.usage));
+    let usage_lacks_prompt = usage.as_ref().is_some_and(|u| u.prompt().is_none());
+    let prompt_reported = chunk.message.and_then(|m| m.usage).and_then(|u| u.prompt());
+    let usage = usage.map(TokenUsage::from);
+    let kind = chunk.kind.as_deref();
+    EventInfo {
+        usage_only: usage.is_some() && no_choices,
+        usage,
+        usage_lacks_prompt,
+        prompt_reported,
+        output_bytes,
+        failed: kind == Some("error"),
+        stopped: kind == Some("message_stop"),
+    }
 }
 
 /// Usage from a complete JSON response body, if it has any.
@@ -154,7 +217,7 @@ mod tests {
     #[test]
     fn reads_chat_chunks() {
         let e = inspect_event(br#"data: {"choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}"#);
-        assert_eq!(e, EventInfo { usage: None, usage_only: false, output_bytes: 5 });
+        assert_eq!(e, EventInfo { output_bytes: 5, ..EventInfo::default() });
         let e = inspect_event(
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n",
         );
@@ -174,7 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_anthropic_events() {
+        let start = inspect_event(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":5,\"cache_read_input_tokens\":20,\"output_tokens\":1}}}\n\n");
+        assert_eq!(start, EventInfo { prompt_reported: Some(35), ..EventInfo::default() });
+        let text = inspect_event(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n");
+        assert_eq!(text.output_bytes, 5);
+        let json = inspect_event(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"q\\\"\"}}\n\n");
+        assert_eq!(json.output_bytes, 4);
+        let delta = inspect_event(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n");
+        assert_eq!(delta.usage, Some(TokenUsage { prompt: 0, completion: 15 }));
+        assert!(delta.usage_lacks_prompt && !delta.usage_only);
+        let stop = inspect_event(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        assert_eq!(stop, EventInfo { stopped: true, ..EventInfo::default() });
+        let error = inspect_event(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert_eq!(error, EventInfo { failed: true, ..EventInfo::default() });
+    }
+
+    #[test]
     fn reads_json_usage() {
+        assert_eq!(
+            json_usage(br#"{"type":"message","usage":{"input_tokens":3,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":9}}"#),
+            Some(TokenUsage { prompt: 9, completion: 9 }),
+            "Anthropic's cache reads and writes are prompt tokens"
+        );
         assert_eq!(
             json_usage(br#"{"id":"x","choices":[{"message":{"content":"\"usage\":1"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#),
             Some(TokenUsage { prompt: 1, completion: 2 })

@@ -19,7 +19,9 @@
 //! # Deterministic content and usage
 //! * `input_tokens` = words of `system` + Σ over messages of (1 + Σ over blocks: words of a
 //!   text block, [`IMAGE_TOKENS`] per image, 1 per `tool_use`, 1 + words of a `tool_result`).
-//!   A string `content` is one text block. A "word" is a `split_whitespace` run.
+//!   A string `content` is one text block. A "word" is a `split_whitespace` run. The words
+//!   of `system` blocks marked `cache_control` are `cache_read_input_tokens` instead (as if
+//!   the prompt cache held them).
 //! * Text replies are [`REPLY_TEXT`] (`"Hello from the fake Claude."`, 5 words, one token
 //!   each), cut before the first word containing one of `stop_sequences` (`stop_reason`
 //!   `stop_sequence`) or after `max_tokens` words (`max_tokens`); else `end_turn`.
@@ -231,6 +233,7 @@ struct Checked {
     max_tokens: u64,
     stream: bool,
     input_tokens: u64,
+    cache_read_tokens: u64,
     stop_sequences: Vec<String>,
     /// The tool to call, when the request triggers one.
     tool: Option<String>,
@@ -266,16 +269,22 @@ fn check_request(body: &Value) -> Result<Checked, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("stop_sequences: Input should be a valid list".into()),
     };
+    let mut cache_read_tokens = 0;
     let mut input_tokens = match map.get("system") {
         None => 0,
         Some(Value::String(s)) => words(s),
-        Some(Value::Array(blocks)) => blocks
-            .iter()
-            .map(|b| match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
-                (Some("text"), Some(t)) => Ok(words(t)),
-                _ => Err("system: Input should be a valid list of text blocks".to_owned()),
-            })
-            .sum::<Result<u64, _>>()?,
+        Some(Value::Array(blocks)) => {
+            let mut uncached = 0;
+            for b in blocks {
+                let (Some("text"), Some(t)) =
+                    (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str))
+                else {
+                    return Err("system: Input should be a valid list of text blocks".to_owned());
+                };
+                if b.get("cache_control").is_some() { cache_read_tokens += words(t) } else { uncached += words(t) }
+            }
+            uncached
+        }
         Some(_) => return Err("system: Input should be a valid string".into()),
     };
     let messages = map.get("messages").and_then(Value::as_array).ok_or("messages: Field required")?;
@@ -360,7 +369,7 @@ fn check_request(body: &Value) -> Result<Checked, String> {
         previous_role = role;
     }
     let tool = check_tools(map, last_user_ends_with_text && last_user_text.contains(TOOL_TRIGGER))?;
-    Ok(Checked { model, max_tokens, stream, input_tokens, stop_sequences, tool, last_user_text })
+    Ok(Checked { model, max_tokens, stream, input_tokens, cache_read_tokens, stop_sequences, tool, last_user_text })
 }
 
 fn check_image(source: Option<&Value>, at: &str) -> Result<(), String> {
@@ -485,7 +494,7 @@ fn answer(shared: &Shared, behavior: &Behavior, req: &Checked) -> Response<FakeB
         json!({
             "input_tokens": req.input_tokens,
             "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_read_input_tokens": req.cache_read_tokens,
             "output_tokens": output,
             "service_tier": "standard",
         })

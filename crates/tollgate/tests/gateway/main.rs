@@ -10,6 +10,7 @@ mod durability;
 mod gemini;
 mod keys;
 mod messages;
+mod messages_native;
 mod metering;
 mod metrics;
 mod notifications;

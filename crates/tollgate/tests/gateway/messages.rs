@@ -15,12 +15,12 @@ async fn app_and_key() -> (TestApp, String) {
     (app, key)
 }
 
-fn hello(model: &str) -> Value {
+pub(super) fn hello(model: &str) -> Value {
     json!({ "model": model, "max_tokens": 1024, "messages": [{ "role": "user", "content": "hello there" }] })
 }
 
 /// `POST /v1/messages` the way the Anthropic SDK sends it: `x-api-key` and `anthropic-version`.
-async fn post(app: &TestApp, key: &str, body: &Value) -> Answer {
+pub(super) async fn post(app: &TestApp, key: &str, body: &Value) -> Answer {
     let headers = [
         ("x-api-key", key),
         ("anthropic-version", "2023-06-01"),
@@ -32,7 +32,7 @@ async fn post(app: &TestApp, key: &str, body: &Value) -> Answer {
 
 /// `(event name, data)` of every event of an Anthropic stream, checking that each `event:`
 /// line names the type its data carries.
-fn events(body: &str) -> Vec<(String, Value)> {
+pub(super) fn events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
@@ -45,12 +45,12 @@ fn events(body: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn names(events: &[(String, Value)]) -> Vec<&str> {
+pub(super) fn names(events: &[(String, Value)]) -> Vec<&str> {
     events.iter().map(|(n, _)| n.as_str()).collect()
 }
 
 /// The text of every `text_delta`, joined.
-fn streamed_text(events: &[(String, Value)]) -> String {
+pub(super) fn streamed_text(events: &[(String, Value)]) -> String {
     events.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect()
 }
 
@@ -310,8 +310,8 @@ async fn an_interrupted_stream_ends_with_an_error_event_and_is_billed() {
     assert_eq!(row.billing_reason, "upstream_interrupted");
 }
 
-/// Through an Anthropic channel: Messages in, OpenAI chat in the middle, Messages upstream.
-async fn claude_app() -> (TestApp, FakeAnthropic, String) {
+/// `claude-test`, served only by the fake Anthropic: Messages in, Messages upstream, natively.
+pub(super) async fn claude_app() -> (TestApp, FakeAnthropic, String) {
     let claude =
         FakeAnthropic::start_with(Options { api_key: Some(UPSTREAM_KEY.into()), ..Options::default() }).await.unwrap();
     let extra = format!(
@@ -364,6 +364,7 @@ async fn tool_use_answers_round_trip_through_an_anthropic_channel() {
         [
             "message_start",
             "content_block_start",
+            "ping",
             "content_block_delta",
             "content_block_delta",
             "content_block_delta",
@@ -371,17 +372,19 @@ async fn tool_use_answers_round_trip_through_an_anthropic_channel() {
             "content_block_start",
             "content_block_delta",
             "content_block_delta",
+            "content_block_delta",
             "content_block_stop",
             "message_delta",
             "message_stop",
-        ]
+        ],
+        "Anthropic's own stream (the model has only Anthropic channels: relayed natively)"
     );
     assert_eq!(streamed_text(&evs), TOOL_TEXT);
-    assert_eq!(evs[6].1["content_block"]["type"], "tool_use");
+    assert_eq!(evs[7].1["content_block"]["type"], "tool_use");
     let json: String = evs.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
     assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), json!({ "query": "what is the weather" }));
-    assert_eq!(evs[10].1["delta"]["stop_reason"], "tool_use");
-    assert_eq!(evs[10].1["usage"]["output_tokens"], 3 + TOOL_USE_TOKENS);
+    assert_eq!(evs[12].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(evs[12].1["usage"]["output_tokens"], 3 + TOOL_USE_TOKENS);
     let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
     assert_eq!((row.endpoint.as_str(), row.completion_tokens), ("/v1/messages", 3 + TOOL_USE_TOKENS));
 }
