@@ -1,6 +1,6 @@
 //! The Billing page: balance and 30-day spend, the ledger, and for owners and admins the
-//! admin credit form (`POST /api/v1/billing/credits`): no payment provider is wired yet,
-//! and the button says so.
+//! admin credit form (`POST /api/v1/billing/credits`): packages of $5, $20 and $100 or a
+//! custom amount. No payment provider is wired yet, and the button says so.
 
 use std::sync::Arc;
 
@@ -10,6 +10,9 @@ use maud::html;
 
 use super::{Ctx, Nav, alert, layout, usd, when};
 use crate::WebState;
+
+/// The top-up packages, in USD; any other amount goes in the amount field.
+const PACKAGES: [&str; 3] = ["5", "20", "100"];
 
 pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Response {
     let services = &state.services;
@@ -30,9 +33,13 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
                 h2 { "Add credit" }
                 p.muted { "Online payment is not connected yet. Owners and admins can record a credit here (for example after an invoice is paid); it is added to the balance and to the ledger." }
                 form #credit-form .credit-form novalidate {
-                    div.chips {
-                        @for amount in ["10", "50", "100", "500"] {
-                            label.chip { input type="radio" name="package" value=(amount); span { "$" (amount) } }
+                    fieldset.field.packages {
+                        legend { "Package" }
+                        div.chips {
+                            @for amount in PACKAGES {
+                                label.chip { input type="radio" name="package" value=(amount); span { "$" (amount) } }
+                            }
+                            label.chip { input type="radio" name="package" value="custom"; span { "Custom amount" } }
                         }
                     }
                     div.grid2 {

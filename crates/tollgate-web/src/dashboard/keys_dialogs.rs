@@ -1,6 +1,8 @@
-//! The API Keys page's dialogs, rendered empty and driven by `assets/keys.js`: the key
-//! form (Create Key, and Edit from the detail dialog), the one-shot secret box, the detail
-//! dialog with its actions, the password prompt of Reveal, and the delete confirmation.
+//! The API Keys page's dialogs, rendered empty and driven by `assets/keys.js` and
+//! `assets/keys_detail.js`: the key form (Create Key, and Edit from the detail dialog;
+//! its Advanced tab holds the scopes, metadata and MCP access), the one-shot secret box,
+//! the detail dialog with its actions, the password prompt of Reveal, and the delete
+//! confirmation.
 //! Nothing here ever holds a secret: the script fills the one-shot box from an API answer.
 
 use maud::{Markup, html};
@@ -142,6 +144,7 @@ pub(crate) fn key_dialog(c: &KeyFormChoices) -> Markup {
                     }
                     (field("key-ips", "IP allowlist", html! { textarea #key-ips name="ip_allowlist" rows="2" placeholder="192.168.1.0/24, 10.0.0.1" {} }, Some("CIDRs or addresses, comma- or line-separated. Empty: any address.")))
                     (field("key-metadata", "Metadata (JSON)", html! { textarea.mono #key-metadata name="metadata" rows="3" placeholder=r#"{"team": "backend", "env": "production"}"# {} }, Some("A JSON object, echoed in usage logs.")))
+                    (mcp_fields())
                 }
                 footer.modal-foot {
                     button.btn type="button" data-close { "Cancel" }
@@ -151,6 +154,40 @@ pub(crate) fn key_dialog(c: &KeyFormChoices) -> Markup {
         }
     }
 }
+
+/// The `mcp` object of a key: enabled, mode, servers, and tools per server (written
+/// `server:tool`). The API names only `mcp` in its errors; the script puts each under
+/// the control its message is about.
+fn mcp_fields() -> Markup {
+    html! {
+        fieldset.subgroup #key-mcp {
+            legend { "MCP access" }
+            div.field data-field="key-mcp" {
+                label.check { input #key-mcp-enabled name="mcp_enabled" type="checkbox"; span { "Enabled: the key may use MCP tools" } }
+                p.field-error hidden {}
+            }
+            (field("key-mcp-mode", "Mode", html! {
+                select #key-mcp-mode name="mcp_mode" {
+                    @for (value, label) in MCP_MODES { option value=(value) { (label) } }
+                }
+            }, Some("The lists below are what an allow-list allows or a deny-list denies.")))
+            div.grid2 {
+                (field("key-mcp-servers", "Servers", html! { textarea #key-mcp-servers name="mcp_servers" rows="2" placeholder="github, jira" {} },
+                    Some("Server names, comma- or line-separated.")))
+                (field("key-mcp-tools", "Tools", html! { textarea #key-mcp-tools name="mcp_tools" rows="2" placeholder="github:create_issue, jira:search" {} },
+                    Some("server:tool, comma- or line-separated.")))
+            }
+        }
+    }
+}
+
+/// `mcp.mode` values and their labels; the first is the default.
+const MCP_MODES: &[(&str, &str)] = &[
+    ("allow_all", "Allow all servers and tools"),
+    ("deny_all", "Deny all"),
+    ("allow_list", "Allow only the listed ones"),
+    ("deny_list", "Deny the listed ones"),
+];
 
 /// The one-shot box: shows a fresh secret (create, rotate, duplicate, ephemeral token,
 /// reveal) once; the script sets the heading, the warning and the expiry.

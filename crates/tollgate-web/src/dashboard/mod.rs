@@ -7,6 +7,7 @@
 mod account;
 mod audit;
 mod billing;
+mod channels;
 mod keys;
 mod keys_dialogs;
 mod login;
@@ -32,8 +33,10 @@ use crate::WebState;
 use crate::session::{session_cookie, source_ip};
 
 const APP_CSS: &str = include_str!("assets/app.css");
-const APP_JS: &str = include_str!("assets/app.js");
-const KEYS_JS: &str = include_str!("assets/keys.js");
+// A script route may serve several source files joined, each wrapped in its own function:
+// a page still loads one script per route, while each file keeps to one part of the UI.
+const APP_JS: &str = concat!(include_str!("assets/app.js"), include_str!("assets/teams.js"));
+const KEYS_JS: &str = concat!(include_str!("assets/keys.js"), include_str!("assets/keys_detail.js"));
 const JS: &str = "text/javascript; charset=utf-8";
 
 pub(crate) fn routes() -> Router<Arc<WebState>> {

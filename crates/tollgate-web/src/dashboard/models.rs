@@ -1,5 +1,6 @@
-//! The Models page: the public models and their prices, read-only (prices are changed by
-//! the operator through the API or CLI; editing comes with routing).
+//! The Models page: the public models, their prices and where each is declared (config
+//! file or API), and for owners and admins the Channels section (`channels.rs`). Read-only:
+//! the operator changes models, prices and channels through the config file, API or CLI.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use axum::response::Response;
 use maud::html;
 use tollgate_core::MicroUsd;
 
+use super::channels::{section, source_badge};
 use super::{Ctx, Nav, alert, layout};
 use crate::WebState;
 
@@ -26,6 +28,7 @@ fn price(m: MicroUsd) -> String {
 
 pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Response {
     let models = state.services.list_models(&ctx.actor).await;
+    let channels = if ctx.manages { Some(section(&state, &ctx.actor).await) } else { None };
     let body = html! {
         p.muted.lead { "The models this gateway serves, with the prices every request is billed at. Call them at "
             code { "/v1" } " with any key allowed to use them." }
@@ -33,13 +36,14 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
             Err(e) => (alert(e)),
             Ok(list) if list.is_empty() => div.empty {
                 h2 { "No models configured" }
-                p { "Declare models under " code { "[[models]]" } " in the server's config file and restart." }
+                p { "Declare models under " code { "[[models]]" } " in the server's config file and restart, or have the operator add them with "
+                    code { "POST /api/v1/models" } "." }
             },
             Ok(list) => div.table-wrap {
                 table.data #models-table {
                     thead { tr {
                         th { "Model" } th { "Type" } th.num { "Input / Mtok" } th.num { "Output / Mtok" }
-                        th.num { "Per image" } th.num { "Max output" } th { "Price source" }
+                        th.num { "Per image" } th.num { "Max output" } th { "Price source" } th { "Model source" }
                     } }
                     tbody {
                         @for m in list {
@@ -52,12 +56,14 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
                                 td.num { @if m.max_output_tokens > 0 { (m.max_output_tokens) } @else { span.muted { "—" } } }
                                 td { @if m.price_source == "api" { span.badge.badge-expired title="Overridden through the API or CLI" { "override" } }
                                      @else { span.badge title="From the config file" { "config" } } }
+                                td.model-source { (source_badge(m.source)) }
                             }
                         }
                     }
                 }
             },
         }
+        @if let Some(section) = channels { (section) }
     };
     layout(&ctx, Nav::Models, "Models", html! {}, body)
 }

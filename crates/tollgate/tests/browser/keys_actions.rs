@@ -1,7 +1,8 @@
 //! The key dialogs beyond create/rotate/revoke: the Create dialog's owner, team and
 //! provider pickers; Reveal (asks for the password again); Edit (errors next to the field,
 //! then the saved values); Duplicate and Ephemeral token (secrets in the one-shot box that
-//! the gateway accepts); environment-prefixed names grouped in the table.
+//! the gateway accepts); environment-prefixed names grouped in the table; MCP access in the
+//! Advanced tab, stored on create and changed or cleared on edit.
 
 use tollgate_testkit::app::ADMIN_TOKEN;
 
@@ -222,5 +223,105 @@ async fn environment_prefixed_names_group_together() {
     assert_eq!(b.text_of("#keys-table tr[data-key-name='prod/search'] .env-tag").await, "prod");
     assert!(b.text_of(".table-note").await.contains("grouped by environment"));
     b.shot("keys-environments").await;
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn mcp_access_is_set_in_the_advanced_tab_and_edited() {
+    let Some(b) = browser().await else { return };
+    let app = TestApp::start().await.unwrap();
+    b.sign_in(&app, OWNER_PASSWORD).await;
+    b.find("svg.chart").await;
+    b.goto(&app.url("/dashboard/keys")).await;
+
+    // Create with MCP settings; a tool not written server:tool is refused next to its field.
+    b.click("#open-create").await;
+    b.fill("#key-name", "mcp-agent").await;
+    b.click("#tab-advanced").await;
+    b.click("#key-mcp-enabled").await;
+    b.select("#key-mcp-mode", "allow_list").await;
+    b.fill("#key-mcp-servers", "github, jira").await;
+    b.fill("#key-mcp-tools", "github:create_issue\njira").await;
+    b.click("#key-submit").await;
+    assert!(b.text_of("[data-field=key-mcp-tools] .field-error").await.contains("server:tool"));
+    b.fill("#key-mcp-tools", "github:create_issue, github:list_repos\njira:search").await;
+    // The API's refusal (here: more than it stores) shows on the MCP fields, not elsewhere.
+    let many = "document.querySelector('#key-mcp-servers').value = Array.from({length: 2000}, (_, i) => 'server-' + i).join(', ')";
+    b.client.execute(many, Vec::new()).await.unwrap();
+    b.click("#tab-basic").await;
+    b.click("#key-submit").await;
+    let refusal = b.text_of("[data-field=key-mcp] .field-error").await;
+    assert!(refusal.contains("16384 bytes"), "{refusal}");
+    b.wait_text("#tab-advanced[aria-selected=true]", "Advanced").await;
+    b.shot("keys-mcp-error").await;
+    b.fill("#key-mcp-servers", "github, jira").await;
+    b.click("#key-submit").await;
+    b.text_of("#secret-value").await;
+    b.click("#secret-done").await;
+    let id = key_id_of(&b, "mcp-agent").await;
+    let stored = admin_get_key(&app, &id).await;
+    assert_eq!(
+        stored["mcp"],
+        json!({ "enabled": true, "mode": "allow_list", "servers": ["github", "jira"],
+                "tools": { "github": ["create_issue", "list_repos"], "jira": ["search"] } })
+    );
+
+    // Edit: prefilled, changed, saved; the detail dialog sums it up.
+    open_detail(&b, "mcp-agent").await;
+    let summary = b.text_of("#detail-body dd[data-label='MCP']").await;
+    assert!(summary.starts_with("Enabled · allow-list") && summary.contains("github:list_repos"), "{summary}");
+    b.click("#act-edit").await;
+    b.find("#key-dialog[open]").await;
+    b.click("#tab-advanced").await;
+    let prefilled = b
+        .client
+        .execute(
+            "return ['#key-mcp-enabled', '#key-mcp-mode', '#key-mcp-servers', '#key-mcp-tools'].map(s => { \
+               const e = document.querySelector(s); return e.type === 'checkbox' ? e.checked : e.value; })",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        prefilled,
+        json!([true, "allow_list", "github, jira", "github:create_issue, github:list_repos, jira:search"])
+    );
+    b.client.execute("document.querySelector('#key-mcp').scrollIntoView()", Vec::new()).await.unwrap();
+    b.shot("keys-mcp-edit").await;
+    b.select("#key-mcp-mode", "deny_list").await;
+    b.fill("#key-mcp-servers", "jira").await;
+    b.fill("#key-mcp-tools", "jira:delete_project").await;
+    b.click("#key-submit").await;
+    b.until("the saved key", "return document.querySelector('#key-dialog')?.open === false", |v| v == &json!(true))
+        .await;
+    let start = Instant::now();
+    let key = loop {
+        let key = admin_get_key(&app, &id).await;
+        if key["mcp"]["mode"] == "deny_list" || start.elapsed() > WAIT {
+            break key;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        key["mcp"],
+        json!({ "enabled": true, "mode": "deny_list", "servers": ["jira"], "tools": { "jira": ["delete_project"] } })
+    );
+
+    // Emptied, the settings are cleared.
+    b.find("#keys-table").await;
+    open_detail(&b, "mcp-agent").await;
+    b.click("#act-edit").await;
+    b.find("#key-dialog[open]").await;
+    b.click("#tab-advanced").await;
+    b.click("#key-mcp-enabled").await;
+    b.select("#key-mcp-mode", "allow_all").await;
+    b.fill("#key-mcp-servers", "").await;
+    b.fill("#key-mcp-tools", "").await;
+    b.click("#key-submit").await;
+    let start = Instant::now();
+    while admin_get_key(&app, &id).await["mcp"] != json!({}) {
+        assert!(start.elapsed() < WAIT, "the MCP settings cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.client.clone().close().await.unwrap();
 }

@@ -162,7 +162,15 @@
   // ---- Billing: admin credit ----------------------------------------------------------
   const credit = $("#credit-form");
   if (credit) {
-    $$("input[name=package]", credit).forEach((r) => r.addEventListener("change", () => { $("#credit-amount").value = r.value; }));
+    // A package fills the amount; typing an amount picks its package, or "Custom amount".
+    const amountInput = $("#credit-amount"), packages = $$("input[name=package]", credit);
+    packages.forEach((r) => r.addEventListener("change", () => {
+      if (r.value === "custom") amountInput.focus(); else amountInput.value = r.value;
+    }));
+    amountInput.addEventListener("input", () => {
+      const v = amountInput.value.trim(), match = packages.find((r) => r.value !== "custom" && Number(r.value) === Number(v));
+      packages.forEach((r) => { r.checked = v !== "" && (match ? r === match : r.value === "custom"); });
+    });
     credit.addEventListener("submit", async (ev) => {
       ev.preventDefault(); clearErrors(credit);
       const amount = Number($("#credit-amount").value);
@@ -298,43 +306,4 @@
       } finally { run.disabled = false; run.textContent = "Run"; }
     });
   }
-
-  // ---- Teams --------------------------------------------------------------------------
-  const teamDialog = $("#team-dialog");
-  if (teamDialog) {
-    const form = $("#team-form");
-    $$("#open-team-create, [data-open-team-create]").forEach((b) => b.addEventListener("click", () => {
-      form.reset(); clearErrors(form); openDialog(teamDialog); $("#team-name").focus();
-    }));
-    const TEAM_FIELD = { name: "team-name", allowed_models: "team-models", budget_usd: "team-budget", rpm: "team-rpm", tpm: "team-tpm", token_quota: "team-quota" };
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault(); clearErrors(form);
-      const body = { name: $("#team-name").value.trim() };
-      if (!body.name) return fieldError(form, "team-name", "Give the team a name.");
-      const models = $("#team-models").value.split(/[\n,]/).map((x) => x.trim()).filter(Boolean);
-      if (models.length) body.allowed_models = models;
-      const budget = $("#team-budget").value.trim();
-      if (budget !== "") { const b = Number(budget); if (!(b > 0)) return fieldError(form, "team-budget", "A budget in USD greater than 0, or empty."); body.budget_usd = b; }
-      for (const [id, key] of [["team-rpm", "rpm"], ["team-tpm", "tpm"], ["team-quota", "token_quota"]]) {
-        const raw = $("#" + id).value.trim(); if (raw === "") continue;
-        const n = Number(raw); if (!Number.isInteger(n) || n < 1) return fieldError(form, id, "A whole number of at least 1, or empty for unlimited.");
-        body[key] = n;
-      }
-      const submit = $("#team-submit"); submit.disabled = true;
-      try { await api("POST", "/teams", body); location.reload(); }
-      catch (err) { const f = err.param && TEAM_FIELD[err.param]; if (f) fieldError(form, f, err.message); else formError(form, err.message); }
-      finally { submit.disabled = false; }
-    });
-  }
-  $$("form.add-member").forEach((f) => f.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const team = f.closest("[data-team-id]").dataset.teamId, user = $("select", f).value;
-    try { await api("POST", "/teams/" + encodeURIComponent(team) + "/members", { user_id: user }); location.reload(); }
-    catch (err) { toast(err.message); }
-  }));
-  $$(".remove-member").forEach((b) => b.addEventListener("click", async () => {
-    const team = b.closest("[data-team-id]").dataset.teamId, user = b.closest("[data-user-id]").dataset.userId;
-    try { await api("DELETE", "/teams/" + encodeURIComponent(team) + "/members/" + encodeURIComponent(user)); location.reload(); }
-    catch (err) { toast(err.message); }
-  }));
 })();

@@ -1,12 +1,12 @@
-// Tollgate dashboard, API Keys page: the Create / Edit key dialog, the one-shot secret box,
-// confirmations, and the detail dialog (Edit, Rotate, Duplicate, Ephemeral token, Reveal,
-// Deactivate/Activate, Revoke, Delete). Every change goes through /api/v1/keys... with the
-// session cookie and the page's CSRF token (app.js's api()).
+// Tollgate dashboard, API Keys page: the Create / Edit key dialog (Basic and Advanced tabs,
+// MCP access included) and the one-shot secret box; the detail dialog is keys_detail.js.
+// Every change goes through /api/v1/keys... with the session cookie and the page's CSRF
+// token (app.js's api()).
 "use strict";
 (function () {
   const T = window.Tollgate;
   if (!T || !document.querySelector("#key-dialog")) return;
-  const { $, $$, api, toast, copyText, clearErrors, fieldError, formError, openDialog } = T;
+  const { $, $$, api, copyText, clearErrors, fieldError, formError, openDialog } = T;
 
   // ---- One-shot secret box ------------------------------------------------------------
   const NOT_AGAIN = "This key will not be shown again. Make sure to save it securely.";
@@ -120,6 +120,11 @@
     $$("input[name=allowed_providers]", form).forEach((c) => { c.checked = k.allowed_providers.includes(c.value); });
     $("#key-ips").value = (k.ip_allowlist || []).join("\n");
     meta.value = Object.keys(k.metadata || {}).length ? JSON.stringify(k.metadata, null, 2) : "";
+    const mcp = k.mcp || {};
+    $("#key-mcp-enabled").checked = mcp.enabled === true;
+    $("#key-mcp-mode").value = mcp.mode || "allow_all";
+    $("#key-mcp-servers").value = (mcp.servers || []).join(", ");
+    $("#key-mcp-tools").value = Object.entries(mcp.tools || {}).flatMap(([server, tools]) => tools.map((t) => server + ":" + t)).join(", ");
     if ($("#key-owner")) $("#key-owner").value = k.owner_id;
     if ($("#key-team")) $("#key-team").value = k.team_id;
     initial = { owner: ownerValue(), team: teamValue() };
@@ -135,11 +140,31 @@
     model_scope: "key-scope", models: "key-scope", allowed_endpoints: "key-endpoints", allowed_providers: "key-providers",
     ip_allowlist: "key-ips", metadata: "key-metadata", owner_id: "key-owner", team_id: "key-team",
   };
-  const ADVANCED = new Set(["key-scope", "key-endpoints", "key-ips", "key-metadata"]);
+  const ADVANCED = new Set(["key-scope", "key-endpoints", "key-ips", "key-metadata", "key-mcp", "key-mcp-mode", "key-mcp-servers", "key-mcp-tools"]);
+  // The API names only `mcp`; its message ("mcp: servers must be …") says which control.
+  function mcpField(message) {
+    const m = /^mcp: (enabled|mode|servers|tools)\b/.exec(message || "");
+    return m && m[1] !== "enabled" ? "key-mcp-" + m[1] : "key-mcp";
+  }
   function showError(fieldId, message) {
     selectTab(ADVANCED.has(fieldId) ? "advanced" : "basic");
-    fieldError(form, fieldId, message);
+    if (fieldError(form, fieldId, message)) $('[data-field="' + fieldId + '"]', form).scrollIntoView({ block: "nearest" });
     return null;
+  }
+
+  // The `mcp` object; null when nothing is set (no MCP settings), undefined after showing
+  // a problem. Tools are written server:tool and sent as { server: [tools] }.
+  function mcpValue() {
+    const enabled = $("#key-mcp-enabled").checked, mode = $("#key-mcp-mode").value;
+    const servers = list($("#key-mcp-servers").value), tools = {};
+    for (const entry of list($("#key-mcp-tools").value)) {
+      const cut = entry.indexOf(":"), server = entry.slice(0, cut).trim(), tool = entry.slice(cut + 1).trim();
+      if (cut < 0 || !server || !tool) { showError("key-mcp-tools", "Write each tool as server:tool, e.g. github:create_issue."); return undefined; }
+      tools[server] = tools[server] || [];
+      if (!tools[server].includes(tool)) tools[server].push(tool);
+    }
+    if (!enabled && mode === "allow_all" && !servers.length && !Object.keys(tools).length) return null;
+    return { enabled, mode, servers, tools };
   }
 
   // The request body, or null after showing the first problem next to its field. Create
@@ -185,6 +210,9 @@
     const metaProblem = metadataProblem(meta.value);
     if (metaProblem) return showError("key-metadata", metaProblem);
     if (meta.value.trim()) b.metadata = JSON.parse(meta.value); else if (edit) b.metadata = null;
+    const mcp = mcpValue();
+    if (mcp === undefined) return null;
+    if (mcp !== null || edit) b.mcp = mcp;
     if (ownerValue() && (!edit || ownerValue() !== initial.owner)) b.owner_id = ownerValue();
     if (teamValue() && (!edit || teamValue() !== initial.team)) b.team_id = teamValue();
     return b;
@@ -207,146 +235,11 @@
         showSecret(created.key, "API Key created! Copy it now");
       }
     } catch (err) {
-      const fieldId = err.param && PARAM_FIELD[err.param];
+      const fieldId = err.param === "mcp" ? mcpField(err.message) : err.param && PARAM_FIELD[err.param];
       if (fieldId) showError(fieldId, err.message); else formError(form, err.message);
     } finally { submit.disabled = false; }
   });
 
-  // ---- Confirmations ------------------------------------------------------------------
-  const confirmDialog = $("#confirm-dialog");
-  function confirmAction(title, text, okLabel) {
-    return new Promise((resolve) => {
-      $("#confirm-title").textContent = title; $("#confirm-text").textContent = text; $("#confirm-ok").textContent = okLabel;
-      let answered = false;
-      const ok = $("#confirm-ok");
-      const onOk = () => { answered = true; confirmDialog.close(); };
-      ok.addEventListener("click", onOk, { once: true });
-      confirmDialog.addEventListener("close", () => { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
-      openDialog(confirmDialog);
-    });
-  }
-  const deleteText = (name) => "Are you sure you want to delete '" + name + "'? This action cannot be undone.";
-  async function deleteKey(id, name) {
-    if (!(await confirmAction("Delete API Key", deleteText(name), "Delete"))) return false;
-    try { await api("DELETE", "/keys/" + encodeURIComponent(id)); location.reload(); return true; }
-    catch (err) { toast(err.message); return false; }
-  }
-  $$(".delete-key").forEach((b) => b.addEventListener("click", (ev) => {
-    ev.stopPropagation();
-    const row = b.closest("tr"); deleteKey(row.dataset.keyId, row.dataset.keyName);
-  }));
-
-  // ---- Reveal: asks for the password again ----------------------------------------------
-  const revealDialog = $("#reveal-dialog");
-  function askReveal(k) {
-    const f = $("#reveal-form"); f.reset(); clearErrors(f);
-    $("#reveal-key-name").textContent = k.name;
-    openDialog(revealDialog); $("#reveal-password").focus();
-    f.onsubmit = async (ev) => {
-      ev.preventDefault(); clearErrors(f);
-      const password = $("#reveal-password").value;
-      if (!password) return fieldError(f, "reveal-password", "Enter your password.");
-      const submit = $("button[type=submit]", f); submit.disabled = true;
-      try {
-        const res = await api("POST", "/keys/" + encodeURIComponent(k.id) + "/reveal", { password });
-        revealDialog.close();
-        showSecret(res.key, "Your API key: " + k.name,
-          { warning: "Anyone holding this key can spend its budget. Keep it in a secret manager, not in code." });
-      } catch (err) {
-        if (err.status === 403 || err.param === "password") fieldError(f, "reveal-password", err.status === 403 ? "That is not your password." : err.message);
-        else formError(f, err.message);
-      } finally { submit.disabled = false; }
-    };
-  }
-
-  // ---- Key detail dialog --------------------------------------------------------------
-  const detail = $("#detail-dialog");
-  let current = null, changed = false;
-  const money = (v) => (v === null || v === undefined ? "—" : "$" + Number(v).toFixed(2));
-  const orDash = (v) => (v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length) ? "—" : Array.isArray(v) ? v.join(", ") : String(v));
-  function render(k) {
-    current = k;
-    $("#detail-title").textContent = k.name;
-    const rows = [
-      ["Status", k.status], ["Key", k.preview], ["Id", k.id], ["Owner", ownerName(k.owner_id)], ["Team", teamName(k.team_id)],
-      ["Created", k.created_at], ["Expires", k.expires_at || "Never"],
-      ["Last used", k.last_used_at], ["Requests", k.request_count], ["Tokens used", k.tokens_used],
-      ["Spend", money(k.spend_usd)], ["Budget", k.budget_usd === null ? "Workspace balance" : money(k.budget_usd)],
-      ["Alert thresholds", k.budget_alert_thresholds.length ? k.budget_alert_thresholds.map((t) => t + "%").join(", ") : "—"],
-      ["Requests / min", k.rpm === null ? "Unlimited" : k.rpm], ["Tokens / min", k.tpm === null ? "Unlimited" : k.tpm],
-      ["Token quota", k.token_quota === null ? "Unlimited" : k.token_quota], ["Models", k.model_scope === "list" ? orDash(k.models) : k.model_scope],
-      ["Endpoints", k.allowed_endpoints.length ? k.allowed_endpoints.join(", ") : "All"],
-      ["Providers", k.allowed_providers.length ? k.allowed_providers.join(", ") : "All"],
-      ["IP allowlist", k.ip_allowlist.length ? k.ip_allowlist.join(", ") : "Any"],
-      ["Metadata", Object.keys(k.metadata || {}).length ? JSON.stringify(k.metadata) : "—"],
-    ];
-    const dl = $("#detail-body"); dl.textContent = "";
-    for (const [label, value] of rows) {
-      const dt = document.createElement("dt"); dt.textContent = label;
-      const dd = document.createElement("dd"); dd.textContent = orDash(value);
-      dd.dataset.label = label;
-      if (label === "Status") { dd.textContent = ""; const b = document.createElement("span"); b.className = "badge badge-" + k.status; b.textContent = k.status; dd.appendChild(b); }
-      dl.append(dt, dd);
-    }
-    const s = k.status;
-    $("#act-disable").hidden = s !== "active";
-    $("#act-enable").hidden = s !== "inactive";
-    $("#act-revoke").hidden = s === "revoked";
-    $("#act-rotate").hidden = s === "revoked";
-    $("#act-edit").hidden = s === "revoked";
-    $(".detail-rotate", detail).hidden = s === "revoked";
-    $(".detail-ephemeral", detail).hidden = s !== "active";
-    if ($("#act-reveal")) $("#act-reveal").hidden = s === "revoked";
-  }
-  const pickerName = (sel, id) => { const o = sel && Array.from(sel.options).find((x) => x.value === id); return o ? o.textContent : id; };
-  const ownerName = (id) => pickerName($("#key-owner"), id);
-  const teamName = (id) => pickerName($("#key-team"), id);
-  $$(".open-detail").forEach((b) => b.addEventListener("click", async () => {
-    const id = b.closest("tr").dataset.keyId;
-    clearErrors(detail); changed = false;
-    try { render(await api("GET", "/keys/" + encodeURIComponent(id))); openDialog(detail); } catch (err) { toast(err.message); }
-  }));
-  detail.addEventListener("close", () => { if (changed) location.reload(); });
-  // Leaves the detail dialog for another dialog without the reload a change would cause.
-  const leaveDetail = () => { changed = false; detail.close(); };
-  $$("[data-action]", detail).forEach((b) => b.addEventListener("click", async () => {
-    if (!current) return;
-    const action = b.dataset.action, path = "/keys/" + encodeURIComponent(current.id);
-    clearErrors(detail);
-    try {
-      if (action === "delete") { leaveDetail(); await deleteKey(current.id, current.name); return; }
-      if (action === "edit") { const k = current; leaveDetail(); openEdit(k); return; }
-      if (action === "reveal") { const k = current; leaveDetail(); askReveal(k); return; }
-      if (action === "revoke" && !(await confirmAction("Revoke API Key", "Revoke '" + current.name + "'? It stops working immediately, and revocation is permanent.", "Revoke"))) return;
-      if (action === "rotate") {
-        const grace = Number($("#rotate-grace").value);
-        const idem = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-        const rotated = await api("POST", path + "/rotate", { grace_seconds: grace }, { "idempotency-key": idem });
-        // The one-shot box reloads the page when it closes; the detail dialog must not first.
-        leaveDetail();
-        showSecret(rotated.key, "API Key rotated! Copy it now");
-        return;
-      }
-      if (action === "duplicate") {
-        const copy = await api("POST", path + "/duplicate", {});
-        leaveDetail();
-        showSecret(copy.key, "API Key duplicated! Copy it now",
-          { warning: "'" + copy.name + "' has the same settings as '" + current.name + "'. " + NOT_AGAIN });
-        return;
-      }
-      if (action === "ephemeral") {
-        const ttl = Number($("#ephemeral-ttl").value);
-        const token = await api("POST", path + "/ephemeral", { ttl_seconds: ttl });
-        leaveDetail();
-        showSecret(token.token, "Ephemeral token created! Copy it now", {
-          expiresAt: token.expires_at,
-          warning: "It works like '" + current.name + "', with its limits, until it expires. It will not be shown again.",
-        });
-        return;
-      }
-      render(await api("POST", path + "/" + action));
-      changed = true;
-      toast({ disable: "Key deactivated", enable: "Key activated", revoke: "Key revoked" }[action]);
-    } catch (err) { formError(detail, err.message); }
-  }));
+  // For the detail dialog (keys_detail.js, served right after this file).
+  T.keys = { showSecret, openEdit, NOT_AGAIN };
 })();
