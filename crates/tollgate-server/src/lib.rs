@@ -92,12 +92,21 @@ impl Server {
         let services = open_services(&config).await?;
         let store = services.store.clone();
 
+        let routing = services.routing.clone().context("the services carry the routing setup")?;
+        let source = Arc::new(feed::RouteSource {
+            config: config.clone(),
+            setup: routing,
+            health: tollgate_proxy::routing::Health::default(),
+        });
+        // Models by id in the metrics: the config file's and those managed through the API at
+        // start (one added later is counted as `other` until the next start).
+        let routes = source.routes(&store).await.context("loading the routes")?;
         let metrics = tollgate_proxy::metrics::Metrics::new(
             tollgate_proxy::metrics::MetricsOptions {
                 disabled: !config.metrics.enabled,
                 key_labels: config.metrics.key_labels,
             },
-            config.models.iter().map(|m| m.id.as_str()),
+            config.models.iter().map(|m| m.id.as_str()).chain(routes.iter().map(|r| r.id.as_str())),
         );
         let (usage, usage_rx) =
             tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, Arc::new(metrics));
@@ -109,15 +118,10 @@ impl Server {
             data_dir: config.data_dir.clone(),
         };
         writer.replay_spill().await;
-
-        let routing = services.routing.clone().context("the services carry the routing setup")?;
-        let source = Arc::new(feed::RouteSource {
-            config: config.clone(),
-            setup: routing,
-            health: tollgate_proxy::routing::Health::default(),
-        });
+        // Loaded after the replay: the replayed rows are in the counters it reads.
         let (snapshot, seq) = feed::load(&store, &source).await.context("loading the snapshot")?;
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
+
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
         let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot).await?;
 

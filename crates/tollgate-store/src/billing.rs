@@ -169,9 +169,8 @@ impl Store {
         actor: Option<&str>,
         audit_entry: &AuditEntry,
     ) -> Result<LedgerEntry> {
-        use sqlx::Acquire;
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let balance: Option<i64> = sqlx::query_scalar(
             "UPDATE organizations SET credit_micros = credit_micros + $1 WHERE id = $2 \
              RETURNING credit_micros - spend_micros",

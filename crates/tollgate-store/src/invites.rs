@@ -3,8 +3,8 @@
 //! membership and marks the invitation used, in one transaction that only one caller can
 //! win: an invitation is used at most once, even by two sign-ups racing for it.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
 use tollgate_core::audit::AuditEntry;
 use tollgate_core::key::KeyDigest;
 use tollgate_core::tenancy::{Role, User};
@@ -36,7 +36,7 @@ const COLUMNS: &str =
 impl Store {
     pub async fn insert_invite(&self, invite: &Invite, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query(&format!("INSERT INTO invites ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
             .bind(&invite.id)
             .bind(&invite.org_id)
@@ -84,7 +84,7 @@ impl Store {
     /// another organization's, is `NotFound`.
     pub async fn delete_invite(&self, org_id: &str, id: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("DELETE FROM invites WHERE id = $1 AND org_id = $2 AND accepted_at IS NULL")
             .bind(id)
             .bind(org_id)
@@ -111,7 +111,7 @@ impl Store {
         entry: &AuditEntry,
     ) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let claimed = sqlx::query(
             "UPDATE invites SET accepted_at = $1, accepted_by = $2 \
              WHERE id = $3 AND accepted_at IS NULL AND expires_at > $1",

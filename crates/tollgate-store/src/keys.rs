@@ -1,7 +1,7 @@
 //! API keys: insert, read, list. Every write records a change for the data plane.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
 use tollgate_core::MicroUsd;
 use tollgate_core::key::{KeyDigest, KeyRecord, KeyStatus};
 
@@ -74,7 +74,7 @@ impl Store {
     /// Inserts a new key, its change-feed entry and its audit entry atomically.
     pub async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
@@ -113,7 +113,7 @@ impl Store {
     /// with `NotFound` if the key is gone.
     pub async fn update_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET name = $1, digest = $2, preview = $3, status = $4, expires_at = $5, \
              settings = $6, updated_at = $7, previous_digest = $8, previous_expires_at = $9, \
@@ -148,7 +148,7 @@ impl Store {
     /// Deletes a key for good (its usage rows keep its id and name).
     pub async fn delete_key(&self, id: &str, audit: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

@@ -118,6 +118,23 @@ impl Store {
         self.backend
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY` at once — `busy_timeout` cannot help — when another connection (the
+    /// usage writer, say) committed in between, since a WAL read snapshot cannot be upgraded.
+    /// An immediate one waits for the lock like any writer. PostgreSQL needs nothing special.
+    pub(crate) async fn begin_write<'c>(
+        &self,
+        conn: &'c mut sqlx::AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Any>> {
+        use sqlx::Connection as _;
+        let statement = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        Ok(conn.begin_with(statement).await?)
+    }
+
     /// Applies every embedded migration not yet applied. Safe to run from several
     /// processes at once.
     pub async fn migrate(&self) -> Result<()> {

@@ -12,8 +12,8 @@
 //! runs out, so nothing is lost; a finished attempt records `sent`, a retry time, or
 //! `failed`.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
 use tollgate_core::MicroUsd;
 use tollgate_core::key::{KeySettings, KeyStatus};
 use tollgate_core::time::UnixMillis;
@@ -164,7 +164,7 @@ impl Store {
     /// detail exists. `true` when this call created it (and so owns its delivery).
     pub async fn record_notification(&self, n: &NewNotification) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let created: Option<String> = sqlx::query_scalar(
             "INSERT INTO notifications (id, kind, key_id, detail, org_id, owner_id, payload, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (kind, key_id, detail) DO NOTHING RETURNING id",

@@ -2,7 +2,7 @@
 //! for their model until deleted; every change reaches the data planes through the
 //! change feed (entity `model`) and is audited in the same transaction.
 
-use sqlx::{Acquire, Row};
+use sqlx::Row;
 use tollgate_core::MicroUsd;
 use tollgate_core::audit::AuditEntry;
 use tollgate_core::money::Pricing;
@@ -36,7 +36,7 @@ impl Store {
     /// Sets (`Some`) or removes (`None`) the override of `model_id`.
     pub async fn set_model_price(&self, model_id: &str, pricing: Option<Pricing>, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         match pricing {
             Some(p) => {
                 sqlx::query(

@@ -4,7 +4,7 @@
 //! entry to the change feed in the same transaction, so every instance rebuilds its
 //! routes.
 
-use sqlx::{Acquire, Row};
+use sqlx::Row;
 use tollgate_core::MicroUsd;
 use tollgate_core::audit::AuditEntry;
 use tollgate_core::money::Pricing;
@@ -86,7 +86,7 @@ impl Store {
     /// provider (`NotFound` when there is none).
     pub async fn put_routing_provider(&self, p: &ProviderRecord, replace: bool, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         // Both statements bind the same values; the update leaves `created_at` as it was.
         let sql = if replace {
             "UPDATE routing_providers SET kind = $2, base_url = $3, api_version = $4, anthropic_version = $5, \
@@ -123,7 +123,7 @@ impl Store {
     /// Deletes a provider; `Conflict` while a stored channel still uses it.
     pub async fn delete_routing_provider(&self, name: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM routing_channels WHERE provider = $1")
             .bind(name)
             .fetch_one(&mut *tx)
@@ -150,7 +150,7 @@ impl Store {
         entry: &AuditEntry,
     ) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query(&format!("INSERT INTO routing_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
             .bind(&m.id)
             .bind(&m.model_type)
@@ -175,7 +175,7 @@ impl Store {
     /// Deletes a model and its channels.
     pub async fn delete_routing_model(&self, id: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("DELETE FROM routing_models WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -191,7 +191,7 @@ impl Store {
     /// upstream model) or, with `replace`, updates one by id (`NotFound` when absent).
     pub async fn put_routing_channel(&self, c: &ChannelRecord, replace: bool, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         if replace {
             let done = sqlx::query(
                 "UPDATE routing_channels SET upstream_model = $2, priority = $3, weight = $4, groups = $5, \
@@ -220,7 +220,7 @@ impl Store {
 
     pub async fn delete_routing_channel(&self, id: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("DELETE FROM routing_channels WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

@@ -1,8 +1,8 @@
 //! Organizations, users, memberships, teams and personal access tokens. Team changes
 //! go through the change feed (the data plane enforces a team's allowed models).
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Acquire, Row};
 use tollgate_core::audit::AuditEntry;
 use tollgate_core::key::KeyDigest;
 use tollgate_core::tenancy::{AccessToken, Organization, Role, Team, TeamSettings, User};
@@ -31,7 +31,7 @@ impl Store {
     /// `only_if_first`, does nothing (and returns false) if any organization exists.
     pub async fn create_organization(&self, b: &Bootstrap<'_>, only_if_first: bool) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *tx).await?;
         }
@@ -61,7 +61,7 @@ impl Store {
 
     pub async fn insert_organization(&self, org: &Organization, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         insert_org(&mut tx, org).await?;
         audit::record(&mut tx, entry).await?;
         tx.commit().await?;
@@ -91,7 +91,7 @@ impl Store {
         entry: &AuditEntry,
     ) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         insert_user(&mut tx, user, password_hash).await?;
         insert_membership(&mut tx, org_id, &user.id, role, user.created_at).await?;
         for t in team_ids {
@@ -165,7 +165,7 @@ impl Store {
 
     pub async fn set_role(&self, org_id: &str, user_id: &str, role: Role, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
             .bind(role.as_str())
             .bind(org_id)
@@ -182,7 +182,7 @@ impl Store {
 
     pub async fn insert_team(&self, team: &Team, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         insert_team(&mut tx, team).await?;
         changes::record(self.backend, &mut tx, Entity::Team, &team.id).await?;
         audit::record(&mut tx, entry).await?;
@@ -192,7 +192,7 @@ impl Store {
 
     pub async fn update_team(&self, team: &Team, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("UPDATE teams SET name = $1, settings = $2 WHERE id = $3")
             .bind(&team.name)
             .bind(team_settings_json(&team.settings)?)
@@ -238,7 +238,7 @@ impl Store {
     /// Adds (`true`) or removes (`false`) a team member.
     pub async fn set_team_member(&self, team_id: &str, user_id: &str, member: bool, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         if member {
             sqlx::query("INSERT INTO team_members (team_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(team_id)
@@ -267,7 +267,7 @@ impl Store {
 
     pub async fn insert_access_token(&self, t: &AccessToken, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query(
             "INSERT INTO access_tokens (id, user_id, org_id, name, digest, preview, created_at, expires_at, last_used_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -311,7 +311,7 @@ impl Store {
     /// Deletes `user_id`'s token `id` (another user's token is `NotFound`).
     pub async fn delete_access_token(&self, user_id: &str, id: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
@@ -374,7 +374,7 @@ impl Store {
     /// Sets a new password hash and ends every session of the user, atomically.
     pub async fn set_password(&self, user_id: &str, hash: &str, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(user_id)

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::Acquire;
 use tollgate_core::usage::UsageEvent;
 
 use crate::billing::debit_usage;
@@ -27,7 +26,7 @@ impl Store {
             return Ok(0);
         }
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let sql = self.insert_statement(chunk.len());

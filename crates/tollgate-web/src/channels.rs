@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use tollgate_core::{ApiError, ErrorCode};
-use tollgate_service::{Actor, ChannelInput, ChannelPatch};
+use tollgate_service::{Actor, ChannelInput, ChannelPatch, ServiceError};
 
 use crate::WebState;
 use crate::error::{api_error, parse_json};
@@ -52,10 +52,16 @@ async fn list(State(s): State<Arc<WebState>>, Extension(a): Extension<Actor>) ->
     if a.user_principal().is_some_and(|u| !u.role.manages_org()) {
         return Err(ApiError::new(ErrorCode::Forbidden, "Channel health is for owners and admins."));
     }
+    let data = channel_statuses(&s, &a).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "data": data })).into_response())
+}
+
+/// Every channel as the data plane reports it, the managed ones named by their id (so
+/// that they can be changed), for a caller allowed to list channels.
+pub(crate) async fn channel_statuses(s: &WebState, a: &Actor) -> Result<Vec<ChannelStatus>, ServiceError> {
     let mut data = s.channels.as_ref().map(|report| report()).unwrap_or_default();
     if s.services.routing.is_some() {
-        // Name the managed channels, so that they can be changed.
-        let managed = s.services.list_channels(&a).await.map_err(api_error)?;
+        let managed = s.services.list_channels(a).await?;
         for c in &mut data {
             let found = managed.iter().find(|m| {
                 m.id.is_some() && m.model == c.model && m.provider == c.provider && m.upstream_model == c.upstream_model
@@ -66,7 +72,7 @@ async fn list(State(s): State<Arc<WebState>>, Extension(a): Extension<Actor>) ->
             }
         }
     }
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(data)
 }
 
 #[derive(Deserialize)]

@@ -13,19 +13,7 @@ use crate::channels::ChannelStatus;
 /// What `GET /api/v1/channels` answers, for a manager; sorted by model, then the order
 /// attempts take (highest priority first).
 async fn channels(state: &WebState, actor: &Actor) -> Result<Vec<ChannelStatus>, tollgate_service::ServiceError> {
-    let mut data = state.channels.as_ref().map(|report| report()).unwrap_or_default();
-    if state.services.routing.is_some() {
-        let managed = state.services.list_channels(actor).await?;
-        for c in &mut data {
-            let found = managed.iter().find(|m| {
-                m.id.is_some() && m.model == c.model && m.provider == c.provider && m.upstream_model == c.upstream_model
-            });
-            if let Some(m) = found {
-                c.id = m.id.clone();
-                c.source = "api";
-            }
-        }
-    }
+    let mut data = crate::channels::channel_statuses(state, actor).await?;
     data.sort_by(|a, b| a.model.cmp(&b.model).then(b.priority.cmp(&a.priority)));
     Ok(data)
 }
