@@ -370,3 +370,38 @@ async fn only_the_operator_writes_owners_and_admins_read_and_members_see_nothing
     let anonymous = app.client.get(&app.url("/api/v1/providers"), None).await.unwrap();
     assert_eq!(anonymous.status, 401);
 }
+
+/// Two instances on one PostgreSQL database with one pepper: a provider and model added on
+/// one serve on the other (its credential opened there), and a changed key reaches both.
+#[tokio::test]
+async fn two_instances_on_postgres_serve_what_either_one_was_told() {
+    let Some(db) = tollgate_testkit::app::PgDatabase::create().await.unwrap() else { return };
+    let top = format!("database_url = \"{}\"\npepper = \"shared-pepper-for-both-instances-0123456789\"", db.url);
+    let mut one = TestApp::start_with_top(&top, "").await.unwrap();
+    let mut two = TestApp::start_with_top(&top, "").await.unwrap();
+    let managed = FakeOpenAi::start().await;
+    let op = operator(&one);
+    let provider =
+        json!({ "name": "shared", "kind": "openai", "base_url": managed.base_url(), "api_key": MANAGED_KEY });
+    assert_eq!(op.post("/providers", provider).await.status, 201);
+    let model = json!({ "id": "shared-chat", "type": "chat", "channels": [{ "provider": "shared" }] });
+    assert_eq!(op.post("/models", model).await.status, 201);
+    let key = one.create_key("shared").await.unwrap();
+    two.key_accepted(&key, Duration::from_secs(2)).await.unwrap();
+    until_status(&two, &key, &chat("shared-chat"), 200).await;
+    assert_eq!(chats_at(&managed)[0].headers["authorization"], format!("Bearer {MANAGED_KEY}").as_str());
+
+    assert_eq!(op.patch("/providers/shared", json!({ "api_key": ROTATED_KEY })).await.status, 200);
+    let rotated = format!("Bearer {ROTATED_KEY}");
+    wait_for(|| async {
+        two.client.post_json(&two.url("/v1/chat/completions"), Some(&key), &chat("shared-chat")).await.unwrap();
+        chats_at(&managed).last().is_some_and(|r| r.headers["authorization"] == rotated.as_str())
+    })
+    .await;
+    // Instance two lists what instance one stored.
+    let listed = operator(&two).get("/providers").await.json();
+    assert!(listed["data"].as_array().unwrap().iter().any(|p| p["name"] == "shared" && p["api_key_set"] == true));
+    one.stop().await;
+    two.stop().await;
+    db.drop_now().await.unwrap();
+}
