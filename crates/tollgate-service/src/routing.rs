@@ -77,9 +77,12 @@ pub struct ProviderView {
 }
 
 /// A channel to create: `model` is a config or managed model, `provider` a config or
-/// managed provider; `upstream_model` defaults to the model's id.
-#[derive(Debug, Clone, Default)]
+/// managed provider; `upstream_model` defaults to the model's id. The API's body as it is
+/// (inside a new model's `channels`, `model` is left out).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChannelInput {
+    #[serde(default)]
     pub model: String,
     pub provider: String,
     pub upstream_model: Option<String>,
@@ -88,7 +91,9 @@ pub struct ChannelInput {
     pub groups: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Changes to a channel; a field left out keeps its value.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
     pub upstream_model: Option<String>,
     pub priority: Option<i32>,
@@ -109,13 +114,19 @@ pub struct ChannelView {
     pub source: &'static str,
 }
 
-/// A model to create with its first channels (`model` of each is ignored).
-#[derive(Debug, Clone, Default)]
+/// A model to create with its first channels (`model` of each is ignored): the API's
+/// body as it is, prices in USD (left out: free).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelInput {
     pub id: String,
+    #[serde(rename = "type")]
     pub model_type: String,
+    #[serde(default)]
     pub input_price_per_mtok: f64,
+    #[serde(default)]
     pub output_price_per_mtok: f64,
+    #[serde(default)]
     pub price_per_image: f64,
     pub max_output_tokens: Option<u64>,
     pub channels: Vec<ChannelInput>,

@@ -12,7 +12,6 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Deserialize;
 use tollgate_core::{ApiError, ErrorCode};
 use tollgate_service::{Actor, ChannelInput, ChannelPatch, ServiceError};
 
@@ -75,50 +74,19 @@ pub(crate) async fn channel_statuses(s: &WebState, a: &Actor) -> Result<Vec<Chan
     Ok(data)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    model: String,
-    provider: String,
-    #[serde(default)]
-    upstream_model: Option<String>,
-    #[serde(default)]
-    priority: Option<i32>,
-    #[serde(default)]
-    weight: Option<u32>,
-    #[serde(default)]
-    groups: Option<Vec<String>>,
-}
-
 async fn create(
     State(s): State<Arc<WebState>>,
     Extension(a): Extension<Actor>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: CreateBody = parse_json(&body)?;
-    let input = ChannelInput {
-        model: b.model,
-        provider: b.provider,
-        upstream_model: b.upstream_model,
-        priority: b.priority,
-        weight: b.weight,
-        groups: b.groups,
-    };
+    let input: ChannelInput = parse_json(&body)?;
+    if input.model.is_empty() {
+        return Err(
+            ApiError::invalid_request("model: Field required (the model the channel serves).").with_param("model")
+        );
+    }
     let view = s.services.create_channel(&a, input).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchBody {
-    #[serde(default)]
-    upstream_model: Option<String>,
-    #[serde(default)]
-    priority: Option<i32>,
-    #[serde(default)]
-    weight: Option<u32>,
-    #[serde(default)]
-    groups: Option<Vec<String>>,
 }
 
 async fn update(
@@ -127,9 +95,7 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: PatchBody = parse_json(&body)?;
-    let patch =
-        ChannelPatch { upstream_model: b.upstream_model, priority: b.priority, weight: b.weight, groups: b.groups };
+    let patch: ChannelPatch = parse_json(&body)?;
     let view = s.services.update_channel(&a, &id, patch).await.map_err(api_error)?;
     Ok(Json(view).into_response())
 }

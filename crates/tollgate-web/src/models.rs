@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use tollgate_core::ApiError;
-use tollgate_service::{Actor, ChannelInput, ModelInput, PriceInput};
+use tollgate_service::{Actor, ModelInput, PriceInput};
 
 use crate::WebState;
 use crate::error::{api_error, parse_json};
@@ -65,63 +65,12 @@ async fn reset_price(
     Ok(Json(view).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelBody {
-    provider: String,
-    #[serde(default)]
-    upstream_model: Option<String>,
-    #[serde(default)]
-    priority: Option<i32>,
-    #[serde(default)]
-    weight: Option<u32>,
-    #[serde(default)]
-    groups: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelBody {
-    id: String,
-    #[serde(rename = "type")]
-    model_type: String,
-    #[serde(default)]
-    input_price_per_mtok: f64,
-    #[serde(default)]
-    output_price_per_mtok: f64,
-    #[serde(default)]
-    price_per_image: f64,
-    #[serde(default)]
-    max_output_tokens: Option<u64>,
-    channels: Vec<ChannelBody>,
-}
-
 async fn create(
     State(s): State<Arc<WebState>>,
     Extension(a): Extension<Actor>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: ModelBody = parse_json(&body)?;
-    let input = ModelInput {
-        id: b.id,
-        model_type: b.model_type,
-        input_price_per_mtok: b.input_price_per_mtok,
-        output_price_per_mtok: b.output_price_per_mtok,
-        price_per_image: b.price_per_image,
-        max_output_tokens: b.max_output_tokens,
-        channels: b
-            .channels
-            .into_iter()
-            .map(|c| ChannelInput {
-                model: String::new(),
-                provider: c.provider,
-                upstream_model: c.upstream_model,
-                priority: c.priority,
-                weight: c.weight,
-                groups: c.groups,
-            })
-            .collect(),
-    };
+    let input: ModelInput = parse_json(&body)?;
     let created = s.services.create_model(&a, input).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }

@@ -302,6 +302,7 @@ async fn bad_definitions_are_refused_naming_the_field() {
         (json!({ "model": "gpt-4o-mini", "provider": "az", "upstream_model": "../../admin" }), "upstream_model"),
         (json!({ "model": "gpt-4o-mini", "provider": "nowhere" }), "provider"),
         (json!({ "model": "no-such-model", "provider": "az", "upstream_model": "d" }), "model"),
+        (json!({ "provider": "az", "upstream_model": "d" }), "model"),
         (json!({ "model": "gpt-4o-mini", "provider": "fake", "upstream_model": "fake-mini" }), "provider"),
         (json!({ "model": "gpt-4o-mini", "provider": "az", "upstream_model": "d", "weight": 0 }), "weight"),
     ];
