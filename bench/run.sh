@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tollgate throughput/latency benchmark. In one run on one box it measures
 #   (a) the fake upstream directly, (b) a bare hyper forwarder in front of it, and
-#   (c) Tollgate in front of it,
+#   (c) Tollgate in front of it, and optionally (d) Tollgate translating to a fake Anthropic
+#   and (e) Tollgate relaying /v1/messages to it natively,
 # with wrk POSTing a small chat completion at several connection counts, then prints a
 # Markdown table and writes it to bench/results/latest.md. See bench/README.md.
 #
@@ -11,7 +12,9 @@
 #   BENCH_CONNECTIONS  connection counts (default "1 32 128")
 #   BENCH_TARGETS      which targets to run (default "fake forwarder tollgate"); add
 #                      "anthropic" for (d): the same Tollgate and key, a model whose channel
-#                      is a fake Anthropic (Messages API), measured right after (c)
+#                      is a fake Anthropic (Messages API), measured right after (c); add
+#                      "messages" for (e): the same model asked over POST /v1/messages
+#                      (relayed natively, no translation), measured right after (d)
 #   BENCH_SKIP_BUILD   set to 1 to use the binaries already in target/release
 #   BENCH_KEEP         set to 1 to keep the temp dir (configs, server logs)
 #   BENCH_SCOPED_KEY   set to 1 to give Tollgate's key every scope (IP allowlist, model
@@ -35,6 +38,12 @@ CHAT_PATH="/v1/chat/completions"
 CHAT_BODY='{"model":"bench-model","messages":[{"role":"user","content":"hello there"}]}'
 # (d): the same request for the model served through the Anthropic adapter.
 ANTHROPIC_BODY='{"model":"bench-model-anthropic","messages":[{"role":"user","content":"hello there"}]}'
+# (e): the same conversation for the same model in the Messages API's own shape, which
+# requires max_tokens (64 is above the fake's 5-word reply, so the answer is the same as (d)'s).
+MESSAGES_PATH="/v1/messages"
+MESSAGES_BODY='{"model":"bench-model-anthropic","max_tokens":64,"messages":[{"role":"user","content":"hello there"}]}'
+# Anthropic's SDKs send it on every request; Tollgate accepts it and sends its own upstream.
+MESSAGES_VERSION="2023-06-01"
 # The fake upstream accepts any non-empty bearer token.
 FAKE_AUTH="Bearer sk-bench"
 
@@ -64,6 +73,16 @@ die() {
   exit 1
 }
 wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+# (c), (d) and (e) all need the gateway (one process serves the three).
+wants_tollgate() { wants tollgate || wants anthropic || wants messages; }
+
+# extra_headers PATH: the headers a client of that API sends besides Content-Type and
+# Authorization, one "Name: value" a line (none for the chat completions API).
+extra_headers() {
+  if [[ "$1" == "$MESSAGES_PATH" ]]; then
+    echo "anthropic-version: $MESSAGES_VERSION"
+  fi
+}
 
 # --- 1. load generator -----------------------------------------------------------------------
 
@@ -115,23 +134,35 @@ start_server() {
   SERVER_URL="${line#listening on }"
 }
 
-# http_status BASE_URL AUTH [BODY]: the status code of one chat completion POST (000 if none).
+# http_status BASE_URL AUTH [BODY [PATH]]: the status code of one POST (000 if none); BODY
+# and PATH default to the chat completion's.
 http_status() {
-  local CHAT_BODY="${3:-$CHAT_BODY}"
+  local CHAT_BODY="${3:-$CHAT_BODY}" CHAT_PATH="${4:-$CHAT_PATH}" extra=() header
+  while IFS= read -r header; do
+    [[ -n "$header" ]] && extra+=("$header")
+  done < <(extra_headers "$CHAT_PATH")
   if command -v curl >/dev/null 2>&1; then
+    local curl_headers=()
+    for header in "${extra[@]}"; do
+      curl_headers+=(-H "$header")
+    done
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "$1$CHAT_PATH" \
-      -H 'Content-Type: application/json' -H "Authorization: $2" --data "$CHAT_BODY" || true
+      -H 'Content-Type: application/json' -H "Authorization: $2" "${curl_headers[@]}" \
+      --data "$CHAT_BODY" || true
     return
   fi
   # No curl: one HTTP/1.1 request over bash's /dev/tcp.
-  local hostport="${1#http://}" fd line
+  local hostport="${1#http://}" fd line more=""
   hostport="${hostport%%/*}"
+  for header in "${extra[@]}"; do
+    more+="$header"$'\r\n'
+  done
   if ! exec {fd}<>"/dev/tcp/${hostport%:*}/${hostport##*:}"; then
     echo 000
     return
   fi
-  printf 'POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
-    "$CHAT_PATH" "$hostport" "$2" "${#CHAT_BODY}" "$CHAT_BODY" >&"$fd"
+  printf 'POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: %s\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "$CHAT_PATH" "$hostport" "$2" "$more" "${#CHAT_BODY}" "$CHAT_BODY" >&"$fd"
   IFS= read -r -t 5 line <&"$fd" || line=""
   exec {fd}>&-
   line="${line#* }"
@@ -152,11 +183,15 @@ human_us() {
   awk -v v="$1" 'BEGIN { if (v == "nan") print "n/a"; else if (v < 1000) printf "%.0f µs\n", v; else printf "%.2f ms\n", v / 1000 }'
 }
 
-# load BASE_URL AUTH CONNECTIONS DURATION [BODY]: prints "RPS P50_US P99_US ERRORS".
+# load BASE_URL AUTH CONNECTIONS DURATION [BODY [PATH]]: prints "RPS P50_US P99_US ERRORS";
+# BODY and PATH default to the chat completion's.
 load() {
-  local url="$1$CHAT_PATH" auth=$2 conns=$3 duration=$4 out
-  local CHAT_BODY="${5:-$CHAT_BODY}"
+  local CHAT_BODY="${5:-$CHAT_BODY}" CHAT_PATH="${6:-$CHAT_PATH}"
+  local url="$1$CHAT_PATH" auth=$2 conns=$3 duration=$4 out header extra=()
   local threads=$((conns < 2 ? 1 : 2))
+  while IFS= read -r header; do
+    [[ -n "$header" ]] && extra+=("$header")
+  done < <(extra_headers "$CHAT_PATH")
   if [[ "$TOOL" == wrk ]]; then
     local script="$WORK/chat.lua"
     # wrk's Lua cannot read our shell variables, so the script is written per target.
@@ -165,6 +200,9 @@ load() {
       printf 'wrk.body = %s\n' "[[${CHAT_BODY}]]"
       echo 'wrk.headers["Content-Type"] = "application/json"'
       printf 'wrk.headers["Authorization"] = "%s"\n' "$auth"
+      for header in "${extra[@]}"; do
+        printf 'wrk.headers["%s"] = "%s"\n' "${header%%: *}" "${header#*: }"
+      done
     } >"$script"
     out="$(wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$script" "$url")"
     echo "$out" >>"$WORK/wrk.log"
@@ -176,10 +214,14 @@ load() {
     socket="$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' <<<"$out")"
     echo "${rps:-0} $p50 $p99 $((${non2xx:-0} + ${socket:-0}))"
   else
-    local format=(--output-format json)
+    local format=(--output-format json) oha_headers=()
     oha --help 2>/dev/null | grep -q -- '--output-format' || format=(--json)
+    for header in "${extra[@]}"; do
+      oha_headers+=(-H "$header")
+    done
     out="$(oha --no-tui "${format[@]}" -z "$duration" -c "$conns" -m POST \
-      -H 'Content-Type: application/json' -H "Authorization: $auth" -d "$CHAT_BODY" "$url")"
+      -H 'Content-Type: application/json' -H "Authorization: $auth" "${oha_headers[@]}" \
+      -d "$CHAT_BODY" "$url")"
     echo "$out" >>"$WORK/oha.log"
     if command -v jq >/dev/null 2>&1; then
       jq -r '[.summary.requestsPerSec, (.latencyPercentiles.p50 * 1e6), (.latencyPercentiles.p99 * 1e6),
@@ -206,7 +248,7 @@ ensure_load_tool
 TOLLGATE_PROBLEM=""
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   log "building release binaries"
-  if wants tollgate; then
+  if wants_tollgate; then
     # One build for all three; if the gateway does not compile, still measure (a) and (b).
     if ! cargo build --release --quiet -p tollgate -p tollgate-testkit -p tollgate-bench; then
       TOLLGATE_PROBLEM="cargo build --release -p tollgate failed"
@@ -223,7 +265,9 @@ done
 
 # --- 3. servers ------------------------------------------------------------------------------
 
-declare -A URL AUTH PID IDLE_RSS BODY
+# Per target: base URL, Authorization, server PID, idle RSS, and (when not the chat
+# completion's) request body and path.
+declare -A URL AUTH PID IDLE_RSS BODY REQ_PATH
 start_server fake "$BIN/fake-upstream" --no-record
 URL[fake]=$SERVER_URL
 AUTH[fake]=$FAKE_AUTH
@@ -231,7 +275,8 @@ PID[fake]=$SERVER_PID
 log "fake upstream at ${URL[fake]}"
 
 ANTHROPIC_CONFIG=""
-if wants anthropic; then
+# (d) and (e) both reach the same fake Anthropic, through the same model.
+if wants anthropic || wants messages; then
   start_server fake-anthropic "$BIN/fake-upstream" --no-record --anthropic
   PID[fake-anthropic]=$SERVER_PID
   log "fake Anthropic upstream at $SERVER_URL"
@@ -308,6 +353,13 @@ EOF
   local scopes=()
   if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
     scopes=(--ip 127.0.0.1/32 --ip ::1 --model bench-model --endpoint /v1/chat/completions --provider fake)
+    # The scopes must still let (d) and (e) through, or they would be measured as 403s.
+    if [[ -n "$ANTHROPIC_CONFIG" ]]; then
+      scopes+=(--model bench-model-anthropic --provider fake-anthropic)
+    fi
+    if wants messages; then
+      scopes+=(--endpoint "$MESSAGES_PATH")
+    fi
   fi
   if [[ "${BENCH_LIMITED_KEY:-0}" == 1 ]]; then
     scopes+=(--budget-usd 1000000 --token-quota 1000000000000 --rpm 1000000000 --tpm 1000000000000)
@@ -332,14 +384,19 @@ EOF
   return 0
 }
 
-if { wants tollgate || wants anthropic; } && [[ -z "$TOLLGATE_PROBLEM" ]]; then
+if wants_tollgate && [[ -z "$TOLLGATE_PROBLEM" ]]; then
   if start_tollgate; then
     IDLE_RSS[tollgate]="$(rss_kb "${PID[tollgate]}")"
-    # (d) is the same server and key, asked for the model behind the Anthropic adapter.
-    URL[anthropic]=${URL[tollgate]}
-    AUTH[anthropic]=${AUTH[tollgate]}
-    PID[anthropic]=${PID[tollgate]}
+    # (d) and (e) are the same server and key, asked for the model behind the Anthropic
+    # channel: (d) as a chat completion (translated), (e) over /v1/messages (native).
+    for target in anthropic messages; do
+      URL[$target]=${URL[tollgate]}
+      AUTH[$target]=${AUTH[tollgate]}
+      PID[$target]=${PID[tollgate]}
+    done
     BODY[anthropic]=$ANTHROPIC_BODY
+    BODY[messages]=$MESSAGES_BODY
+    REQ_PATH[messages]=$MESSAGES_PATH
   else
     log "tollgate not benchmarked: $TOLLGATE_PROBLEM"
   fi
@@ -349,20 +406,24 @@ fi
 
 declare -A RPS P50 P99 ERRS PEAK
 RUN=()
-for target in fake forwarder tollgate anthropic; do
-  wants "$target" && [[ -n "${URL[$target]:-}" ]] || continue
-  status="$(http_status "${URL[$target]}" "${AUTH[$target]:-}" "${BODY[$target]:-}")"
+# Tollgate's targets: one server, so its peak RSS is read after the last of them ran.
+is_tollgate() { [[ "$1" == tollgate || "$1" == anthropic || "$1" == messages ]]; }
+for target in fake forwarder tollgate anthropic messages; do
+  if ! wants "$target" || [[ -z "${URL[$target]:-}" ]]; then
+    continue
+  fi
+  status="$(http_status "${URL[$target]}" "${AUTH[$target]:-}" "${BODY[$target]:-}" "${REQ_PATH[$target]:-}")"
   if [[ "$status" != 200 ]]; then
-    [[ "$target" == tollgate || "$target" == anthropic ]] || die "$target answers the benchmark request with HTTP $status, not 200"
-    TOLLGATE_PROBLEM="it answers the benchmark request with HTTP $status, not 200"
+    is_tollgate "$target" || die "$target answers the benchmark request with HTTP $status, not 200"
+    TOLLGATE_PROBLEM="it answers the $target benchmark request with HTTP $status, not 200"
     log "tollgate not benchmarked: $TOLLGATE_PROBLEM"
     continue
   fi
   RUN+=("$target")
   for conns in $CONNECTIONS; do
     log "$target, $conns connection(s): warm-up $WARMUP, run $DURATION"
-    load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$WARMUP" "${BODY[$target]:-}" >/dev/null
-    result="$(load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$DURATION" "${BODY[$target]:-}")"
+    load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$WARMUP" "${BODY[$target]:-}" "${REQ_PATH[$target]:-}" >/dev/null
+    result="$(load "${URL[$target]}" "${AUTH[$target]}" "$conns" "$DURATION" "${BODY[$target]:-}" "${REQ_PATH[$target]:-}")"
     read -r rps p50 p99 errs <<<"$result"
     RPS[$target,$conns]=$rps
     P50[$target,$conns]=$p50
@@ -371,8 +432,11 @@ for target in fake forwarder tollgate anthropic; do
   done
   PEAK[$target]="$(peak_rss_kb "${PID[$target]}")"
 done
-# The fake serves every target's traffic, so its peak is taken last.
+# The fakes serve every target's traffic, so their peaks are taken last.
 PEAK[fake]="$(peak_rss_kb "${PID[fake]}")"
+if [[ -n "${PID[fake-anthropic]:-}" ]]; then
+  PEAK[fake-anthropic]="$(peak_rss_kb "${PID[fake-anthropic]}")"
+fi
 
 # --- 6. report -------------------------------------------------------------------------------
 
@@ -382,6 +446,7 @@ describe() {
     forwarder) echo "(b) bare hyper forwarder" ;;
     tollgate) echo "(c) Tollgate" ;;
     anthropic) echo "(d) Tollgate, Anthropic adapter" ;;
+    messages) echo "(e) Tollgate, /v1/messages native" ;;
   esac
 }
 
@@ -414,6 +479,45 @@ adapter_report() {
   done
 }
 
+# change A B: A's change over B in percent; diff_us A B: A - B in µs; both "—" when either
+# value is missing (a target not run), as is rps_cell / p_cell for a missing value.
+change() {
+  if [[ -z "$1" || -z "$2" ]]; then echo "—"; return; fi
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f %%", (a / b - 1) * 100 }'
+}
+diff_us() {
+  if [[ -z "$1" || -z "$2" ]]; then echo "—"; return; fi
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f µs", a - b }'
+}
+rps_cell() { if [[ -z "$1" ]]; then echo "—"; else printf '%.0f' "$1"; fi; }
+p_cell() { if [[ -z "$1" ]]; then echo "—"; else human_us "$1"; fi; }
+
+# Native /v1/messages against the translated path: (e) against (d) is the translation's cost
+# with everything else equal (server, key, model, upstream fake, the same 5-word answer);
+# (e) against (c) is Anthropic-in/Anthropic-out against the plain OpenAI pass-through.
+messages_report() {
+  local conns c d e
+  echo
+  echo "Native /v1/messages, (e) against (d) and (c): the same Tollgate, key and load; (e) and (d)"
+  echo "reach the same fake Anthropic through the same model, (e) relayed as the client wrote it,"
+  echo "(d) translated from a chat completion and back; (c) is the OpenAI fake, no translation."
+  echo
+  echo "| conns | RPS (c) | RPS (d) | RPS (e) | RPS (e) vs (d) | RPS (e) vs (c) | p50 (c) | p50 (d) | p50 (e) | p50 (e) − (d) | p50 (e) − (c) | p99 (c) | p99 (d) | p99 (e) |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for conns in $CONNECTIONS; do
+    [[ -n "${RPS[messages,$conns]:-}" ]] || continue
+    c="${RPS[tollgate,$conns]:-}" d="${RPS[anthropic,$conns]:-}" e="${RPS[messages,$conns]}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$conns" \
+      "$(rps_cell "$c")" "$(rps_cell "$d")" "$(rps_cell "$e")" "$(change "$e" "$d")" "$(change "$e" "$c")" \
+      "$(p_cell "${P50[tollgate,$conns]:-}")" "$(p_cell "${P50[anthropic,$conns]:-}")" \
+      "$(p_cell "${P50[messages,$conns]}")" \
+      "$(diff_us "${P50[messages,$conns]}" "${P50[anthropic,$conns]:-}")" \
+      "$(diff_us "${P50[messages,$conns]}" "${P50[tollgate,$conns]:-}")" \
+      "$(p_cell "${P99[tollgate,$conns]:-}")" "$(p_cell "${P99[anthropic,$conns]:-}")" \
+      "$(p_cell "${P99[messages,$conns]}")"
+  done
+}
+
 report() {
   echo "# Tollgate benchmark"
   echo
@@ -422,6 +526,12 @@ report() {
     "load generator and servers share it"
   echo "- load: $tool_version, POST $CHAT_PATH \`$CHAT_BODY\`, $DURATION per run after a $WARMUP warm-up" \
     "(2 threads, 1 for 1 connection)"
+  if [[ " ${RUN[*]} " == *" anthropic "* ]]; then
+    echo "- (d): POST $CHAT_PATH \`$ANTHROPIC_BODY\`"
+  fi
+  if [[ " ${RUN[*]} " == *" messages "* ]]; then
+    echo "- (e): POST $MESSAGES_PATH \`$MESSAGES_BODY\` with \`anthropic-version: $MESSAGES_VERSION\`"
+  fi
   if [[ "${BENCH_SCOPED_KEY:-0}" == 1 ]]; then
     echo "- Tollgate's key has every scope set: IP allowlist, model list, endpoint, provider"
   fi
@@ -435,7 +545,7 @@ report() {
   echo
   echo "| target | conns | RPS | p50 | p99 | errors | p50 added vs (a) | RPS % of (b) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-  local target conns added pct
+  local target conns added pct tollgate_runs=()
   for target in "${RUN[@]}"; do
     for conns in $CONNECTIONS; do
       added="—"
@@ -456,13 +566,37 @@ report() {
   echo
   echo "| server | peak RSS (VmHWM) |"
   echo "|---|---:|"
-  echo "| fake upstream (served every run) | $(mib "${PEAK[fake]}") |"
+  if [[ -n "${PEAK[fake-anthropic]:-}" ]]; then
+    # (d) and (e) go to the second fake, so the first one served (a) to (c) only.
+    echo "| fake upstream (served (a) to (c)) | $(mib "${PEAK[fake]}") |"
+    echo "| fake Anthropic upstream (served (d), (e)) | $(mib "${PEAK[fake-anthropic]}") |"
+  else
+    echo "| fake upstream (served every run) | $(mib "${PEAK[fake]}") |"
+  fi
   for target in "${RUN[@]}"; do
-    [[ "$target" == fake || "$target" == anthropic ]] && continue
-    echo "| $(describe "$target") | $(mib "${PEAK[$target]}") |"
+    [[ "$target" == fake ]] && continue
+    if is_tollgate "$target"; then
+      tollgate_runs+=("$target")
+    else
+      echo "| $(describe "$target") | $(mib "${PEAK[$target]}") |"
+    fi
   done
+  # One Tollgate process served (c) to (e); its peak is the one read after the last of them.
+  if ((${#tollgate_runs[@]} == 1)); then
+    echo "| $(describe "${tollgate_runs[0]}") | $(mib "${PEAK[${tollgate_runs[0]}]}") |"
+  elif ((${#tollgate_runs[@]} > 1)); then
+    local served="" last="${tollgate_runs[-1]}"
+    for target in "${tollgate_runs[@]}"; do
+      served+="${served:+, }$(describe "$target" | cut -d' ' -f1)"
+    done
+    echo "| Tollgate (served $served) | $(mib "${PEAK[$last]}") |"
+  fi
   if [[ " ${RUN[*]} " == *" tollgate "* && " ${RUN[*]} " == *" anthropic "* ]]; then
     adapter_report
+  fi
+  if [[ " ${RUN[*]} " == *" messages "* ]] &&
+    [[ " ${RUN[*]} " == *" anthropic "* || " ${RUN[*]} " == *" tollgate "* ]]; then
+    messages_report
   fi
   if [[ -n "${IDLE_RSS[tollgate]:-}" ]]; then
     echo
