@@ -1,8 +1,8 @@
 // The official OpenAI Node SDK, unchanged, against a running Tollgate.
 //
 // Run through the harness, which starts the gateway with the demo models, a fake OpenAI
-// upstream (gpt-4o-mini, text-embedding-3-small, gpt-image-1) and `broken-model` on a
-// provider whose port is closed:
+// upstream (gpt-4o-mini, text-embedding-3-small, gpt-image-1), a fake Anthropic upstream
+// (claude-fake) and `broken-model` on a provider whose port is closed:
 //
 //     target/debug/with-gateway -- node --test tests/sdk/node/
 //
@@ -31,6 +31,7 @@ const DEMO_REPLY =
 const FAKE_REPLY = 'Hello from the fake upstream.';
 const CONFIGURED_MODELS = [
   'broken-model',
+  'claude-fake',
   'demo-chat',
   'demo-embed',
   'gpt-4o-mini',

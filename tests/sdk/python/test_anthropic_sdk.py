@@ -5,6 +5,10 @@ URL is the gateway's root and its key a Tollgate key. The demo model and the fak
 upstream answer deterministically: the demo replies with a fixed sentence echoing the
 prompt (one token per word; a prompt costs its words plus 3 per message), the fake replies
 "Hello from the fake upstream." (5 tokens; a prompt costs its words plus 1 per message).
+`claude-fake` is served only by the harness's fake Anthropic, so its requests are relayed
+natively: it replies "Hello from the fake Claude." (5 tokens, cut before a stop sequence's
+word), a prompt costs its words plus 1 per message, and the words of system blocks marked
+`cache_control` are reported as cache reads.
 """
 
 from __future__ import annotations
@@ -164,3 +168,36 @@ def test_errors_are_the_sdks_typed_errors() -> None:
         good.messages.create(model="demo-chat", max_tokens=16, messages=user("hi"), extra_body={"top_k": 5})
     assert err.value.body["error"]["type"] == "invalid_request_error"
     assert "top_k" in err.value.body["error"]["message"]
+
+
+CLAUDE_REPLY = "Hello from the fake Claude."
+
+
+def test_a_claude_model_is_relayed_natively_with_caching_stop_sequences_and_top_k(client: Anthropic) -> None:
+    raw = client.messages.with_raw_response.create(
+        model="claude-fake",
+        max_tokens=256,
+        extra_body={"top_k": 5},  # refused on the translated path; Anthropic takes it
+        stop_sequences=["fake"],
+        system=[{"type": "text", "text": "You are a terse assistant.", "cache_control": {"type": "ephemeral"}}],
+        messages=user(PROMPT),
+    )
+    message = raw.parse()
+    assert message.id.startswith("msg_fake"), "Anthropic's own message"
+    assert (message.model, message.content[0].text) == ("claude-fake", "Hello from the")
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "fake")
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (5 + 1, 5, 3)
+    row = usage_row(raw.headers["x-request-id"])
+    assert (row["endpoint"], row["prompt_tokens"], row["completion_tokens"]) == ("/v1/messages", 11, 3)
+    # $3 and $15 per million tokens: cache reads are billed as prompt tokens.
+    assert row["cost_micros"] == 11 * 3 + 3 * 15
+
+
+def test_a_claude_stream_is_anthropics_own_and_accumulates(client: Anthropic) -> None:
+    with client.messages.stream(model="claude-fake", max_tokens=256, messages=user(PROMPT)) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == CLAUDE_REPLY
+    assert (final.model, final.stop_reason) == ("claude-fake", "end_turn")
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (5 + 1, 5)

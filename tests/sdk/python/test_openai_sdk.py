@@ -49,6 +49,7 @@ CONFIGURED_MODELS = {
     "text-embedding-3-small",
     "gpt-image-1",
     "broken-model",
+    "claude-fake",
 }
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -1,9 +1,11 @@
 //! `with-gateway [--tollgate PATH] -- COMMAND [ARGS…]`: runs COMMAND against a real,
 //! freshly started `tollgate serve` and exits with COMMAND's exit code.
 //!
-//! It owns the whole fixture: a [`FakeOpenAi`] upstream in process, a temporary data
-//! directory and config (demo models, the fake's `gpt-4o-mini`, `text-embedding-3-small`
-//! and `gpt-image-1`, and `broken-model` on a provider whose port is closed), the server
+//! It owns the whole fixture: a [`FakeOpenAi`] and a [`FakeAnthropic`] upstream in process,
+//! a temporary data directory and config (demo models, the OpenAI fake's `gpt-4o-mini`,
+//! `text-embedding-3-small` and `gpt-image-1`, the Anthropic fake's `claude-fake` — served
+//! only by Anthropic, so `/v1/messages` goes natively — and `broken-model` on a provider
+//! whose port is closed), the server
 //! process, and one API key made with `tollgate keys create`. COMMAND sees the fixture
 //! through `TOLLGATE_BASE_URL`, `TOLLGATE_API_KEY`, `TOLLGATE_ADMIN_TOKEN`,
 //! `TOLLGATE_GATEWAY_URL`, `TOLLGATE_DATA_DIR`, `TOLLGATE_CONFIG_FILE` and `TOLLGATE_BIN`.
@@ -27,6 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tollgate_testkit::fake_anthropic::FakeAnthropic;
 use tollgate_testkit::fake_openai::{FakeOpenAi, Options};
 
 const USAGE: &str = "usage: with-gateway [--tollgate PATH] -- COMMAND [ARGS...]";
@@ -96,8 +99,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     // The fake serves on the runtime's workers while this thread drives the processes.
     let fake = runtime.block_on(FakeOpenAi::start_with(Options::default())).context("starting the fake upstream")?;
+    let claude = runtime
+        .block_on(FakeAnthropic::start_with(tollgate_testkit::fake_anthropic::Options::default()))
+        .context("starting the fake Anthropic upstream")?;
     let dir = tempfile::Builder::new().prefix("with-gateway-").tempdir().context("creating a temporary directory")?;
-    let fixture = Fixture::write(dir.path(), &fake)?;
+    let fixture = Fixture::write(dir.path(), &fake, &claude.base_url())?;
 
     let mut server = Server::spawn(&tollgate, &fixture)?;
     let outcome = run_command(&runtime, &tollgate, &fixture, &mut server, &args.command);
@@ -110,7 +116,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let status = outcome?;
     stopped?;
-    drop(fake);
+    drop((fake, claude));
     Ok(exit_code(status))
 }
 
@@ -152,7 +158,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn write(dir: &Path, fake: &FakeOpenAi) -> anyhow::Result<Fixture> {
+    fn write(dir: &Path, fake: &FakeOpenAi, claude_url: &str) -> anyhow::Result<Fixture> {
         let data_dir = dir.join("data");
         let admin_token = format!("tg-admin-{:016x}{:016x}", random_u64(), random_u64());
         let fake_url = fake.base_url();
@@ -166,6 +172,7 @@ impl Fixture {
             "providers": [
                 { "name": "fake", "kind": "openai", "base_url": fake_url, "api_key": "sk-fake-upstream" },
                 { "name": "dead", "kind": "openai", "base_url": dead_url, "api_key": "sk-dead-upstream" },
+                { "name": "claude", "kind": "anthropic", "base_url": claude_url, "api_key": "sk-ant-fake-upstream" },
             ],
             "models": [
                 {
@@ -182,6 +189,11 @@ impl Fixture {
                     "id": "gpt-image-1", "type": "image",
                     "price_per_image": 0.04,
                     "channels": [{ "provider": "fake", "model": "gpt-image-1" }],
+                },
+                {
+                    "id": "claude-fake", "type": "chat",
+                    "input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0,
+                    "channels": [{ "provider": "claude", "model": "claude-fake-1" }],
                 },
                 {
                     "id": "broken-model", "type": "chat",
