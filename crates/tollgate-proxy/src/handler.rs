@@ -30,12 +30,12 @@ use crate::{DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routi
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// The usage event of a request in progress, and when the request started.
-struct Pending {
+pub(crate) struct Pending {
     event: Option<UsageEvent>,
     started: Instant,
-    client_ip: Option<std::net::IpAddr>,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
     /// Whether the request body was read to its end (see `proxy`).
-    body_consumed: bool,
+    pub(crate) body_consumed: bool,
     /// Reserved budget until a metered body takes it; released (not billed) if dropped here.
     hold: Option<Hold>,
     rate_headers: RateHeaders,
@@ -44,7 +44,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(dp: &DataPlane, req: &Request, endpoint: &str) -> Self {
+    pub(crate) fn new(dp: &DataPlane, req: &Request, endpoint: &str) -> Self {
         let request_id = req.extensions().get::<RequestId>().map_or_else(String::new, |r| r.0.to_string());
         let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
         let client_ip = tollgate_core::scope::client_ip(peer, req.headers(), &dp.trusted_proxies);
@@ -61,13 +61,13 @@ impl Pending {
         }
     }
 
-    fn event(&mut self) -> Option<&mut UsageEvent> {
+    pub(crate) fn event(&mut self) -> Option<&mut UsageEvent> {
         self.event.as_mut()
     }
 
     /// Records an attempt on `channel`: the row names its provider and counts it among
     /// the channels tried.
-    fn tried(&mut self, channel: &Channel) {
+    pub(crate) fn tried(&mut self, channel: &Channel) {
         if let Some(e) = self.event() {
             e.provider = Some(channel.provider.name.clone());
             e.attempts += 1;
@@ -81,7 +81,7 @@ impl Pending {
         }
     }
 
-    fn identify(&mut self, key: &KeyEntry) {
+    pub(crate) fn identify(&mut self, key: &KeyEntry) {
         if let Some(e) = self.event() {
             e.key_id = Some(key.id.clone());
             e.key_name = Some(key.name.clone());
@@ -93,7 +93,7 @@ impl Pending {
     }
 
     /// Emits the unbilled row of a request that produced no metered body.
-    fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<&ApiError>) {
+    pub(crate) fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<&ApiError>) {
         if let Some(mut e) = self.event.take() {
             e.status = status.as_u16();
             if let Some(err) = error {
@@ -184,34 +184,7 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
         e.stream = parsed.stream;
     }
 
-    let model = snapshot
-        .models
-        .get(&parsed.model)
-        .filter(|m| key.allows_model(&m.id, m.model_type) && snapshot.team_allows(&key, &m.id))
-        .ok_or_else(|| ApiError::model_not_found(&parsed.model))?;
-    if endpoint.model_type() != Some(model.model_type) {
-        return Err(ApiError::invalid_request(format!(
-            "The model '{}' is a {} model and cannot be used with {}.",
-            model.id,
-            model.model_type.as_str(),
-            inbound.path()
-        ))
-        .with_param("model"));
-    }
-    let group = key.group.as_deref();
-    let candidates: Vec<&Channel> =
-        model.channels.iter().filter(|c| key.allows_provider(&c.provider.name) && c.serves_group(group)).collect();
-    if candidates.is_empty() {
-        // The key's group has no channel for the model: for this key the model does not
-        // exist (`/v1/models` does not list it either).
-        if model.channels.iter().any(|c| key.allows_provider(&c.provider.name)) {
-            return Err(ApiError::model_not_found(&parsed.model));
-        }
-        return Err(ApiError::new(
-            ErrorCode::ProviderNotAllowed,
-            format!("This API key may not use the providers that serve '{}'.", model.id),
-        ));
-    }
+    let (model, candidates) = resolve(&snapshot, &key, &parsed.model, endpoint, inbound)?;
 
     let images = if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 };
     let prompt_estimate = parsed.prompt_token_estimate();
@@ -263,6 +236,47 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     Err(ApiError::internal())
 }
 
+/// The model `key` may call as `model_id` at `endpoint` (`inbound` is the path the client
+/// called, for the message), and the channels the key may use for it: model scope, team,
+/// model type, provider scope and group, in that order.
+pub(crate) fn resolve<'s>(
+    snapshot: &'s Snapshot,
+    key: &KeyEntry,
+    model_id: &str,
+    endpoint: Endpoint,
+    inbound: Endpoint,
+) -> Result<(&'s ModelRoute, Vec<&'s Channel>), ApiError> {
+    let model = snapshot
+        .models
+        .get(model_id)
+        .filter(|m| key.allows_model(&m.id, m.model_type) && snapshot.team_allows(key, &m.id))
+        .ok_or_else(|| ApiError::model_not_found(model_id))?;
+    if endpoint.model_type() != Some(model.model_type) {
+        return Err(ApiError::invalid_request(format!(
+            "The model '{}' is a {} model and cannot be used with {}.",
+            model.id,
+            model.model_type.as_str(),
+            inbound.path()
+        ))
+        .with_param("model"));
+    }
+    let group = key.group.as_deref();
+    let candidates: Vec<&Channel> =
+        model.channels.iter().filter(|c| key.allows_provider(&c.provider.name) && c.serves_group(group)).collect();
+    if candidates.is_empty() {
+        // The key's group has no channel for the model: for this key the model does not
+        // exist (`/v1/models` does not list it either).
+        if model.channels.iter().any(|c| key.allows_provider(&c.provider.name)) {
+            return Err(ApiError::model_not_found(model_id));
+        }
+        return Err(ApiError::new(
+            ErrorCode::ProviderNotAllowed,
+            format!("This API key may not use the providers that serve '{}'.", model.id),
+        ));
+    }
+    Ok((&**model, candidates))
+}
+
 /// The longest pause between two attempts.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -299,7 +313,7 @@ impl From<ApiError> for Failure {
 }
 
 /// Whether an upstream status is worth another channel.
-fn retryable(status: StatusCode) -> bool {
+pub(crate) fn retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
@@ -464,7 +478,11 @@ where
 
 /// An upstream answered with an error status: relay the request's own mistakes as the
 /// provider worded them, replace everything else with the gateway's error.
-async fn upstream_error<B>(res: http::Response<B>, provider: &str, pending: &mut Pending) -> Result<Response, ApiError>
+pub(crate) async fn upstream_error<B>(
+    res: http::Response<B>,
+    provider: &str,
+    pending: &mut Pending,
+) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

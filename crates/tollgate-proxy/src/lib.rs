@@ -95,6 +95,7 @@ pub fn router(data_plane: Arc<DataPlane>) -> Router {
         .route("/v1/images/generations", post(|s, r| handler::proxy(s, E::ImagesGenerations, r)))
         .route("/v1/responses", post(|s, r| handler::proxy(s, E::Responses, r)))
         .route("/v1/messages", post(|s, r| handler::proxy(s, E::Messages, r)))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens::count_tokens))
         .route("/v1/models", get(handler::list_models))
         .route("/v1/models/{*id}", get(handler::get_model))
         .route("/v1/{*rest}", axum::routing::any(handler::not_found))

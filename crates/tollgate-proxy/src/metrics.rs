@@ -37,13 +37,14 @@ pub const MAX_KEY_SERIES: usize = 10_000;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The endpoint label: the `/v1` routes, then `other` (unknown paths).
-const ENDPOINTS: [&str; 8] = [
+const ENDPOINTS: [&str; 9] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
     "/v1/images/generations",
     "/v1/responses",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/models",
     "other",
 ];

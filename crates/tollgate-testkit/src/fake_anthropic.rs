@@ -6,8 +6,10 @@
 //! received requests are the shared `fake_server` scaffolding.
 //! Dropping a [`FakeAnthropic`] aborts the server and every open connection.
 //!
-//! # Endpoint
-//! `POST /v1/messages` only (anything else: 404 `not_found_error`). Checks run in this order:
+//! # Endpoints
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens` (anything else: 404
+//! `not_found_error`; counting takes a message's fields without `max_tokens` and `stream`,
+//! and answers `{"input_tokens"}`: the input and cache-read tokens below, together). Checks run in this order:
 //! the behavior (`Status`, `CloseConnection`, `Delay`); `x-api-key` (missing, or not the
 //! [`Options::api_key`] when one is set: 401 `authentication_error`); `anthropic-version`
 //! (missing or not one of [`VERSIONS`]: 400); the route; then the body, as strictly as the
@@ -210,9 +212,11 @@ fn handle(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: &Beha
         }
         _ => {}
     }
-    if (&parts.method, parts.uri.path()) != (&Method::POST, "/v1/messages") {
-        return error(shared, StatusCode::NOT_FOUND, "not_found_error", "Not Found");
-    }
+    let counting = match (&parts.method, parts.uri.path()) {
+        (&Method::POST, "/v1/messages") => false,
+        (&Method::POST, "/v1/messages/count_tokens") => true,
+        _ => return error(shared, StatusCode::NOT_FOUND, "not_found_error", "Not Found"),
+    };
     let Some(body) = parsed.filter(Value::is_object) else {
         return error(
             shared,
@@ -221,6 +225,24 @@ fn handle(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: &Beha
             "There was an error parsing the body of your request. Please check that it is valid JSON.",
         );
     };
+    if counting {
+        // Counting takes what a message takes, but no `max_tokens` (nor `stream`).
+        let mut body = body;
+        if let Some(map) = body.as_object_mut() {
+            if let Some(extra) = ["max_tokens", "stream"].iter().find(|k| map.contains_key(**k)) {
+                let message = format!("{extra}: Extra inputs are not permitted");
+                return error(shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message);
+            }
+            map.insert("max_tokens".into(), 1.into());
+        }
+        return match check_request(&body) {
+            Err(message) => error(shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message),
+            Ok(request) => {
+                let count = json!({ "input_tokens": request.input_tokens + request.cache_read_tokens });
+                json_response(shared, StatusCode::OK, &count)
+            }
+        };
+    }
     match check_request(&body) {
         Err(message) => error(shared, StatusCode::BAD_REQUEST, "invalid_request_error", &message),
         Ok(request) => answer(shared, behavior, &request),

@@ -201,3 +201,11 @@ def test_a_claude_stream_is_anthropics_own_and_accumulates(client: Anthropic) ->
     assert text == CLAUDE_REPLY
     assert (final.model, final.stop_reason) == ("claude-fake", "end_turn")
     assert (final.usage.input_tokens, final.usage.output_tokens) == (5 + 1, 5)
+
+
+def test_count_tokens_is_exact_for_claude_and_estimated_for_other_models(client: Anthropic) -> None:
+    counted = client.messages.count_tokens(model="claude-fake", messages=user(PROMPT))
+    assert counted.input_tokens == 5 + 1
+    raw = client.messages.with_raw_response.count_tokens(model="demo-chat", messages=user(PROMPT))
+    assert raw.headers["tollgate-token-count"] == "estimate"
+    assert raw.parse().input_tokens > 0

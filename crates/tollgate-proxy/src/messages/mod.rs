@@ -29,6 +29,7 @@ use tollgate_core::{ApiError, ErrorCode};
 
 use crate::providers::anthropic::{bad, event_data, present};
 
+pub(crate) mod count_tokens;
 pub(crate) mod native;
 use crate::sse::event_end;
 

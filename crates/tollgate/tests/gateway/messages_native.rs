@@ -190,3 +190,46 @@ async fn a_model_with_other_channels_too_takes_only_what_a_chat_model_can_and_fa
     assert_eq!((row.attempts, row.channel.as_deref()), (2, Some("claude/claude-fake-1,fake/mixed")));
     assert_eq!(row.provider.as_deref(), Some("fake"));
 }
+
+/// `POST /v1/messages/count_tokens` as the Anthropic SDK sends it.
+async fn count(app: &TestApp, key: &str, body: &Value) -> tollgate_testkit::client::Answer {
+    let headers = [("x-api-key", key), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")];
+    let url = app.url("/v1/messages/count_tokens?beta=true");
+    app.client.call(http::Method::POST, &url, &headers, body.to_string()).await.unwrap()
+}
+
+#[tokio::test]
+async fn counting_tokens_asks_anthropic_for_its_models_and_estimates_for_the_others() {
+    let (app, claude, key) = claude_app().await;
+    let mut req = native_request();
+    req.as_object_mut().unwrap().remove("max_tokens");
+    let res = count(&app, &key, &req).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json(), json!({ "input_tokens": PROMPT }), "Anthropic's exact count, cache reads included");
+    assert!(res.header("tollgate-token-count").is_none());
+    let sent = claude.requests().pop().unwrap();
+    assert_eq!((sent.path.as_str(), sent.body["model"].as_str()), ("/v1/messages/count_tokens", Some("claude-fake-1")));
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!(row.endpoint, "/v1/messages/count_tokens");
+    assert_eq!((row.status, row.cost.0, row.provider.as_deref()), (200, 0, Some("claude")), "counting is free");
+
+    // Anthropic's own refusal is relayed in its shape (counting takes no max_tokens).
+    let res = count(&app, &key, &native_request()).await;
+    assert_eq!((res.status.as_u16(), res.json()["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("max_tokens"), "{}", res.text());
+
+    // A chat model: an estimate from the request's text, said to be one.
+    let body = json!({ "model": "gpt-4o-mini", "system": "Be brief.",
+                       "messages": [{ "role": "user", "content": "hello there" }] });
+    let res = count(&app, &key, &body).await;
+    assert_eq!((res.status.as_u16(), res.header("tollgate-token-count")), (200, Some("estimate")));
+    let text_bytes = r#""Be brief.""#.len() + body["messages"].to_string().len();
+    assert_eq!(res.json(), json!({ "input_tokens": text_bytes.div_ceil(4) }));
+
+    let res = count(&app, &key, &json!({ "model": "no-such-model", "messages": [] })).await;
+    assert_eq!((res.status.as_u16(), res.json()["error"]["type"].as_str()), (404, Some("not_found_error")));
+    let (_, chat_only) =
+        app.api_key(&json!({ "name": "c", "allowed_endpoints": ["/v1/chat/completions"] })).await.unwrap();
+    let res = count(&app, &chat_only, &body).await;
+    assert_eq!((res.status.as_u16(), res.json()["error"]["type"].as_str()), (403, Some("permission_error")));
+}

@@ -43,6 +43,7 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 pub struct AnthropicUpstream {
     pub base_url: String,
     messages_uri: http::Uri,
+    count_tokens_uri: http::Uri,
     /// Marked sensitive; `None` for keyless Anthropic-compatible local servers.
     api_key: Option<HeaderValue>,
     version: HeaderValue,
@@ -59,8 +60,9 @@ impl AnthropicUpstream {
     pub fn new(base_url: &str, api_key: &Secret, version: &str) -> Result<Self, String> {
         let base = base_url.trim_end_matches('/');
         let path = if base.ends_with("/v1") { "/messages" } else { "/v1/messages" };
-        let messages_uri =
-            format!("{base}{path}").parse().map_err(|_| "the base URL does not form a valid URI".to_owned())?;
+        let uri = |path: String| path.parse().map_err(|_| "the base URL does not form a valid URI".to_owned());
+        let messages_uri = uri(format!("{base}{path}"))?;
+        let count_tokens_uri = uri(format!("{base}{path}/count_tokens"))?;
         let api_key = if api_key.is_empty() {
             None
         } else {
@@ -71,13 +73,25 @@ impl AnthropicUpstream {
         };
         let version =
             HeaderValue::from_str(version).map_err(|_| "anthropic_version is not a valid header value".to_owned())?;
-        Ok(Self { base_url: base.to_owned(), messages_uri, api_key, version })
+        Ok(Self { base_url: base.to_owned(), messages_uri, count_tokens_uri, api_key, version })
     }
 
-    /// The upstream request for a body made by [`request_body`].
+    /// The upstream request for a body made by [`request_body`] (or a client's own).
     pub(crate) fn request(&self, request_id: &str, body: Bytes) -> Result<Request<Full<Bytes>>, UpstreamFailure> {
-        let mut req =
-            Request::post(self.messages_uri.clone()).body(Full::new(body)).map_err(|_| UpstreamFailure::BadUrl)?;
+        self.post(&self.messages_uri, request_id, body)
+    }
+
+    /// The upstream request that counts a Messages body's input tokens.
+    pub(crate) fn count_tokens_request(
+        &self,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, UpstreamFailure> {
+        self.post(&self.count_tokens_uri, request_id, body)
+    }
+
+    fn post(&self, uri: &http::Uri, request_id: &str, body: Bytes) -> Result<Request<Full<Bytes>>, UpstreamFailure> {
+        let mut req = Request::post(uri.clone()).body(Full::new(body)).map_err(|_| UpstreamFailure::BadUrl)?;
         let headers = req.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("tollgate/", env!("CARGO_PKG_VERSION"))));
