@@ -1,8 +1,11 @@
 //! Opaque identifiers and random strings.
 //!
 //! Ids are `prefix_` + 26 Crockford base32 characters: 48 bits of millisecond time then
-//! 80 random bits (the ULID layout), so they sort by creation time, which keyset
-//! pagination relies on.
+//! 80 bits (the ULID layout), so they sort by creation time, which keyset pagination and
+//! the ledger's order rely on. Within one process they are strictly increasing, also
+//! within a millisecond: the 80 bits are a 16-bit sequence then 64 random bits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::time::now_millis;
 
@@ -43,11 +46,25 @@ fn next_id_bits() -> u64 {
     })
 }
 
+/// The last id's millisecond (high 48 bits) and sequence within it (low 16 bits).
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The (millisecond, sequence) of a new id: after every earlier one of this process, even
+/// when the clock stands still or steps back (then the last millisecond goes on counting,
+/// and a full sequence moves on to the next millisecond).
+fn next_time_and_sequence() -> u64 {
+    let now = u64::try_from(now_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
+    let mut next = 0;
+    let _ = LAST_ID.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+        next = if now > last >> 16 { now << 16 } else { last + 1 };
+        Some(next)
+    });
+    next
+}
+
 /// A new time-ordered id such as `key_01JD7W5Q0R3XJ8Y2C4K6M8P0RT`. Unique, not secret.
 pub fn new_id(prefix: &str) -> String {
-    let ms = u128::try_from(now_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
-    let rnd = (u128::from(next_id_bits()) << 16 | u128::from(next_id_bits() >> 48)) & ((1 << 80) - 1);
-    let value = (ms << 80) | rnd;
+    let value = u128::from(next_time_and_sequence()) << 64 | u128::from(next_id_bits());
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');
@@ -91,6 +108,16 @@ mod tests {
         let b = new_id("key");
         assert!(a.starts_with("key_") && a.len() == 30, "{a}");
         assert!(a < b, "{a} !< {b}");
+        // Within one millisecond, and across threads, each id is after the last.
+        let ids: Vec<String> = (0..5_000).map(|_| new_id("led")).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids out of order within a millisecond");
+        let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(|| new_id("led"))).collect();
+        let later: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(later.iter().all(|id| *id > ids[ids.len() - 1]));
+        let mut unique = later.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4);
     }
 
     #[test]
