@@ -21,6 +21,7 @@
 //!
 //! [`ErrorCode`]: tollgate_core::ErrorCode
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -260,8 +261,9 @@ impl WriterMetrics {
 /// writer, and the `/metrics` handler (which renders).
 pub struct Metrics {
     options: MetricsOptions,
-    /// Configured models; fixed for the life of the process, so read without a lock.
-    models: HashMap<Box<str>, Arc<ModelSeries>>,
+    /// Known models: those configured, then those the routes gained since (see
+    /// [`Metrics::know_models`]). Read without a lock; replaced whole when one is added.
+    models: ArcSwap<HashMap<Box<str>, Arc<ModelSeries>>>,
     other: Arc<ModelSeries>,
     none: Arc<ModelSeries>,
     durations: [Histogram; N_ENDPOINTS],
@@ -292,7 +294,7 @@ impl Metrics {
         let none = models.entry("none".into()).or_insert_with(|| Arc::new(ModelSeries::new())).clone();
         Self {
             options,
-            models,
+            models: ArcSwap::from_pointee(models),
             other,
             none,
             durations: std::array::from_fn(|_| Histogram::new(REQUEST_BUCKETS)),
@@ -313,15 +315,29 @@ impl Metrics {
         }
     }
 
+    /// Gives each of `ids` its own series from now on (a model added at runtime). Models
+    /// are never forgotten: their counters stay, as counters must.
+    pub fn know_models<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let known = self.models.load();
+        let new: Vec<&str> = ids.into_iter().filter(|id| !known.contains_key(*id)).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut models = HashMap::clone(&known);
+        models.extend(new.into_iter().map(|id| (Box::from(id), Arc::new(ModelSeries::new()))));
+        self.models.store(Arc::new(models));
+    }
+
     /// Counts one finished request. Called once per usage event, on the request path.
     pub fn record(&self, ev: &UsageEvent) {
         if self.options.disabled {
             return;
         }
         let endpoint = endpoint_index(&ev.endpoint);
+        let known = self.models.load();
         let model = match ev.model.as_deref() {
             None => &self.none,
-            Some(m) => self.models.get(m).unwrap_or(&self.other),
+            Some(m) => known.get(m).unwrap_or(&self.other),
         };
         model.requests[endpoint][status_index(ev.status)].fetch_add(1, Relaxed);
         model.prompt_tokens.fetch_add(ev.prompt_tokens, Relaxed);
@@ -374,8 +390,9 @@ impl Metrics {
     /// queue's current depth.
     pub fn render(&self, queue_depth: usize) -> String {
         let mut out = String::with_capacity(16 << 10);
+        let known = self.models.load();
         let mut models: Vec<(&str, &ModelSeries)> =
-            self.models.iter().filter(|(_, m)| m.seen()).map(|(id, m)| (&**id, &**m)).collect();
+            known.iter().filter(|(_, m)| m.seen()).map(|(id, m)| (&**id, &**m)).collect();
         models.sort_by_key(|(id, _)| *id);
 
         help(&mut out, "tollgate_requests_total", "counter", "Finished /v1 requests.");

@@ -29,6 +29,9 @@ pub struct RouteSource {
     pub config: Config,
     pub setup: Arc<RoutingSetup>,
     pub health: Health,
+    /// Told of every model the routes serve, so that one added at runtime is counted by
+    /// its own id rather than as `other`.
+    pub metrics: Arc<tollgate_proxy::metrics::Metrics>,
 }
 
 impl RouteSource {
@@ -49,7 +52,9 @@ impl RouteSource {
                 false
             }
         });
-        Ok(model_routes(&providers, &models, &self.health))
+        let routes = model_routes(&providers, &models, &self.health);
+        self.metrics.know_models(routes.iter().map(|r| r.id.as_str()));
+        Ok(routes)
     }
 }
 

@@ -92,24 +92,23 @@ impl Server {
         let services = open_services(&config).await?;
         let store = services.store.clone();
 
+        // Models by id in the metrics: the config file's now, those managed through the API
+        // as the routes learn of them (see `RouteSource`).
+        let metrics = Arc::new(tollgate_proxy::metrics::Metrics::new(
+            tollgate_proxy::metrics::MetricsOptions {
+                disabled: !config.metrics.enabled,
+                key_labels: config.metrics.key_labels,
+            },
+            config.models.iter().map(|m| m.id.as_str()),
+        ));
         let routing = services.routing.clone().context("the services carry the routing setup")?;
         let source = Arc::new(feed::RouteSource {
             config: config.clone(),
             setup: routing,
             health: tollgate_proxy::routing::Health::default(),
+            metrics: metrics.clone(),
         });
-        // Models by id in the metrics: the config file's and those managed through the API at
-        // start (one added later is counted as `other` until the next start).
-        let routes = source.routes(&store).await.context("loading the routes")?;
-        let metrics = tollgate_proxy::metrics::Metrics::new(
-            tollgate_proxy::metrics::MetricsOptions {
-                disabled: !config.metrics.enabled,
-                key_labels: config.metrics.key_labels,
-            },
-            config.models.iter().map(|m| m.id.as_str()).chain(routes.iter().map(|r| r.id.as_str())),
-        );
-        let (usage, usage_rx) =
-            tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, Arc::new(metrics));
+        let (usage, usage_rx) = tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, metrics);
         let writer = usage_writer::UsageWriter {
             store: store.clone(),
             rx: usage_rx,

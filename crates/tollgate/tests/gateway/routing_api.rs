@@ -98,6 +98,9 @@ async fn a_provider_and_model_added_through_the_api_serve_at_once_billed_at_thei
     assert!(row.prompt_tokens > 0 && row.completion_tokens > 0);
     assert_eq!((row.provider.as_deref(), row.cost.0), (Some("managed"), expected as i64), "priced as declared");
 
+    let metrics = app.client.get(&app.url("/metrics"), None).await.unwrap().text();
+    let series = r#"tollgate_requests_total{endpoint="/v1/chat/completions",model="runtime-chat",status="200"} 1"#;
+    assert!(metrics.contains(series), "a model added at runtime has its own series: {metrics}");
     let models = app.client.get(&app.url("/v1/models"), Some(&key)).await.unwrap().json();
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "runtime-chat"));
     let listed = op.get("/models").await.json();
