@@ -100,6 +100,9 @@ pub enum Behavior {
     /// Streams omit the usage chunk even when `stream_options.include_usage` is true
     /// (`/responses` sends `"usage": null` in `response.completed`).
     NoUsageInStream,
+    /// Answer every request with `307 Temporary Redirect` to this URL (an upstream that
+    /// tries to send the gateway elsewhere).
+    Redirect(String),
 }
 
 /// Start-up options for [`FakeOpenAi::start_with`].
@@ -184,6 +187,13 @@ impl FakeOpenAi {
 
 /// A request past the behavior's checks: `Err` is a ready error answer.
 fn answer(shared: &Shared, parts: &Parts, parsed: Option<Value>, behavior: Behavior) -> Handled {
+    if let Behavior::Redirect(to) = &behavior {
+        let mut response = fake_server::json_response(StatusCode::TEMPORARY_REDIRECT, JSON, Bytes::new());
+        if let Ok(location) = HeaderValue::from_str(to) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return Ok(response);
+    }
     let path = parts.uri.path();
     let azure = if parts.method == Method::POST { azure_route(path) } else { None };
     let mut parsed = parsed;

@@ -227,3 +227,36 @@ async fn a_slow_stream_that_keeps_sending_outlives_the_idle_timeout() {
     let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
     assert_eq!((row.billing_reason.as_str(), row.completion_tokens), ("completed", 5));
 }
+
+/// Only the operator decides where requests go: an upstream's redirect is not followed,
+/// and nothing a client sends — body fields or headers naming another host — moves them.
+#[tokio::test]
+async fn redirects_are_not_followed_and_requests_never_choose_the_upstream_host() {
+    let app = TestApp::start().await.unwrap();
+    let elsewhere = FakeOpenAi::start().await;
+    let key = app.create_key("gpt-4o-mini").await.unwrap();
+    let url = app.url("/v1/chat/completions");
+    let mut body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
+    app.fake.set_behavior(Behavior::Redirect(format!("{}/chat/completions", elsewhere.base_url())));
+    let res = app.client.post_json(&url, Some(&key), &body).await.unwrap();
+    assert_eq!((res.status.as_u16(), res.error_code().as_str()), (502, "upstream_error"), "{}", res.text());
+    assert!(!res.text().contains(&elsewhere.addr().to_string()), "the redirect target is not shown");
+    assert!(elsewhere.requests().is_empty(), "the redirect was not followed");
+
+    app.fake.set_behavior(Behavior::Normal);
+    for field in ["base_url", "api_base", "url", "endpoint"] {
+        body[field] = elsewhere.base_url().into();
+    }
+    let elsewhere_host = elsewhere.addr().to_string();
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("x-forwarded-host", elsewhere_host.as_str()),
+        ("x-upstream-url", elsewhere_host.as_str()),
+    ];
+    let res = app.client.call(http::Method::POST, &url, &headers, body.to_string()).await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(elsewhere.requests().is_empty(), "no request field or header chose the host");
+    assert_eq!(chats(&app.fake), 2, "both went to the configured provider");
+}
