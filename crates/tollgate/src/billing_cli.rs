@@ -73,6 +73,10 @@ pub enum ModelsCommand {
     },
     /// Go back to the config file's prices.
     ResetPrice { model: String },
+    /// Add a model with its channels (applies to every organization; see `providers`).
+    Add(crate::routing_cli::NewModel),
+    /// Remove a model added with `add`, and its channels.
+    Remove { id: String },
 }
 
 pub async fn models(command: ModelsCommand, services: &Services) -> anyhow::Result<()> {
@@ -87,6 +91,8 @@ pub async fn models(command: ModelsCommand, services: &Services) -> anyhow::Resu
         ModelsCommand::ResetPrice { model } => {
             serde_json::to_string_pretty(&services.reset_model_price(&actor, &model).await?)?
         }
+        ModelsCommand::Add(model) => return crate::routing_cli::add_model(model, services).await,
+        ModelsCommand::Remove { id } => return crate::routing_cli::remove_model(&id, services).await,
     };
     println!("{out}");
     Ok(())

@@ -13,6 +13,7 @@ use tollgate_service::Services;
 
 mod billing_cli;
 mod keys_cli;
+mod routing_cli;
 mod tenancy_cli;
 mod usage_cli;
 use keys_cli::KeysCommand;
@@ -67,10 +68,20 @@ enum Command {
         #[command(subcommand)]
         command: billing_cli::BillingCommand,
     },
-    /// The public models and their prices.
+    /// The public models and their prices; models added at runtime.
     Models {
         #[command(subcommand)]
         command: billing_cli::ModelsCommand,
+    },
+    /// Providers managed at runtime (beside the config file's).
+    Providers {
+        #[command(subcommand)]
+        command: routing_cli::ProvidersCommand,
+    },
+    /// Channels managed at runtime: more routes for config or managed models.
+    Channels {
+        #[command(subcommand)]
+        command: routing_cli::ChannelsCommand,
     },
     /// Show the newest audit log entries (JSON).
     Audit {
@@ -107,6 +118,8 @@ fn main() -> ExitCode {
         | Command::Usage { .. }
         | Command::Billing { .. }
         | Command::Models { .. }
+        | Command::Providers { .. }
+        | Command::Channels { .. }
         | Command::Audit { .. } => Credentials::Optional,
     };
     let config = match tollgate_server::config::load(cli.config.as_deref(), std::env::vars(), credentials) {
@@ -187,6 +200,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Models { command } => {
             with_services(&config, |s| async move { billing_cli::models(command, &s).await }).await
+        }
+        Command::Providers { command } => {
+            with_services(&config, |s| async move { routing_cli::providers(command, &s).await }).await
+        }
+        Command::Channels { command } => {
+            with_services(&config, |s| async move { routing_cli::channels(command, &s).await }).await
         }
         Command::Audit { target, action, limit } => {
             with_services(&config, |s| async move { keys_cli::audit(&s, target, action, limit).await }).await

@@ -275,3 +275,74 @@ async fn two_serve_processes_on_one_postgres_see_each_others_changes_within_a_se
     drop((one, two));
     db.drop_now().await.unwrap();
 }
+
+/// Runs the CLI with `args` (and `env`) off the async runtime; returns (success, stdout, stderr).
+async fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = tollgate(config);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn providers_models_and_channels_added_by_the_cli_serve_on_the_running_server() {
+    let app = TestApp::start().await.unwrap();
+    let managed = FakeOpenAi::start().await;
+    let config = app.config_path.as_path();
+    let secret = "sk-cli-managed-secret-4321";
+    let url = managed.base_url();
+    let add = ["providers", "add", "--name", "cli-prov", "--kind", "openai", "--base-url", &url];
+    let args = [&add[..], &["--api-key-env", "CLI_PROVIDER_KEY", "--header", "X-Lab=one"]].concat();
+    let (ok, out, err) = cli(config, &args, &[("CLI_PROVIDER_KEY", secret)]).await;
+    assert!(ok, "{err}");
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((view["api_key_set"].as_bool(), view["header_names"].clone()), (Some(true), json!(["X-Lab"])));
+    assert!(!out.contains(secret) && !err.contains(secret));
+
+    let (ok, _, err) =
+        cli(config, &["providers", "add", "--name", "x", "--kind", "openai", "--base-url", "ftp://h"], &[]).await;
+    assert!(!ok && err.contains("base_url"), "{err}");
+    let (ok, _, err) =
+        cli(config, &["providers", "add", "--name", "x", "--kind", "openai", "--api-key", "k"], &[]).await;
+    assert!(!ok && err.contains("--api-key"), "no key on the command line: {err}");
+
+    let model = ["models", "add", "--id", "cli-chat", "--type", "chat", "--input", "1", "--output", "2"];
+    let (ok, _, err) = cli(config, &[&model[..], &["--channel", "cli-prov:up-chat"]].concat(), &[]).await;
+    assert!(ok, "{err}");
+    let key = app.create_key("cli").await.unwrap();
+    let body = json!({ "model": "cli-chat", "messages": [{ "role": "user", "content": "hi" }] });
+    let started = Instant::now();
+    loop {
+        let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&key), &body).await.unwrap();
+        if res.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", res.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = managed.requests().pop().unwrap();
+    assert_eq!(sent.body["model"], "up-chat");
+    assert_eq!(sent.headers["authorization"], format!("Bearer {secret}").as_str());
+    assert_eq!(sent.headers["x-lab"], "one");
+
+    let (ok, out, err) = cli(config, &["channels", "list"], &[]).await;
+    assert!(ok, "{err}");
+    let channels: Value = serde_json::from_str(&out).unwrap();
+    let id = channels.as_array().unwrap().iter().find(|c| c["model"] == "cli-chat").unwrap()["id"].clone();
+    let id = id.as_str().unwrap();
+    let (ok, out, err) = cli(config, &["channels", "set", id, "--priority", "-3", "--group", "eu"], &[]).await;
+    assert!(ok, "{err}");
+    let changed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((changed["priority"].as_i64(), changed["groups"].clone()), (Some(-3), json!(["eu"])));
+
+    let (ok, _, err) = cli(config, &["providers", "remove", "cli-prov"], &[]).await;
+    assert!(!ok && err.contains("channels still use"), "{err}");
+    assert!(cli(config, &["models", "remove", "cli-chat"], &[]).await.0);
+    assert!(cli(config, &["providers", "remove", "cli-prov"], &[]).await.0);
+    let audit = app.client.get(&app.url("/api/v1/audit?action=provider.create"), Some("test-admin-token")).await;
+    assert_eq!(audit.unwrap().json()["data"][0]["actor"], "cli");
+}
