@@ -62,7 +62,7 @@ async fn create_for_a_member_then_reveal_edit_duplicate_and_mint_an_ephemeral_to
     b.shot("keys-create-for-member").await;
     b.click("#key-submit").await;
     let secret = b.text_of("#secret-value").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     let id = key_id_of(&b, "prod-search").await;
     let key = admin_get_key(&app, &id).await;
     assert_eq!((key["owner_id"].as_str(), key["team_id"].as_str()), (Some(dana_id.as_str()), Some(team_id.as_str())));
@@ -81,7 +81,7 @@ async fn create_for_a_member_then_reveal_edit_duplicate_and_mint_an_ephemeral_to
     b.wait_text("#secret-title", "Your API key: prod-search").await;
     assert_eq!(b.text_of("#secret-value").await, secret, "the revealed secret is the created one");
     b.shot("keys-revealed").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
 
     // Edit: a bad IP allowlist is refused by the API and shown next to its field.
     b.find("#keys-table").await;
@@ -145,7 +145,7 @@ async fn create_for_a_member_then_reveal_edit_duplicate_and_mint_an_ephemeral_to
     b.wait_text("#secret-title", "API Key duplicated! Copy it now").await;
     let copy = b.text_of("#secret-value").await;
     assert!(copy.starts_with("sk-tg-") && copy != secret, "{copy}");
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     let copy_id = key_id_of(&b, "prod-search (copy)").await;
     let copied = admin_get_key(&app, &copy_id).await;
     assert_eq!((copied["rpm"].clone(), copied["models"].clone()), (json!(60), json!(["gpt-4o-mini"])));
@@ -162,7 +162,7 @@ async fn create_for_a_member_then_reveal_edit_duplicate_and_mint_an_ephemeral_to
     let token = b.text_of("#secret-value").await;
     assert!(b.text_of("#secret-expiry").await.starts_with("Expires at 20"), "the expiry is shown");
     b.shot("keys-ephemeral").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     app.key_accepted(&secret, WAIT).await.unwrap();
     let res = app.client.post_json(&app.url("/v1/chat/completions"), Some(&token), &chat_mini()).await.unwrap();
     assert_eq!(res.status, 200, "the ephemeral token works: {}", res.text());
@@ -257,7 +257,7 @@ async fn mcp_access_is_set_in_the_advanced_tab_and_edited() {
     b.fill("#key-mcp-servers", "github, jira").await;
     b.click("#key-submit").await;
     b.text_of("#secret-value").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     let id = key_id_of(&b, "mcp-agent").await;
     let stored = admin_get_key(&app, &id).await;
     assert_eq!(

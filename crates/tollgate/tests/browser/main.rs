@@ -110,11 +110,31 @@ impl Browser {
 
     /// Clicks the element after scrolling it to the middle of its scroll area, clear of
     /// sticky headers and dialog footers.
+    /// An element that went stale (the page was re-rendered between finding and clicking
+    /// it) is found again, a few times.
     async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        let arg = serde_json::to_value(&el).unwrap();
-        self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await.unwrap();
-        el.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for attempt in 1.. {
+            let el = self.find(css).await;
+            let arg = serde_json::to_value(&el).unwrap();
+            let clicked = match self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await {
+                Ok(_) => el.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if attempt < 5 && is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+    }
+
+    /// Clicks an element whose action reloads the page, then waits for the new page: a find
+    /// right after the click would race the reload and could catch the page that is going.
+    async fn click_reloading(&self, css: &str) {
+        self.client.execute("window.__beforeReload = true", Vec::new()).await.unwrap();
+        self.click(css).await;
+        let reloaded = "return !window.__beforeReload && document.readyState === 'complete'";
+        self.until(&format!("the reload after clicking {css}"), reloaded, |v| v == true).await;
     }
 
     async fn fill(&self, css: &str, text: &str) {
@@ -167,7 +187,7 @@ impl Browser {
         self.fill("#key-name", name).await;
         self.click("#key-submit").await;
         let secret = self.text_of("#secret-value").await;
-        self.click("#secret-done").await;
+        self.click_reloading("#secret-done").await;
         self.find(&format!("#keys-table tr[data-key-name={name:?}]")).await;
         secret
     }
@@ -251,7 +271,7 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     b.click("#secret-copy").await;
     b.wait_text("#secret-copy span", "Copied!").await;
     b.shot("keys-one-shot").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
 
     // The table lists it, masked, never with the secret.
     b.find("#keys-table tbody tr").await;
@@ -279,7 +299,7 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     b.find("#usage-table").await;
     assert!(b.text_of("#usage-table tbody").await.contains("Production API"));
     b.fill("input[name=request_id]", &request_id).await;
-    b.click("form.filters button[type=submit]").await;
+    b.click_reloading("form.filters button[type=submit]").await;
     b.find(&format!("tr[data-request-id='{request_id}']")).await;
     let csv_href = b.find("#export-csv").await.attr("href").await.unwrap().unwrap();
     assert!(csv_href.starts_with("/api/v1/usage.csv?") && csv_href.contains(&request_id), "{csv_href}");
@@ -301,13 +321,13 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     b.fill("#credit-amount", "25").await;
     let picked = "return document.querySelector('#credit-form input[name=package]:checked')?.value";
     b.until("a custom amount picks Custom", picked, |v| v == "custom").await;
-    b.click("#credit-form button[type=submit]").await;
+    b.click_reloading("#credit-form button[type=submit]").await;
     b.find("#ledger-table").await;
     assert!(b.text_of("#balance").await.starts_with("$25"), "balance after the credit");
     b.click("label.chip:has(input[name=package][value='5'])").await;
     b.until("the $5 package in the amount", amount, |v| v == "5").await;
     b.shot("billing-package").await;
-    b.click("#credit-form button[type=submit]").await;
+    b.click_reloading("#credit-form button[type=submit]").await;
     b.wait_text("#balance", "$30.00").await;
     b.shot("billing").await;
 
@@ -323,7 +343,7 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     .await;
     let rotated = b.text_of("#secret-value").await;
     assert_ne!(rotated, secret);
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     chat_status_becomes(&app, &secret, 401).await;
     chat_status_becomes(&app, &rotated, 200).await;
 
@@ -397,4 +417,9 @@ async fn a_bad_sign_in_shows_an_error() {
     })
     .await;
     b.client.clone().close().await.unwrap();
+}
+
+/// Whether WebDriver says the element is no longer in the page.
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(e, fantoccini::error::CmdError::Standard(w) if w.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }

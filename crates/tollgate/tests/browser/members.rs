@@ -78,7 +78,7 @@ async fn a_member_sees_only_their_own_keys_and_changes_their_password() {
 
     // Searching does not find it either, and the API answers "not found" to the browser.
     b.fill("input[name=search]", "beta").await;
-    b.click("form.toolbar button[type=submit]").await;
+    b.click_reloading("form.toolbar button[type=submit]").await;
     assert!(b.text_of(".empty h2").await.contains("No keys match"));
     let script = format!(
         "const done = arguments[0]; fetch('/api/v1/keys/{beta_key_id}', {{credentials: 'same-origin', headers: {{'x-csrf-token': document.querySelector('meta[name=csrf-token]').content}}}}).then(r => done(r.status))"

@@ -21,7 +21,7 @@ async fn playground_streams_with_a_key_then_models_audit_and_teams() {
     b.fill("#key-name", "Playground key").await;
     b.click("#key-submit").await;
     let secret = b.text_of("#secret-value").await;
-    b.click("#secret-done").await;
+    b.click_reloading("#secret-done").await;
     b.find("#keys-table tbody tr").await;
     app.key_accepted(&secret, WAIT).await.unwrap();
 
@@ -94,7 +94,7 @@ async fn playground_streams_with_a_key_then_models_audit_and_teams() {
     assert!(b.text_of("#audit-table tr[data-action='key.create']").await.contains("owner@test.local"));
     b.shot("audit").await;
     b.fill("input[name=action]", "key.create").await;
-    b.click("form.filters button[type=submit]").await;
+    b.click_reloading("form.filters button[type=submit]").await;
     b.until(
         "only key.create rows",
         "return Array.from(document.querySelectorAll('#audit-table tbody tr')).map(r => r.dataset.action)",

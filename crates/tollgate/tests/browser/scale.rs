@@ -90,7 +90,7 @@ async fn ten_thousand_keys_page_sort_and_search() {
     // Search: only the matching names, on the server.
     b.goto(&app.url("/dashboard/keys")).await;
     b.fill("input[name=search]", "bulk-0420").await;
-    b.click("form.toolbar button[type=submit]").await;
+    b.click_reloading("form.toolbar button[type=submit]").await;
     b.until("the search results", "return location.search", |v| {
         v.as_str().is_some_and(|s| s.contains("search=bulk-0420"))
     })

@@ -105,7 +105,7 @@ async fn sdk_requests_in_usage_logs_csv_detail_and_overview() {
         usage.iter().filter(|r| r.key_id.as_deref() == Some(&sdk_key_id)).map(|r| r.request_id.clone()).collect();
     assert!(sdk_ids.iter().all(|id| expected.contains(id)), "{expected:?}");
     b.select("select[name=key_id]", &sdk_key_id).await;
-    b.click("form.filters button[type=submit]").await;
+    b.click_reloading("form.filters button[type=submit]").await;
     let count = json!(expected.len());
     b.until("only the SDK key's rows", "return document.querySelectorAll('#usage-table tbody tr').length", |v| {
         v == &count
@@ -145,7 +145,7 @@ async fn sdk_requests_in_usage_logs_csv_detail_and_overview() {
         .unwrap();
     let team_id = team_options.as_array().unwrap().iter().filter_map(Value::as_str).find(|v| !v.is_empty()).unwrap();
     b.select("select[name=team_id]", team_id).await;
-    b.click("form.filters button[type=submit]").await;
+    b.click_reloading("form.filters button[type=submit]").await;
     let in_team = json!(usage.iter().filter(|r| r.team_id.as_deref() == Some(team_id)).count());
     assert!(in_team.as_u64().unwrap() >= 5, "both keys' requests are the default team's");
     b.until("the team's rows", "return document.querySelectorAll('#usage-table tbody tr').length", |v| v == &in_team)
