@@ -593,6 +593,15 @@ impl Services {
         Ok(self.store.set_password(&u.user_id, &hash, &entry).await?)
     }
 
+    /// Whether `password` is the signed-in user's own (a dashboard action that asks for it
+    /// again, such as a rotation). An actor that is no user has no password to give.
+    pub async fn confirms_password(&self, actor: &Actor, password: String) -> Result<bool> {
+        match actor.user_principal() {
+            Some(u) => self.check_password(&u.user_id, password).await,
+            None => Ok(false),
+        }
+    }
+
     /// Whether `password` is the user's.
     pub(crate) async fn check_password(&self, user_id: &str, password: String) -> Result<bool> {
         let hash = self.store.password_hash(user_id).await?;

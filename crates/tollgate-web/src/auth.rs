@@ -19,6 +19,11 @@ use crate::WebState;
 use crate::error::api_error;
 use crate::session::session_cookie;
 
+/// Marks a request authenticated by a dashboard session cookie (not a bearer token):
+/// actions that ask a person for their password again (rotation) look for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionAuth;
+
 pub(crate) async fn require_actor(State(state): State<Arc<WebState>>, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
@@ -46,6 +51,7 @@ pub(crate) async fn require_actor(State(state): State<Arc<WebState>>, mut req: R
                 .into_response();
         }
         req.extensions_mut().insert(actor);
+        req.extensions_mut().insert(SessionAuth);
         return next.run(req).await;
     };
 

@@ -11,11 +11,13 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Deserializer};
-use tollgate_core::ApiError;
+use tollgate_core::{ApiError, ErrorCode, PeerAddr};
 use tollgate_service::{Actor, CreatedKey, EphemeralRequest, KeyPatch, ListAudit, ListKeys, NewKey, SettingsInput};
 
 use crate::WebState;
+use crate::auth::SessionAuth;
 use crate::error::{api_error, parse_json};
+use crate::session::{source_ip, throttled};
 
 pub(crate) fn routes() -> Router<Arc<WebState>> {
     Router::new()
@@ -218,16 +220,38 @@ async fn revoke(
 struct RotateBody {
     #[serde(default)]
     grace_seconds: u64,
+    /// Asked of dashboard sessions (a person at a browser), throttled like sign-ins.
+    #[serde(default)]
+    password: Option<String>,
 }
 
 async fn rotate(
     State(state): State<Arc<WebState>>,
     Extension(actor): Extension<Actor>,
+    session: Option<Extension<SessionAuth>>,
+    peer: Option<Extension<PeerAddr>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body: RotateBody = if body.is_empty() { RotateBody::default() } else { parse_json(&body)? };
+    if session.is_some() {
+        let password = body
+            .password
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::invalid_request("Enter your password to rotate a key.").with_param("password"))?;
+        let ip = source_ip(&state, peer.as_deref(), &headers);
+        let check = async {
+            match state.services.confirms_password(&actor, password).await {
+                Ok(true) => Ok(Some(())),
+                Ok(false) => Ok(None),
+                Err(e) => Err(api_error(e)),
+            }
+        };
+        throttled(&state, &actor.id, ip.as_deref(), check)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "That is not your password.").with_param("password"))?;
+    }
     let idem = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid_request("Idempotency-Key: must be printable ASCII"))?),

@@ -226,6 +226,11 @@ pub(crate) fn detail_dialog(reveal: bool) -> Markup {
                         option value="86400" { "24 hours" }
                         option value="604800" { "7 days" }
                     }
+                    div.field data-field="rotate-password" {
+                        label for="rotate-password" { "Your password, to rotate" }
+                        input #rotate-password type="password" autocomplete="current-password";
+                        p.field-error hidden {}
+                    }
                 }
                 div.detail-ephemeral {
                     label for="ephemeral-ttl" { "Ephemeral token lifetime" }

@@ -220,7 +220,8 @@ fn paths() -> Value {
             "summary": "Issue a new secret for the same key id.",
             "description": "The old secret stops at once, or after `grace_seconds`. A retry with the same \
                 `Idempotency-Key` returns the same new secret without rotating again; reusing it after a \
-                later rotation is a conflict.",
+                later rotation is a conflict. A dashboard session must give the person's `password`; \
+                too many wrong ones answer 429.",
             "parameters": [
                 { "$ref": "#/components/parameters/KeyId" },
                 { "name": "Idempotency-Key", "in": "header", "required": false,
@@ -232,6 +233,7 @@ fn paths() -> Value {
                 "200": ok("The key and its new secret.", "KeyWithSecret"),
                 "400": error_ref("BadRequest"),
                 "401": error_ref("Unauthorized"),
+                "403": error_ref("Forbidden"),
                 "404": error_ref("NotFound"),
                 "409": error_ref("Conflict"),
                 "503": error_ref("Unavailable"),
@@ -997,10 +999,18 @@ fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "description": "An empty body is the same as `{}`.",
-            "properties": { "grace_seconds": {
-                "type": "integer", "minimum": 0, "maximum": 604_800, "default": 0,
-                "description": "How long the old secret keeps working (at most 7 days).",
-            }},
+            "properties": {
+                "grace_seconds": {
+                    "type": "integer", "minimum": 0, "maximum": 604_800, "default": 0,
+                    "description": "How long the old secret keeps working (at most 7 days).",
+                },
+                "password": {
+                    "type": "string",
+                    "description": "Required with the session cookie (the dashboard asks the person for it again): \
+                        missing is a 400, wrong a 403, both with `param` `password`; failures are throttled like \
+                        sign-ins. Tokens need none.",
+                },
+            },
         },
         "KeyDuplicate": {
             "type": "object",

@@ -331,11 +331,20 @@ async fn sign_in_then_create_use_rotate_and_revoke_a_key() {
     b.wait_text("#balance", "$30.00").await;
     b.shot("billing").await;
 
-    // Rotate from the detail dialog: a new secret in the same box; the old one refused.
+    // Rotate from the detail dialog: it asks for the password again (none, then a wrong
+    // one, are refused next to the field); a new secret in the same box; the old one refused.
     b.goto(&app.url("/dashboard/keys")).await;
     b.click("#keys-table .open-detail").await;
     b.find("#detail-dialog[open]").await;
     b.shot("keys-detail").await;
+    let rotate_error = "[data-field=rotate-password] .field-error";
+    b.click("#act-rotate").await;
+    b.wait_text(rotate_error, "Enter your password to rotate the key.").await;
+    b.fill("#rotate-password", "not my password").await;
+    b.click("#act-rotate").await;
+    b.wait_text(rotate_error, "That is not your password.").await;
+    b.shot("keys-rotate-password").await;
+    b.fill("#rotate-password", OWNER_PASSWORD).await;
     b.click("#act-rotate").await;
     b.until("the one-shot box after rotation", "return document.querySelector('#secret-title').textContent", |v| {
         v == "API Key rotated! Copy it now"

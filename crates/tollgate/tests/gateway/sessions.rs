@@ -183,3 +183,40 @@ async fn reveal_works_only_when_enabled_and_asks_users_for_their_password() {
         assert!(!dump.windows(body.len()).any(|w| w == body), "only ciphertext at rest");
     }
 }
+
+/// Rotating from the dashboard asks the person for their password again (missing: 400,
+/// wrong: 403, both naming `password`, and wrong ones throttled like sign-ins); bearer
+/// tokens — the operator's, a personal access token — rotate without one.
+#[tokio::test]
+async fn a_session_rotates_a_key_only_with_the_password_again() {
+    let app = TestApp::start().await.unwrap();
+    let (id, _) = app.api_key(&json!({ "name": "svc" })).await.unwrap();
+    let res = login(&app, OWNER_PASSWORD, &[]).await;
+    let (cookie, _) = set_cookie(&res);
+    let csrf = res.json()["csrf_token"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/keys/{id}/rotate");
+    let rotate = |body: Value| with_session(&app, Method::POST, &path, &cookie, Some(&csrf), body);
+
+    let missing = rotate(json!({ "grace_seconds": 0 })).await;
+    assert_eq!((missing.status.as_u16(), missing.json()["error"]["param"].as_str()), (400, Some("password")));
+    let wrong = rotate(json!({ "password": "not-the-password" })).await;
+    assert_eq!((wrong.status.as_u16(), wrong.json()["error"]["param"].as_str()), (403, Some("password")));
+    let ok = rotate(json!({ "password": OWNER_PASSWORD })).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(ok.json()["key"].as_str().unwrap().starts_with("sk-tg-"));
+
+    let by_operator = app.client.post_json(&app.url(&path), Some("test-admin-token"), &json!({})).await.unwrap();
+    assert_eq!(by_operator.status, 200, "{}", by_operator.text());
+
+    // Wrong passwords count against the sign-in throttle: enough of them lock rotation out.
+    let mut last = 0;
+    for _ in 0..20 {
+        last = rotate(json!({ "password": "still-wrong" })).await.status.as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429, "wrong passwords are throttled");
+    let audit = app.client.get(&app.url("/api/v1/audit?action=key.rotate"), Some("test-admin-token")).await;
+    assert_eq!(audit.unwrap().json()["data"].as_array().unwrap().len(), 2, "only the two rotations that were allowed");
+}

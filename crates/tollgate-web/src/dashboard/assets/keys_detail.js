@@ -111,7 +111,7 @@
     clearErrors(detail); changed = false;
     try { render(await api("GET", "/keys/" + encodeURIComponent(id))); openDialog(detail); } catch (err) { toast(err.message); }
   }));
-  detail.addEventListener("close", () => { if (changed) location.reload(); });
+  detail.addEventListener("close", () => { $("#rotate-password").value = ""; if (changed) location.reload(); });
   // Leaves the detail dialog for another dialog without the reload a change would cause.
   const leaveDetail = () => { changed = false; detail.close(); };
   $$("[data-action]", detail).forEach((b) => b.addEventListener("click", async () => {
@@ -124,9 +124,13 @@
       if (action === "reveal") { const k = current; leaveDetail(); askReveal(k); return; }
       if (action === "revoke" && !(await confirmAction("Revoke API Key", "Revoke '" + current.name + "'? It stops working immediately, and revocation is permanent.", "Revoke"))) return;
       if (action === "rotate") {
+        // A rotation asks for the password again (the API refuses a session without it).
+        const password = $("#rotate-password").value;
+        if (!password) { fieldError(detail, "rotate-password", "Enter your password to rotate the key."); $("#rotate-password").focus(); return; }
         const grace = Number($("#rotate-grace").value);
         const idem = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-        const rotated = await api("POST", path + "/rotate", { grace_seconds: grace }, { "idempotency-key": idem });
+        const rotated = await api("POST", path + "/rotate", { grace_seconds: grace, password }, { "idempotency-key": idem });
+        $("#rotate-password").value = "";
         // The one-shot box reloads the page when it closes; the detail dialog must not first.
         leaveDetail();
         showSecret(rotated.key, "API Key rotated! Copy it now");
@@ -152,6 +156,9 @@
       render(await api("POST", path + "/" + action));
       changed = true;
       toast({ disable: "Key deactivated", enable: "Key activated", revoke: "Key revoked" }[action]);
-    } catch (err) { formError(detail, err.message); }
+    } catch (err) {
+      if (err.param === "password") fieldError(detail, "rotate-password", err.message);
+      else formError(detail, err.message);
+    }
   }));
 })();
