@@ -236,21 +236,7 @@ async fn rotate(
 ) -> Result<Response, ApiError> {
     let body: RotateBody = if body.is_empty() { RotateBody::default() } else { parse_json(&body)? };
     if session.is_some() {
-        let password = body
-            .password
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| ApiError::invalid_request("Enter your password to rotate a key.").with_param("password"))?;
-        let ip = source_ip(&state, peer.as_deref(), &headers);
-        let check = async {
-            match state.services.confirms_password(&actor, password).await {
-                Ok(true) => Ok(Some(())),
-                Ok(false) => Ok(None),
-                Err(e) => Err(api_error(e)),
-            }
-        };
-        throttled(&state, &actor.id, ip.as_deref(), check)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "That is not your password.").with_param("password"))?;
+        confirm_password(&state, &actor, body.password, "rotate a key", peer.as_deref(), &headers).await?;
     }
     let idem = match headers.get("idempotency-key") {
         None => None,
@@ -320,10 +306,16 @@ struct RevealBody {
 async fn reveal(
     State(state): State<Arc<WebState>>,
     Extension(actor): Extension<Actor>,
+    peer: Option<Extension<PeerAddr>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: RevealBody = if body.is_empty() { RevealBody::default() } else { parse_json(&body)? };
+    // Users give their password again (the service checks it too); wrong ones are throttled.
+    if actor.user_principal().is_some() && state.services.sealer.is_some() {
+        confirm_password(&state, &actor, b.password.clone(), "reveal a key", peer.as_deref(), &headers).await?;
+    }
     let secret = state.services.reveal_key(&actor, &id, b.password).await.map_err(api_error)?;
     Ok(Json(serde_json::json!({ "key": secret })).into_response())
 }
@@ -357,4 +349,31 @@ async fn audit(
     };
     let page = state.services.list_audit(&actor, q).await.map_err(api_error)?;
     Ok(Json(page).into_response())
+}
+
+/// The person's password, asked again before `what` (a rotation from the dashboard, a
+/// reveal): missing is a 400, wrong a 403, both naming `password`; wrong ones count against
+/// the sign-in throttle (per user and address), so a stolen session cannot guess it.
+async fn confirm_password(
+    state: &WebState,
+    actor: &Actor,
+    password: Option<String>,
+    what: &str,
+    peer: Option<&PeerAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let password = password
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::invalid_request(format!("Enter your password to {what}.")).with_param("password"))?;
+    let ip = source_ip(state, peer, headers);
+    let check = async {
+        match state.services.confirms_password(actor, password).await {
+            Ok(true) => Ok(Some(())),
+            Ok(false) => Ok(None),
+            Err(e) => Err(api_error(e)),
+        }
+    };
+    throttled(state, &actor.id, ip.as_deref(), check)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "That is not your password.").with_param("password"))
 }

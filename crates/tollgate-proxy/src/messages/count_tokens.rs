@@ -126,17 +126,7 @@ async fn count(dp: &DataPlane, req: Request, pending: &mut Pending) -> Result<Re
 
 /// The request's fields: a JSON object naming a model (no `max_tokens` needed).
 fn parse(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_request(if e.is_data() {
-            "Request body must be a JSON object.".to_owned()
-        } else {
-            format!("Request body is not valid JSON: {e}")
-        })
-    })?;
-    present(&fields, "model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("model", "model: Field required (a non-empty string)."))?;
+    let fields = super::object_with_model(body)?;
     if !present(&fields, "messages").is_some_and(Value::is_array) {
         return Err(bad("messages", "messages: Field required (an array)."));
     }

@@ -58,19 +58,25 @@ pub(crate) struct MessagesRequest {
     max_tokens: u64,
 }
 
+/// A Messages API body (a message, or a token count) as a JSON object naming a model.
+pub(crate) fn object_with_model(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_request(if e.is_data() {
+            "Request body must be a JSON object.".to_owned()
+        } else {
+            format!("Request body is not valid JSON: {e}")
+        })
+    })?;
+    present(&fields, "model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("model", "model: Field required (a non-empty string)."))?;
+    Ok(fields)
+}
+
 impl MessagesRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid_request(if e.is_data() {
-                "Request body must be a JSON object.".to_owned()
-            } else {
-                format!("Request body is not valid JSON: {e}")
-            })
-        })?;
-        present(&fields, "model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| bad("model", "model: Field required (a non-empty string)."))?;
+        let fields = object_with_model(body)?;
         let max_tokens = present(&fields, "max_tokens")
             .ok_or_else(|| bad("max_tokens", "max_tokens: Field required."))?
             .as_u64()

@@ -45,6 +45,20 @@ impl ChatStream for TestApp {
     }
 }
 
+/// Whether `needle` appears anywhere in the stopped app's SQLite files (the database and
+/// its write-ahead log), for tests that a secret never reaches the disk in clear.
+fn in_database_files(app: &TestApp, needle: &[u8]) -> bool {
+    let data = app.dir.path().join("data");
+    let mut dump = Vec::new();
+    for file in ["tollgate.db", "tollgate.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.join(file)) {
+            dump.extend(bytes);
+        }
+    }
+    assert!(dump.len() > 10_000, "the database files were read");
+    dump.windows(needle.len()).any(|w| w == needle)
+}
+
 async fn app_and_key() -> (TestApp, String) {
     let app = TestApp::start().await.unwrap();
     let key = app.create_key("test").await.unwrap();
