@@ -14,6 +14,7 @@ mod login;
 mod models;
 mod overview;
 mod playground;
+mod providers;
 mod signup;
 mod teams;
 mod usage;

@@ -1,5 +1,6 @@
 //! The Models page: the public models, their prices and where each is declared (config
-//! file or API), and for owners and admins the Channels section (`channels.rs`). Read-only:
+//! file or API), and for owners and admins the Channels and Providers sections
+//! (`channels.rs`, `providers.rs`). Read-only:
 //! the operator changes models, prices and channels through the config file, API or CLI.
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ fn price(m: MicroUsd) -> String {
 pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Response {
     let models = state.services.list_models(&ctx.actor).await;
     let channels = if ctx.manages { Some(section(&state, &ctx.actor).await) } else { None };
+    let providers = if ctx.manages { Some(super::providers::section(&state, &ctx.actor).await) } else { None };
     let body = html! {
         p.muted.lead { "The models this gateway serves, with the prices every request is billed at. Call them at "
             code { "/v1" } " with any key allowed to use them." }
@@ -64,6 +66,7 @@ pub(crate) async fn page(State(state): State<Arc<WebState>>, ctx: Ctx) -> Respon
             },
         }
         @if let Some(section) = channels { (section) }
+        @if let Some(section) = providers { (section) }
     };
     layout(&ctx, Nav::Models, "Models", html! {}, body)
 }

@@ -1,6 +1,7 @@
-//! The Models page's Channels section: owners see every model's channels with routing
-//! settings and live circuit state (a channel that refused its connection shows open),
-//! which of them the API manages, and each model's source; members see the models only.
+//! The Models page's Channels and Providers sections: owners see every model's channels
+//! with routing settings and live circuit state (a channel that refused its connection
+//! shows open), which of them the API manages, each model's source, and the providers
+//! without their credentials; members see the models only.
 
 use tollgate_testkit::app::{ADMIN_TOKEN, UPSTREAM_KEY};
 
@@ -47,6 +48,9 @@ async fn owners_see_channels_with_their_circuits_and_members_do_not() {
     .await;
     admin_post(&app, "users", &json!({ "email": "mona@test.local", "password": MEMBER_PASSWORD, "role": "member" }))
         .await;
+    let lab = json!({ "name": "lab", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                      "api_key": "sk-lab-secret-777", "headers": { "X-Lab": "lab-header-secret" } });
+    admin_post(&app, "providers", &lab).await;
 
     b.sign_in(&app, OWNER_PASSWORD).await;
     b.find("svg.chart").await;
@@ -84,6 +88,22 @@ async fn owners_see_channels_with_their_circuits_and_members_do_not() {
     // Attempts go by priority: the refused channel heads its model's rows.
     let order = "return Array.from(document.querySelectorAll(\"#channels-table tr.channel[data-model='routed']\")).map(r => r.dataset.provider)";
     assert_eq!(b.client.execute(order, Vec::new()).await.unwrap(), json!(["dead", "fake"]));
+    // Providers: the config file's and the managed one, credentials never on the page.
+    let lab_row = b.text_of("#providers-table tr.provider[data-provider='lab']").await;
+    assert!(
+        lab_row.contains("http://127.0.0.1:9/v1") && lab_row.contains("Set") && lab_row.contains("X-Lab"),
+        "{lab_row}"
+    );
+    assert!(lab_row.contains("API"), "{lab_row}");
+    assert!(b.text_of("#providers-table tr.provider[data-provider='dead']").await.contains("config"));
+    let source = b.client.source().await.unwrap();
+    assert!(
+        !source.contains("sk-lab-secret-777")
+            && !source.contains("lab-header-secret")
+            && !source.contains(UPSTREAM_KEY)
+    );
+    b.client.execute("document.querySelector('#providers').scrollIntoView()", Vec::new()).await.unwrap();
+    b.shot("models-providers").await;
     let note = b.text_of("#channels > p").await;
     assert!(note.contains("config file") && note.contains("/api/v1/channels"), "{note}");
     b.client.execute("document.querySelector('#channels').scrollIntoView()", Vec::new()).await.unwrap();
@@ -103,6 +123,7 @@ async fn owners_see_channels_with_their_circuits_and_members_do_not() {
     b.goto(&app.url("/dashboard/models")).await;
     b.find("#models-table tr[data-model='routed']").await;
     assert!(b.client.find(Locator::Css("#channels")).await.is_err(), "no channels for a member");
+    assert!(b.client.find(Locator::Css("#providers")).await.is_err(), "no providers for a member");
     b.shot("models-member").await;
     b.client.clone().close().await.unwrap();
 }
