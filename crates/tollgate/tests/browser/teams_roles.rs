@@ -109,6 +109,14 @@ async fn owners_edit_teams_and_change_roles_admins_see_roles_members_do_not() {
         assert!(start.elapsed() < WAIT, "mia became an admin");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The teams' "Add member" pickers name her new role without a reload.
+    let picks = "return Array.from(document.querySelectorAll('form.add-member option')).filter(o => o.textContent.startsWith('mia@')).map(o => o.textContent)";
+    let named = b
+        .until("mia's new role in the pickers", picks, |v| {
+            v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|t| t == "mia@test.local (admin)"))
+        })
+        .await;
+    assert!(!named.as_array().unwrap().is_empty());
     // The last owner cannot step down: the API's answer shows next to the picker, which
     // goes back to the role the user still has.
     let me = "#members-table tr[data-email='owner@test.local']";

@@ -85,6 +85,9 @@
     try {
       await api("PATCH", "/users/" + encodeURIComponent(row.dataset.userId), { role });
       sel.dataset.current = role; row.dataset.role = role;
+      // The teams' "Add member" pickers name each person's role too.
+      $$("form.add-member option").filter((o) => o.value === row.dataset.userId)
+        .forEach((o) => { o.textContent = row.dataset.email + " (" + role + ")"; });
       // Changing one's own role changes what this page may show.
       if (row.dataset.self) { location.reload(); return; }
       toast(row.dataset.email + " is now " + ({ owner: "an owner", admin: "an admin" }[role] || "a member") + ".");
