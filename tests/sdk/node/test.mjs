@@ -1,8 +1,8 @@
 // The official OpenAI Node SDK, unchanged, against a running Tollgate.
 //
 // Run through the harness, which starts the gateway with the demo models, a fake OpenAI
-// upstream (gpt-4o-mini, text-embedding-3-small, gpt-image-1), a fake Anthropic upstream
-// (claude-fake) and `broken-model` on a provider whose port is closed:
+// upstream (gpt-4o-mini, text-embedding-3-small, gpt-image-1), fake Anthropic and Gemini
+// upstreams (claude-fake, gemini-fake) and `broken-model` on a provider whose port is closed:
 //
 //     target/debug/with-gateway -- node --test tests/sdk/node/
 //
@@ -34,6 +34,7 @@ const CONFIGURED_MODELS = [
   'claude-fake',
   'demo-chat',
   'demo-embed',
+  'gemini-fake',
   'gpt-4o-mini',
   'gpt-image-1',
   'text-embedding-3-small',

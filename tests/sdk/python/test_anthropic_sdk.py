@@ -37,6 +37,8 @@ FAKE_REPLY = "Hello from the fake upstream."
 EXPECTED = {
     "demo-chat": (DEMO_REPLY, 5 + 3, 20),
     "gpt-4o-mini": (FAKE_REPLY, 5 + 1, 5),
+    # Messages in, chat in the middle, Gemini's generateContent upstream, and back.
+    "gemini-fake": ("Hello from the fake Gemini.", 5 + 1, 5),
 }
 
 

@@ -50,14 +50,21 @@ CONFIGURED_MODELS = {
     "gpt-image-1",
     "broken-model",
     "claude-fake",
+    "gemini-fake",
 }
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # Expected chat answers for PROMPT as one user message: (content, prompt, completion tokens).
+# `claude-fake` and `gemini-fake` go through the Anthropic and Gemini adapters (translated
+# both ways): their fakes count a prompt as its words plus 1 per message, too.
 CHAT = {
     "demo-chat": (DEMO_REPLY, 5 + 3, 20),
     "gpt-4o-mini": (FAKE_REPLY, 5 + 1, 5),
+    "claude-fake": ("Hello from the fake Claude.", 5 + 1, 5),
+    "gemini-fake": ("Hello from the fake Gemini.", 5 + 1, 5),
 }
+# `model` in an answer is the provider's name for it (the channel's upstream model).
+ANSWER_MODEL = {"claude-fake": "claude-fake-1", "gemini-fake": "gemini-2.5-flash"}
 # Expected legacy completions for PROMPT: the prompt costs its words only.
 COMPLETIONS = {
     "demo-chat": (DEMO_REPLY, 5, 20),
@@ -120,7 +127,7 @@ def test_chat_plain(client: OpenAI, model: str) -> None:
     content, prompt_tokens, completion_tokens = CHAT[model]
     res = client.chat.completions.create(model=model, messages=user(PROMPT))
     assert res.object == "chat.completion"
-    assert res.model == model
+    assert res.model == ANSWER_MODEL.get(model, model)
     assert len(res.choices) == 1
     choice = res.choices[0]
     assert choice.message.role == "assistant"
@@ -190,6 +197,36 @@ def test_chat_stream_with_usage_ends_with_the_usage_chunk(client: OpenAI, model:
         assert len(chunk.choices) == 1
     assert "".join(c.choices[0].delta.content or "" for c in body) == content
     assert body[-1].choices[0].finish_reason == "stop"
+
+
+LOOKUP_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Look something up.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("model", ["claude-fake", "gemini-fake"])
+def test_tool_calls_round_trip_through_the_anthropic_and_gemini_adapters(client: OpenAI, model: str) -> None:
+    # Both fakes call the tool when the last user text mentions the weather.
+    ask = user("what is the weather")
+    first = client.chat.completions.create(model=model, messages=ask, tools=[LOOKUP_TOOL])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "lookup"
+    assert isinstance(json.loads(call.function.arguments), dict)
+    # The call and its result go back (as the SDK hands them over); the model answers.
+    turn = choice.message.model_dump(exclude_none=True)
+    result = {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees."}
+    second = client.chat.completions.create(model=model, messages=[*ask, turn, result], tools=[LOOKUP_TOOL])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == CHAT[model][0]
+    assert second.usage is not None and second.usage.prompt_tokens > first.usage.prompt_tokens
 
 
 # ---------------------------------------------------------------------------------------

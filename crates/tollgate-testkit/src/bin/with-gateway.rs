@@ -1,11 +1,11 @@
 //! `with-gateway [--tollgate PATH] -- COMMAND [ARGS…]`: runs COMMAND against a real,
 //! freshly started `tollgate serve` and exits with COMMAND's exit code.
 //!
-//! It owns the whole fixture: a [`FakeOpenAi`] and a [`FakeAnthropic`] upstream in process,
-//! a temporary data directory and config (demo models, the OpenAI fake's `gpt-4o-mini`,
-//! `text-embedding-3-small` and `gpt-image-1`, the Anthropic fake's `claude-fake` — served
-//! only by Anthropic, so `/v1/messages` goes natively — and `broken-model` on a provider
-//! whose port is closed), the server
+//! It owns the whole fixture: [`FakeOpenAi`], [`FakeAnthropic`] and [`FakeGemini`]
+//! upstreams in process, a temporary data directory and config (demo models, the OpenAI
+//! fake's `gpt-4o-mini`, `text-embedding-3-small` and `gpt-image-1`, the Anthropic fake's
+//! `claude-fake` — served only by Anthropic, so `/v1/messages` goes natively — the Gemini
+//! fake's `gemini-fake`, and `broken-model` on a provider whose port is closed), the server
 //! process, and one API key made with `tollgate keys create`. COMMAND sees the fixture
 //! through `TOLLGATE_BASE_URL`, `TOLLGATE_API_KEY`, `TOLLGATE_ADMIN_TOKEN`,
 //! `TOLLGATE_GATEWAY_URL`, `TOLLGATE_DATA_DIR`, `TOLLGATE_CONFIG_FILE` and `TOLLGATE_BIN`.
@@ -30,9 +30,12 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tollgate_testkit::fake_anthropic::FakeAnthropic;
+use tollgate_testkit::fake_gemini::FakeGemini;
 use tollgate_testkit::fake_openai::{FakeOpenAi, Options};
 
 const USAGE: &str = "usage: with-gateway [--tollgate PATH] -- COMMAND [ARGS...]";
+/// The only API key the fake Gemini accepts.
+const GEMINI_KEY: &str = "gm-fake-upstream-key";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const KEY_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,8 +105,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let claude = runtime
         .block_on(FakeAnthropic::start_with(tollgate_testkit::fake_anthropic::Options::default()))
         .context("starting the fake Anthropic upstream")?;
+    let gemini = runtime.block_on(FakeGemini::start(GEMINI_KEY));
     let dir = tempfile::Builder::new().prefix("with-gateway-").tempdir().context("creating a temporary directory")?;
-    let fixture = Fixture::write(dir.path(), &fake, &claude.base_url())?;
+    let fixture = Fixture::write(dir.path(), &fake, &claude.base_url(), &gemini.base_url())?;
 
     let mut server = Server::spawn(&tollgate, &fixture)?;
     let outcome = run_command(&runtime, &tollgate, &fixture, &mut server, &args.command);
@@ -116,7 +120,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let status = outcome?;
     stopped?;
-    drop((fake, claude));
+    drop((fake, claude, gemini));
     Ok(exit_code(status))
 }
 
@@ -158,7 +162,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn write(dir: &Path, fake: &FakeOpenAi, claude_url: &str) -> anyhow::Result<Fixture> {
+    fn write(dir: &Path, fake: &FakeOpenAi, claude_url: &str, gemini_url: &str) -> anyhow::Result<Fixture> {
         let data_dir = dir.join("data");
         let admin_token = format!("tg-admin-{:016x}{:016x}", random_u64(), random_u64());
         let fake_url = fake.base_url();
@@ -173,6 +177,7 @@ impl Fixture {
                 { "name": "fake", "kind": "openai", "base_url": fake_url, "api_key": "sk-fake-upstream" },
                 { "name": "dead", "kind": "openai", "base_url": dead_url, "api_key": "sk-dead-upstream" },
                 { "name": "claude", "kind": "anthropic", "base_url": claude_url, "api_key": "sk-ant-fake-upstream" },
+                { "name": "gemini", "kind": "gemini", "base_url": gemini_url, "api_key": GEMINI_KEY },
             ],
             "models": [
                 {
@@ -194,6 +199,11 @@ impl Fixture {
                     "id": "claude-fake", "type": "chat",
                     "input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0,
                     "channels": [{ "provider": "claude", "model": "claude-fake-1" }],
+                },
+                {
+                    "id": "gemini-fake", "type": "chat",
+                    "input_price_per_mtok": 0.30, "output_price_per_mtok": 2.50,
+                    "channels": [{ "provider": "gemini", "model": "gemini-2.5-flash" }],
                 },
                 {
                     "id": "broken-model", "type": "chat",
