@@ -92,6 +92,21 @@ impl Pending {
         }
     }
 
+    /// The answer to a request refused with `err` (rendered by `render`), its row emitted.
+    /// Refused before the body was read (bad key, endpoint scope, too large): hyper cannot
+    /// reuse the connection, so say so instead of leaving a client to send its next request
+    /// into a closing socket. Reading an unauthenticated body just to keep the connection
+    /// would hand attackers free bandwidth.
+    pub(crate) fn refuse(self, dp: &DataPlane, err: &ApiError, render: impl FnOnce(&ApiError) -> Response) -> Response {
+        let body_consumed = self.body_consumed;
+        self.finish_unbilled(dp, err.status(), Some(err));
+        let mut res = render(err);
+        if !body_consumed {
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+
     /// Emits the unbilled row of a request that produced no metered body.
     pub(crate) fn finish_unbilled(mut self, dp: &DataPlane, status: StatusCode, error: Option<&ApiError>) {
         if let Some(mut e) = self.event.take() {
@@ -126,26 +141,19 @@ pub(crate) async fn proxy(State(dp): State<Arc<DataPlane>>, endpoint: Endpoint, 
                 _ => res,
             }
         }
-        Err(err) => {
-            let body_consumed = pending.body_consumed;
-            pending.finish_unbilled(&dp, err.status(), Some(&err));
-            let mut res = if anthropic_shape { messages::error_response(&err) } else { err.into_response() };
-            // Rejected before the body was read (bad key, endpoint scope, too large):
-            // hyper cannot reuse the connection, so say so instead of leaving a client to
-            // send its next request into a closing socket. Reading an unauthenticated
-            // body just to keep the connection would hand attackers free bandwidth.
-            if !body_consumed {
-                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            res
-        }
+        Err(err) if anthropic_shape => pending.refuse(&dp, &err, messages::error_response),
+        Err(err) => pending.refuse(&dp, &err, |e| e.clone().into_response()),
     };
     rate_headers.apply(res.headers_mut());
-    // Anthropic's SDKs report `request-id`; the server's layer sets `x-request-id`.
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
+    with_request_id(&mut res, request_id);
+    res
+}
+
+/// Anthropic's SDKs report `request-id`; the server's layer sets `x-request-id`.
+pub(crate) fn with_request_id(res: &mut Response, id: Option<RequestId>) {
+    if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
         res.headers_mut().insert("request-id", id);
     }
-    res
 }
 
 async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
@@ -169,8 +177,8 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let (endpoint, body) = match endpoint {
         Endpoint::Messages => {
             let anthropic_only = |model: &str| snapshot.models.get(model).is_some_and(|m| m.anthropic_only());
-            let pipeline = messages::native::pipeline_body(&body, anthropic_only)?;
-            native = Some(Native { body, beta: messages::native::beta_header(&parts.headers) });
+            let (pipeline, request) = messages::native::pipeline_body(&body, anthropic_only)?;
+            native = Some(Native { request, beta: messages::native::beta_header(&parts.headers) });
             (Endpoint::ChatCompletions, pipeline)
         }
         other => (other, body),
@@ -291,9 +299,9 @@ struct Call<'a> {
     native: Option<&'a Native>,
 }
 
-/// A Messages request, untranslated: the body and the client's `anthropic-beta`.
+/// A Messages request, untranslated (parsed once): the client's fields and `anthropic-beta`.
 struct Native {
-    body: Bytes,
+    request: messages::MessagesRequest,
     beta: Option<HeaderValue>,
 }
 
@@ -349,7 +357,7 @@ async fn attempt(
             body
         }
         ProviderKind::Anthropic(_) => match native {
-            Some(n) => messages::native::upstream_body(&n.body, &channel.upstream_model)?,
+            Some(n) => messages::native::upstream_body(&n.request, &channel.upstream_model)?,
             None => anthropic::request_body(endpoint, parsed, &channel.upstream_model, model.max_output_tokens)?,
         },
         ProviderKind::Azure(_) => azure::request_body(endpoint, parsed, &channel.upstream_model)?,
@@ -459,8 +467,7 @@ where
 {
     let (parts, inner) = res.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let is_sse =
-        content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::sse::is_event_stream(&parts.headers);
     let body = if is_sse {
         Body::new(MeteredBody::sse(inner, meter, hide_usage_only, dialect, idle))
     } else {

@@ -128,6 +128,14 @@ pub(crate) struct EventInfo {
     pub stopped: bool,
 }
 
+/// Whether a response's `Content-Type` says server-sent events.
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
 /// Finds the end of the first complete event in `buf`: the index just past its blank line.
 pub(crate) fn event_end(buf: &[u8]) -> Option<usize> {
     let lf = memmem::find(buf, b"\n\n").map(|i| i + 2);

@@ -37,11 +37,7 @@ pub(super) fn error_body(status: StatusCode, kind: &str, message: &str) -> Respo
 /// (bounded) and translated. Status and headers are kept.
 pub(crate) async fn answer(res: Response, model: &str) -> Response {
     let (mut parts, body) = res.into_parts();
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::sse::is_event_stream(&parts.headers);
     if is_sse && parts.status.is_success() {
         let stream = EventStream::new(body, message_id(), model.to_owned());
         return Response::from_parts(parts, Body::new(stream));

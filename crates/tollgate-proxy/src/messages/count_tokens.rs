@@ -25,7 +25,7 @@ use tollgate_core::time::now_millis;
 use tollgate_core::{ApiError, ErrorCode};
 
 use crate::accounts::clock_micros;
-use crate::handler::{Pending, resolve, retryable, upstream_error};
+use crate::handler::{Pending, resolve, retryable, upstream_error, with_request_id};
 use crate::providers::anthropic::{self, bad, present};
 use crate::snapshot::ProviderKind;
 use crate::{DataPlane, RequestId, auth, request, routing};
@@ -45,19 +45,9 @@ pub(crate) async fn count_tokens(State(dp): State<Arc<DataPlane>>, req: Request)
             pending.finish_unbilled(&dp, res.status(), None);
             res
         }
-        Err(err) => {
-            let body_consumed = pending.body_consumed;
-            pending.finish_unbilled(&dp, err.status(), Some(&err));
-            let mut res = super::error_response(&err);
-            if !body_consumed {
-                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            res
-        }
+        Err(err) => pending.refuse(&dp, &err, super::error_response),
     };
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
-        res.headers_mut().insert("request-id", id);
-    }
+    with_request_id(&mut res, request_id);
     res
 }
 

@@ -38,17 +38,22 @@ use crate::sse::event_end;
 pub(crate) struct NativeAnswer;
 
 /// The request the pipeline meters and routes: the client's own body when every channel is
-/// Anthropic's (`anthropic_only` is asked with the model id), else its chat translation.
-pub(crate) fn pipeline_body(body: &Bytes, anthropic_only: impl FnOnce(&str) -> bool) -> Result<Bytes, ApiError> {
+/// Anthropic's (`anthropic_only` is asked with the model id), else its chat translation;
+/// with the parsed request, kept for the Anthropic channels (see [`upstream_body`]).
+pub(crate) fn pipeline_body(
+    body: &Bytes,
+    anthropic_only: impl FnOnce(&str) -> bool,
+) -> Result<(Bytes, MessagesRequest), ApiError> {
     let req = MessagesRequest::parse(body)?;
-    if anthropic_only(req.model()) { Ok(body.clone()) } else { super::translate(&req) }
+    let pipeline = if anthropic_only(req.model()) { body.clone() } else { super::translate(&req)? };
+    Ok((pipeline, req))
 }
 
 /// The body for an Anthropic channel: the client's, with the channel's model name.
-pub(crate) fn upstream_body(original: &[u8], upstream_model: &str) -> Result<Bytes, ApiError> {
-    let mut req = MessagesRequest::parse(original)?;
-    req.fields.insert("model".into(), Value::from(upstream_model));
-    serde_json::to_vec(&req.fields).map(Bytes::from).map_err(|_| ApiError::internal())
+pub(crate) fn upstream_body(req: &MessagesRequest, upstream_model: &str) -> Result<Bytes, ApiError> {
+    let mut fields = req.fields.clone();
+    fields.insert("model".into(), Value::from(upstream_model));
+    serde_json::to_vec(&fields).map(Bytes::from).map_err(|_| ApiError::internal())
 }
 
 /// The client's `anthropic-beta` header, passed on to Anthropic channels (it turns on
@@ -60,11 +65,7 @@ pub(crate) fn beta_header(headers: &http::HeaderMap) -> Option<HeaderValue> {
 /// Anthropic's answer with the public model id in place of the upstream's name.
 pub(crate) async fn with_public_model(res: Response, model: &str) -> Response {
     let (mut parts, body) = res.into_parts();
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::sse::is_event_stream(&parts.headers);
     if is_sse {
         let body = PublicModel { inner: body, model: model.to_owned(), head: Some(BytesMut::new()) };
         return Response::from_parts(parts, Body::new(body));
@@ -170,7 +171,7 @@ mod tests {
             json!({ "model": "claude", "max_tokens": 10, "top_k": 5, "messages": [{ "role": "user", "content": "hi" }] })
                 .to_string(),
         );
-        assert_eq!(pipeline_body(&body, |m| m == "claude").unwrap(), body, "untouched");
+        assert_eq!(pipeline_body(&body, |m| m == "claude").unwrap().0, body, "untouched");
         let refused = pipeline_body(&body, |_| false).unwrap_err();
         assert_eq!(refused.param.as_deref(), Some("top_k"), "a chat model cannot take top_k");
         let bad = Bytes::from_static(br#"{"model":"claude","messages":[]}"#);
@@ -182,8 +183,10 @@ mod tests {
         let sent = json!({ "model": "claude", "max_tokens": 10, "thinking": { "type": "enabled", "budget_tokens": 1024 },
                            "system": [{ "type": "text", "text": "x", "cache_control": { "type": "ephemeral" } }],
                            "messages": [{ "role": "user", "content": "hi" }] });
-        let out: Value =
-            serde_json::from_slice(&upstream_body(sent.to_string().as_bytes(), "claude-x-1").unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(
+            &upstream_body(&MessagesRequest::parse(sent.to_string().as_bytes()).unwrap(), "claude-x-1").unwrap(),
+        )
+        .unwrap();
         let mut expected = sent;
         expected["model"] = "claude-x-1".into();
         assert_eq!(out, expected);

@@ -13,6 +13,7 @@ pub(crate) fn chat_request(body: &[u8]) -> Result<Bytes, ApiError> {
 }
 
 /// A Messages request body, parsed, with the fields every path needs checked.
+#[derive(Debug)]
 pub(crate) struct MessagesRequest {
     pub(super) fields: Map<String, Value>,
     max_tokens: u64,

@@ -208,11 +208,7 @@ where
 {
     let (parts, body) = res.into_parts();
     let created = tollgate_core::time::now_millis() / 1000;
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::sse::is_event_stream(&parts.headers);
     let (content_type, body) = if is_sse {
         ("text/event-stream", Translated::Stream(ChunkStream::new(body, created)))
     } else {
