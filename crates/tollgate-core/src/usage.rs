@@ -19,6 +19,9 @@ pub enum BillingReason {
     UpstreamInterrupted,
     /// Rejected by the gateway or failed upstream before any output: nothing billed.
     NotBilled,
+    /// Still streaming when the shutdown grace period ended: cut by the gateway, the
+    /// client told so in an error event; what was delivered is billed.
+    ShutdownCut,
 }
 
 impl BillingReason {
@@ -29,6 +32,7 @@ impl BillingReason {
             Self::ClientDisconnected => "client_disconnected",
             Self::UpstreamInterrupted => "upstream_interrupted",
             Self::NotBilled => "not_billed",
+            Self::ShutdownCut => "shutdown_cut",
         }
     }
 }
@@ -40,7 +44,11 @@ pub struct UsageEvent {
     /// Unique per event (the request id may come from the client): writing an event twice,
     /// as a replayed spill file could, stores it once.
     pub event_id: String,
+    /// The gateway's id of the request, unique per row.
     pub request_id: String,
+    /// The caller's own `x-request-id`, when it sent a sane one (not unique: clients reuse ids).
+    #[serde(default)]
+    pub client_request_id: Option<String>,
     pub created_at: UnixMillis,
     /// Empty when the request was rejected before a key was identified.
     pub key_id: Option<String>,
@@ -75,6 +83,9 @@ pub struct UsageEvent {
     pub completion_tokens: u64,
     #[serde(with = "crate::money::as_micros")]
     pub cost: MicroUsd,
+    /// What the provider billed above the request's reservation (charged all the same).
+    #[serde(default, with = "crate::money::as_micros")]
+    pub excess: MicroUsd,
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,
     pub stream: bool,
@@ -89,6 +100,7 @@ impl UsageEvent {
         Self {
             event_id: crate::ids::new_id("use"),
             request_id,
+            client_request_id: None,
             created_at,
             key_id: None,
             key_name: None,
@@ -107,6 +119,7 @@ impl UsageEvent {
             prompt_tokens: 0,
             completion_tokens: 0,
             cost: MicroUsd::ZERO,
+            excess: MicroUsd::ZERO,
             latency_ms: 0,
             ttft_ms: None,
             stream: false,

@@ -24,7 +24,7 @@ use crate::meter::{Dialect, Meter, MeteredBody, elapsed_ms};
 use crate::providers::{anthropic, azure, gemini};
 use crate::snapshot::{Channel, KeyEntry, ModelRoute, ProviderKind, Snapshot};
 use crate::upstream::{UpstreamFailure, relay_status};
-use crate::{DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routing};
+use crate::{ClientRequestId, DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routing};
 
 /// Bytes of an upstream error body read to relay or log it.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -50,6 +50,7 @@ impl Pending {
         let client_ip = tollgate_core::scope::client_ip(peer, req.headers(), &dp.trusted_proxies);
         let mut event = UsageEvent::new(request_id, now_millis(), endpoint.to_owned());
         event.client_ip = client_ip.map(|ip| ip.to_string());
+        event.client_request_id = req.extensions().get::<ClientRequestId>().map(|c| c.0.to_string());
         Self {
             event: Some(event),
             started: Instant::now(),

@@ -44,9 +44,15 @@ pub use snapshot::{
 pub use upstream::{ExtraHeaders, OpenAiUpstream, UpstreamClient};
 pub use usage_sink::{UsageReceiver, UsageSink, usage_channel, usage_channel_with_metrics};
 
-/// The id of the request being served, set by the server's outermost layer.
+/// The id of the request being served, set by the server's outermost layer: the
+/// gateway's own, unique per usage row.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
+
+/// The caller's own `x-request-id`, when it sent a sane one: kept on the usage row beside
+/// the gateway's id (a client may send the same id many times).
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub Arc<str>);
 
 pub use tollgate_core::PeerAddr;
 

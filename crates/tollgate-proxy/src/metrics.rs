@@ -102,12 +102,13 @@ const ERROR_CODES: [&str; 20] = [
     "other",
 ];
 
-const BILLING_REASONS: [BillingReason; 5] = [
+const BILLING_REASONS: [BillingReason; 6] = [
     BillingReason::Completed,
     BillingReason::Estimated,
     BillingReason::ClientDisconnected,
     BillingReason::UpstreamInterrupted,
     BillingReason::NotBilled,
+    BillingReason::ShutdownCut,
 ];
 
 /// Upper bounds of the buckets, in microseconds.
@@ -587,6 +588,7 @@ fn billing_index(reason: BillingReason) -> usize {
         BillingReason::ClientDisconnected => 2,
         BillingReason::UpstreamInterrupted => 3,
         BillingReason::NotBilled => 4,
+        BillingReason::ShutdownCut => 5,
     }
 }
 

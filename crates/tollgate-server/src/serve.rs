@@ -16,25 +16,31 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use http::HeaderValue;
-use tollgate_proxy::{PeerAddr, RequestId};
+use tollgate_proxy::{ClientRequestId, PeerAddr, RequestId};
 use tower::ServiceExt;
 
-/// Gives the request its id — the caller's `x-request-id` if it is a sane id, else a
-/// new one — as an extension for handlers; returns it for the response header. Done
-/// here rather than in a router layer, which boxed every request's future.
+/// Gives the request its id — always a new one, unique per usage row — as an extension
+/// for handlers, with the caller's `x-request-id` beside it when that is a sane id (clients
+/// reuse ids, so it cannot name a row). Returns what the response's `x-request-id` says:
+/// the caller's id when it sent one, else the gateway's. Done here rather than in a router
+/// layer, which boxed every request's future.
 fn assign_request_id(req: &mut axum::extract::Request) -> HeaderValue {
     let given = req
         .headers()
         .get("x-request-id")
         .filter(|v| v.to_str().is_ok_and(tollgate_core::ids::is_valid_request_id))
         .cloned();
-    let value = given.unwrap_or_else(|| {
-        HeaderValue::from_str(&tollgate_core::ids::new_id("req"))
-            .unwrap_or_else(|_| HeaderValue::from_static("req_invalid"))
-    });
-    let id: Arc<str> = Arc::from(value.to_str().unwrap_or("req_invalid"));
-    req.extensions_mut().insert(RequestId(id));
-    value
+    let id = tollgate_core::ids::new_id("req");
+    let own = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("req_invalid"));
+    req.extensions_mut().insert(RequestId(Arc::from(id)));
+    match given {
+        Some(value) => {
+            let client: Arc<str> = Arc::from(value.to_str().unwrap_or_default());
+            req.extensions_mut().insert(ClientRequestId(client));
+            value
+        }
+        None => own,
+    }
 }
 
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, grace: Duration) {

@@ -62,7 +62,10 @@ pub type UsagePage = Page<UsageView>;
 pub struct UsageView {
     /// The row's id (the cursor of the pages).
     pub id: String,
+    /// The gateway's request id (unique per row).
     pub request_id: String,
+    /// The caller's own `x-request-id`, when it sent one.
+    pub client_request_id: Option<String>,
     pub created_at: String,
     pub org_id: Option<String>,
     pub team_id: Option<String>,
@@ -81,6 +84,8 @@ pub struct UsageView {
     pub total_tokens: u64,
     pub cost_usd: MicroUsd,
     pub cost_micros: i64,
+    /// Billed by the provider above the request's reservation (micro-USD; charged all the same).
+    pub excess_micros: i64,
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,
     pub stream: bool,
@@ -103,8 +108,10 @@ impl UsageView {
             total_tokens: r.prompt_tokens.saturating_add(r.completion_tokens),
             cost_usd: r.cost,
             cost_micros: r.cost.0,
+            excess_micros: r.excess.0,
             key_metadata: r.key_metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             request_id: r.request_id,
+            client_request_id: r.client_request_id,
             org_id: r.org_id,
             team_id: r.team_id,
             user_id: r.user_id,
@@ -223,10 +230,25 @@ impl Services {
         Ok(UsagePage { data: rows.into_iter().map(UsageView::new).collect(), next_cursor })
     }
 
-    /// The row of a request (the newest, should a client have reused the request id).
+    /// The row of a request, by the gateway's request id or by the caller's own
+    /// `x-request-id` when exactly one row carries it; several rows with the caller's id
+    /// are an error that says how to list them.
     pub async fn get_usage(&self, actor: &Actor, request_id: &str) -> Result<UsageView> {
         let scope = self.usage_scope(actor).await?;
-        let row = self.store.get_usage_by_request(request_id, &scope).await?.ok_or(ServiceError::NotFound)?;
+        let mut rows = self.store.get_usage_by_request(request_id, &scope, 2).await?;
+        let row = match rows.iter().position(|r| r.request_id == request_id) {
+            Some(own) => rows.swap_remove(own),
+            None if rows.len() > 1 => {
+                return Err(ServiceError::Invalid {
+                    field: "request_id",
+                    message: format!(
+                        "several requests were sent with the client request id '{request_id}'; \
+                         list them with the request_id filter (GET /api/v1/usage?request_id=…)"
+                    ),
+                });
+            }
+            None => rows.pop().ok_or(ServiceError::NotFound)?,
+        };
         Ok(UsageView::new(row))
     }
 
@@ -435,6 +457,8 @@ pub const CSV_COLUMNS: &[&str] = &[
     "key_metadata",
     "attempts",
     "channel",
+    "client_request_id",
+    "excess_micros",
 ];
 
 /// The header row, then the rows, batched into chunks; a store error is logged, yielded,
@@ -500,8 +524,9 @@ fn push_csv_row(out: &mut String, r: &UsageRow) {
     text(out, Some(&r.billing_reason));
     text(out, r.key_metadata.as_deref());
     let _ = write!(out, "{},", r.attempts);
-    push_csv_text(out, r.channel.as_deref().unwrap_or(""));
-    out.push_str("\r\n");
+    text(out, r.channel.as_deref());
+    push_csv_text(out, r.client_request_id.as_deref().unwrap_or(""));
+    let _ = write!(out, ",{}\r\n", r.excess.0);
 }
 
 /// One text cell: quoted when it holds a comma, quote or line break (quotes doubled), and
@@ -576,6 +601,7 @@ mod tests {
             id: 7,
             event_id: None,
             request_id: "req,1".into(),
+            client_request_id: Some("mine".into()),
             created_at: 0,
             key_id: Some("key_a".into()),
             key_name: Some("=cmd".into()),
@@ -592,6 +618,7 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 5,
             cost: MicroUsd(1_234_567),
+            excess: MicroUsd(5),
             latency_ms: 12,
             ttft_ms: None,
             stream: true,
@@ -605,7 +632,7 @@ mod tests {
         assert_eq!(
             out,
             "7,1970-01-01T00:00:00.000Z,\"req,1\",,,,key_a,'=cmd,m,,/v1/chat/completions,429,rate_limit_exceeded,\
-             \"slow \"\"down\"\"\nplease\",3,5,8,1.234567,1234567,12,,true,::1,not_billed,\"{\"\"env\"\":\"\"prod\"\"}\",2,\"a/x,b/y\"\r\n"
+             \"slow \"\"down\"\"\nplease\",3,5,8,1.234567,1234567,12,,true,::1,not_billed,\"{\"\"env\"\":\"\"prod\"\"}\",2,\"a/x,b/y\",mine,5\r\n"
         );
     }
 }

@@ -79,6 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_usage_attempts.sql"),
         postgres: include_str!("../migrations/postgres/0011_usage_attempts.sql"),
     },
+    Migration {
+        version: 12,
+        name: "hostile_traffic",
+        sqlite: include_str!("../migrations/sqlite/0012_hostile_traffic.sql"),
+        postgres: include_str!("../migrations/postgres/0012_hostile_traffic.sql"),
+    },
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.

@@ -10,8 +10,9 @@ use crate::{Backend, Result, Store, to_i64};
 
 pub(crate) const USAGE_COLUMNS: &str = "event_id, request_id, created_at, key_id, key_name, org_id, team_id, \
      user_id, key_metadata, model, provider, endpoint, status, error_code, error, prompt_tokens, \
-     completion_tokens, cost_micros, latency_ms, ttft_ms, stream, client_ip, billing_reason, attempts, channel";
-const USAGE_COLUMN_COUNT: usize = 25;
+     completion_tokens, cost_micros, latency_ms, ttft_ms, stream, client_ip, billing_reason, attempts, channel, \
+     client_request_id, excess_micros";
+const USAGE_COLUMN_COUNT: usize = 27;
 /// Rows per INSERT statement: far below both engines' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
@@ -57,7 +58,9 @@ impl Store {
                     .bind(e.client_ip.clone())
                     .bind(e.billing_reason.as_str())
                     .bind(i64::from(e.attempts))
-                    .bind(e.channel.clone());
+                    .bind(e.channel.clone())
+                    .bind(e.client_request_id.clone())
+                    .bind(e.excess.0);
             }
             inserted.extend(q.fetch_all(&mut *tx).await?);
         }

@@ -21,7 +21,10 @@ const STREAM_PAGE: i64 = 1000;
 pub struct UsageRow {
     pub id: i64,
     pub event_id: Option<String>,
+    /// The gateway's request id (unique per row since migration 12).
     pub request_id: String,
+    /// The caller's own `x-request-id`, when it sent one.
+    pub client_request_id: Option<String>,
     pub created_at: i64,
     pub key_id: Option<String>,
     pub key_name: Option<String>,
@@ -39,6 +42,8 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost: MicroUsd,
+    /// Billed by the provider above the request's reservation.
+    pub excess: MicroUsd,
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,
     pub stream: bool,
@@ -212,8 +217,12 @@ impl Where {
 /// `None` when the query can match nothing.
 fn select_usage(q: &UsageQuery, limited: bool) -> Option<(String, Where)> {
     let mut w = Where::new();
+    if let Some(id) = &q.request_id {
+        // The gateway's id of one row, or the caller's own id of any number of rows.
+        let (a, b) = (w.param(Bind::Text(id.clone())), w.param(Bind::Text(id.clone())));
+        w.sql += &format!(" AND (request_id = {a} OR client_request_id = {b})");
+    }
     let texts = [
-        ("request_id", &q.request_id),
         ("key_id", &q.key_id),
         ("model", &q.model),
         ("org_id", &q.org_id),
@@ -255,10 +264,11 @@ impl Store {
         rows.iter().map(usage_from_row).collect()
     }
 
-    /// The newest row with this request id in `scope` (a client may reuse a request id).
-    pub async fn get_usage_by_request(&self, request_id: &str, scope: &UsageScope) -> Result<Option<UsageRow>> {
-        let q = UsageQuery { request_id: Some(request_id.to_owned()), limit: 1, ..scope.query() };
-        Ok(self.list_usage(&q).await?.pop())
+    /// The rows in `scope` that carry `request_id`, newest first, at most `limit`: as the
+    /// gateway's id (one row) or as the caller's own id (a client may reuse it).
+    pub async fn get_usage_by_request(&self, request_id: &str, scope: &UsageScope, limit: i64) -> Result<Vec<UsageRow>> {
+        let q = UsageQuery { request_id: Some(request_id.to_owned()), limit, ..scope.query() };
+        self.list_usage(&q).await
     }
 
     /// Every row matching `q` (its `limit` ignored), newest first, read as the reader
@@ -377,6 +387,7 @@ fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
         id: row.try_get("id")?,
         event_id: row.try_get("event_id")?,
         request_id: row.try_get("request_id")?,
+        client_request_id: row.try_get("client_request_id")?,
         created_at: row.try_get("created_at")?,
         key_id: row.try_get("key_id")?,
         key_name: row.try_get("key_name")?,
@@ -393,6 +404,7 @@ fn usage_from_row(row: &AnyRow) -> Result<UsageRow> {
         prompt_tokens: to_u64(row.try_get("prompt_tokens")?),
         completion_tokens: to_u64(row.try_get("completion_tokens")?),
         cost: MicroUsd(row.try_get("cost_micros")?),
+        excess: MicroUsd(row.try_get("excess_micros")?),
         latency_ms: to_u64(row.try_get("latency_ms")?),
         ttft_ms: opt_u64("ttft_ms")?,
         stream: row.try_get::<i64, _>("stream")? != 0,

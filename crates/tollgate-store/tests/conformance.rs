@@ -326,12 +326,12 @@ async fn usage_filters_each_narrow_and_pages_walk_every_row(s: &Store) {
 
     // One request in a scope: the other organization's row does not exist for it.
     let org_1 = UsageScope { org_id: Some("org_1".into()), key_ids: None };
-    let found = s.get_usage_by_request("req_s0", &org_1).await.expect("get");
+    let found = s.get_usage_by_request("req_s0", &org_1, 1).await.expect("get").pop();
     assert_eq!(found.map(|r| r.key_id), Some(Some("key_a".into())));
-    assert_eq!(s.get_usage_by_request("req_s2", &org_1).await.expect("get"), None, "key_c is in org_2");
+    assert_eq!(s.get_usage_by_request("req_s2", &org_1, 1).await.expect("get"), vec![], "key_c is in org_2");
     let own = UsageScope { key_ids: Some(vec!["key_b".into()]), ..org_1.clone() };
-    assert_eq!(s.get_usage_by_request("req_s0", &own).await.expect("get"), None);
-    assert!(s.get_usage_by_request("req_s1", &own).await.expect("get").is_some());
+    assert_eq!(s.get_usage_by_request("req_s0", &own, 1).await.expect("get"), vec![]);
+    assert!(!s.get_usage_by_request("req_s1", &own, 1).await.expect("get").is_empty());
 }
 
 async fn usage_stream_yields_every_matching_row(s: &Store) {
