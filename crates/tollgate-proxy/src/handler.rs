@@ -22,7 +22,7 @@ use crate::accounts::clock_micros;
 use crate::admission::{self, Charge, Hold, RateHeaders};
 use crate::meter::{Dialect, Meter, MeteredBody, elapsed_ms};
 use crate::providers::{anthropic, azure, gemini};
-use crate::snapshot::{Channel, KeyEntry, ModelRoute, ProviderKind, Snapshot};
+use crate::snapshot::{Channel, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
 use crate::upstream::{UpstreamFailure, relay_status};
 use crate::{ClientRequestId, DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routing};
 
@@ -328,7 +328,11 @@ pub(crate) fn retryable(status: StatusCode) -> bool {
 
 /// An upstream error answer: relayed or replaced (see `upstream_error`), marked retryable
 /// when another channel may do better.
-async fn failed_answer<B>(res: http::Response<B>, provider: &str, pending: &mut Pending) -> Result<Response, Failure>
+async fn failed_answer<B>(
+    res: http::Response<B>,
+    provider: &Provider,
+    pending: &mut Pending,
+) -> Result<Response, Failure>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -392,7 +396,7 @@ async fn attempt(
     let rid = pending.event.as_ref().map_or_else(String::new, |e| e.request_id.clone());
     let timeout = dp.limits.first_byte_timeout;
     let idle = dp.limits.stream_idle_timeout;
-    let provider = channel.provider.name.as_str();
+    let provider = &*channel.provider;
     match &channel.provider.kind {
         ProviderKind::Demo { word_delay } => {
             let res = demo::respond(endpoint, &upstream_body, *word_delay)?;
@@ -485,10 +489,11 @@ where
 }
 
 /// An upstream answered with an error status: relay the request's own mistakes as the
-/// provider worded them, replace everything else with the gateway's error.
+/// provider worded them — its credentials removed (see [`crate::redact`]) — and replace
+/// everything else with the gateway's error.
 pub(crate) async fn upstream_error<B>(
     res: http::Response<B>,
-    provider: &str,
+    provider: &Provider,
     pending: &mut Pending,
 ) -> Result<Response, ApiError>
 where
@@ -505,6 +510,11 @@ where
         .unwrap_or_default();
     match relay_status(status) {
         None => {
+            let secrets = provider.secrets();
+            let body = match crate::redact::redact(&body, &secrets) {
+                std::borrow::Cow::Borrowed(_) => body,
+                std::borrow::Cow::Owned(clean) => Bytes::from(clean),
+            };
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(|m| m.chars().take(500).collect::<String>()));
@@ -517,7 +527,7 @@ where
             Ok(out)
         }
         Some(mut err) => {
-            tracing::warn!(provider, status = status.as_u16(), "upstream answered with an error status");
+            tracing::warn!(provider = %provider.name, status = status.as_u16(), "upstream answered with an error status");
             if let (ErrorCode::RateLimitExceeded { retry_after_secs }, Some(secs)) = (&mut err.code, retry_after) {
                 *retry_after_secs = secs;
             }

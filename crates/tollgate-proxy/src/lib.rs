@@ -17,6 +17,7 @@ mod messages;
 mod meter;
 pub mod metrics;
 mod providers;
+mod redact;
 mod request;
 pub mod routing;
 pub mod shared_limits;

@@ -169,6 +169,20 @@ pub struct Provider {
     pub kind: ProviderKind,
 }
 
+impl Provider {
+    /// Every credential the provider is called with (its key, extra header values): what
+    /// must never come back to a client or into a row in the provider's own text.
+    pub(crate) fn secrets(&self) -> Vec<&[u8]> {
+        match &self.kind {
+            ProviderKind::Demo { .. } => Vec::new(),
+            ProviderKind::OpenAi(t) => t.secrets(),
+            ProviderKind::Gemini(t) => t.secrets(),
+            ProviderKind::Anthropic(t) => t.secrets(),
+            ProviderKind::Azure(t) => t.secrets(),
+        }
+    }
+}
+
 /// One way to serve a model: a provider and the model's name there.
 #[derive(Debug, Clone)]
 pub struct Channel {

@@ -127,6 +127,13 @@ impl OpenAiUpstream {
         Ok(Self { base_url: base_url.to_owned(), uris, authorization, extra_headers })
     }
 
+    /// The credentials this provider is called with (the key, extra header values), for
+    /// [`crate::redact`].
+    pub(crate) fn secrets(&self) -> Vec<&[u8]> {
+        let key = self.authorization.as_ref().map(|v| v.as_bytes().strip_prefix(b"Bearer ").unwrap_or(v.as_bytes()));
+        key.into_iter().chain(self.extra_headers.values()).collect()
+    }
+
     fn uri(&self, endpoint: Endpoint) -> Option<&http::Uri> {
         self.uris.iter().find(|(e, _)| *e == endpoint).map(|(_, u)| u)
     }
@@ -183,6 +190,11 @@ impl ExtraHeaders {
             return Err(format!("{name:?} is not a header name"));
         }
         Ok(())
+    }
+
+    /// Every configured value (each may be a credential).
+    pub(crate) fn values(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(|(_, v)| v.as_bytes())
     }
 
     /// Inserts every header, replacing any of the same name already in `headers`.

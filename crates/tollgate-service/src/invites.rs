@@ -148,13 +148,10 @@ impl Services {
     pub async fn create_invite(&self, actor: &Actor, req: NewInvite) -> Result<(InviteView, String)> {
         let org_id = self.org_of(actor).await?;
         actor.require_manager(&org_id)?;
-        match req.role {
-            Role::Owner => return Err(ServiceError::invalid("role", "an invitation grants admin or member")),
-            Role::Admin if actor.user_principal().is_some_and(|u| u.role != Role::Owner) => {
-                return Err(ServiceError::Forbidden("only owners may invite admins"));
-            }
-            Role::Admin | Role::Member => {}
+        if req.role == Role::Owner {
+            return Err(ServiceError::invalid("role", "an invitation grants admin or member"));
         }
+        actor.require_may_grant(req.role)?;
         let email = req.email.as_deref().map(str::trim).filter(|e| !e.is_empty()).map(normalize_email).transpose()?;
         if let Some(team_id) = &req.team_id
             && self.store.get_team(team_id).await?.org_id != org_id

@@ -93,6 +93,19 @@ impl Actor {
         }
     }
 
+    /// The one rule for every path that grants a role (adding a member, inviting,
+    /// changing a role): managers may grant `member`; only owners (and the operator) grant
+    /// `admin` or `owner`, so that an admin cannot make another admin.
+    pub fn require_may_grant(&self, role: Role) -> Result<()> {
+        let owner = self.user_principal().is_none_or(|u| u.role == Role::Owner);
+        match role {
+            Role::Member => Ok(()),
+            Role::Admin | Role::Owner if owner => Ok(()),
+            Role::Admin => Err(ServiceError::Forbidden("only owners may grant the admin role")),
+            Role::Owner => Err(ServiceError::Forbidden("only owners may grant the owner role")),
+        }
+    }
+
     /// Fails with `Forbidden` for anyone who does not manage the organization.
     pub fn require_manager(&self, org_id: &str) -> Result<()> {
         if self.manages_org(org_id) { Ok(()) } else { Err(ServiceError::Forbidden("requires the owner or admin role")) }

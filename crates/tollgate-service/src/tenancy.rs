@@ -282,9 +282,9 @@ impl Services {
         }
     }
 
-    /// Adds a user to the actor's organization. Admins may add members and admins;
-    /// only owners (and the operator) may add owners. Returns the generated password
-    /// when none was given.
+    /// Adds a user to the actor's organization. Admins may add members; only owners (and
+    /// the operator) may add admins and owners (see [`Actor::require_may_grant`]).
+    /// Returns the generated password when none was given.
     pub async fn create_member(
         &self,
         actor: &Actor,
@@ -295,9 +295,7 @@ impl Services {
     ) -> Result<(MemberView, Option<String>)> {
         let org_id = self.org_of(actor).await?;
         actor.require_manager(&org_id)?;
-        if role == Role::Owner && actor.user_principal().is_some_and(|u| u.role != Role::Owner) {
-            return Err(ServiceError::Forbidden("only owners may grant the owner role"));
-        }
+        actor.require_may_grant(role)?;
         let email = normalize_email(email)?;
         if let Some(p) = &password
             && p.chars().count() < MIN_PASSWORD

@@ -30,8 +30,14 @@ pub(crate) fn api_error(e: ServiceError) -> ApiError {
     }
 }
 
-/// Reads a JSON body into `T`, answering 400 with serde's message (which names the
-/// field) instead of axum's plain-text rejection.
+/// Reads a JSON object body into `T`, answering 400 with serde's message (which names the
+/// field) instead of axum's plain-text rejection. Every body of the API is an object:
+/// serde would also fill a struct from an array of its fields in order (`["new name"]`
+/// renaming a key), so anything but an object is refused before it is read.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(ApiError::invalid_request("Invalid JSON body: the body must be a JSON object."));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_request(format!("Invalid JSON body: {e}")))
 }

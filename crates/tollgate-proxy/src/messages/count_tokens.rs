@@ -105,7 +105,7 @@ async fn count(dp: &DataPlane, req: Request, pending: &mut Pending) -> Result<Re
         }
         // The request's own mistakes are relayed as Anthropic worded them; failures of the
         // provider move on to the next channel.
-        match upstream_error(anthropic::openai_error(res).await, &channel.provider.name, pending).await {
+        match upstream_error(anthropic::openai_error(res).await, &channel.provider, pending).await {
             Ok(relayed) => return Ok(super::answer(relayed, &model_id).await),
             Err(e) if retryable(status) => last = e,
             Err(e) => return Err(e),

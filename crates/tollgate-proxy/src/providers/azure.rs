@@ -59,6 +59,11 @@ impl AzureUpstream {
         Ok(Self { base_url: base_url.to_owned(), deployments_url, query, api_key, extra_headers })
     }
 
+    /// The credentials this provider is called with, for [`crate::redact`].
+    pub(crate) fn secrets(&self) -> Vec<&[u8]> {
+        self.api_key.iter().map(HeaderValue::as_bytes).chain(self.extra_headers.values()).collect()
+    }
+
     /// Whether `version` is an Azure OpenAI `api-version`: `YYYY-MM-DD`, optionally
     /// followed by `-preview`.
     pub fn check_api_version(version: &str) -> Result<(), String> {

@@ -426,8 +426,8 @@ fn tenancy_paths() -> Value {
                 "tags": ["users"],
                 "operationId": "createUser",
                 "summary": "Add a user to the caller's organization (the first one for the operator).",
-                "description": "Owners and admins (and the operator) only. Admins may add members and admins; \
-                    only owners and the operator may add owners. Without `password`, one is generated and \
+                "description": "Owners and admins (and the operator) only. Admins may add members; only \
+                    owners and the operator may add admins and owners (403 otherwise). Without `password`, one is generated and \
                     returned this once.",
                 "requestBody": body(true, "UserCreate"),
                 "responses": {

@@ -129,6 +129,14 @@ async fn the_authorization_matrix_holds() {
     assert_eq!(status(&adm.get(&format!("/keys/{k1}")).await), 200);
     assert_eq!(adm.get("/keys").await.json()["data"].as_array().unwrap().len(), 3);
     assert_eq!(status(&adm.post("/users", json!({ "email": "o2@test.local", "role": "owner" })).await), 403);
+    // One rule for every path that grants a role: an admin cannot make another admin by
+    // adding a user any more than by inviting one or changing a role.
+    let made = adm.post("/users", json!({ "email": "a2@test.local", "role": "admin" })).await;
+    assert_eq!(status(&made), 403, "{}", made.text());
+    assert!(made.text().contains("only owners may grant the admin role"), "{}", made.text());
+    assert_eq!(status(&adm.post("/invites", json!({ "email": "a3@test.local", "role": "admin" })).await), 403);
+    assert_eq!(status(&adm.post("/users", json!({ "email": "m3@test.local", "role": "member" })).await), 201);
+    assert_eq!(status(&owner.post("/users", json!({ "email": "a4@test.local", "role": "admin" })).await), 201);
     assert_eq!(
         status(&adm.call(Method::PATCH, &format!("/users/{m2_id}"), Some(json!({ "role": "admin" }))).await),
         403

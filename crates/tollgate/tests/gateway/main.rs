@@ -8,6 +8,7 @@ mod azure;
 mod cli;
 mod durability;
 mod gemini;
+mod hostile_inputs;
 mod keys;
 mod messages;
 mod messages_native;

@@ -184,7 +184,7 @@ async fn members_cannot_invite_and_only_owners_invite_admins() {
     assert_eq!(app.client.get(&app.url("/api/v1/invites"), Some(&member)).await.unwrap().status, 403);
     let res = invite_as(&app, &admin, json!({ "role": "admin" })).await;
     assert_eq!(res.status, 403, "{}", res.text());
-    assert!(res.text().contains("only owners may invite admins"), "{}", res.text());
+    assert!(res.text().contains("only owners may grant the admin role"), "{}", res.text());
     let res = invite_as(&app, &admin, json!({ "role": "member", "email": "m2@test.local" })).await;
     assert_eq!(res.status, 201, "{}", res.text());
     assert_eq!(res.json()["role"], "member");

@@ -76,6 +76,11 @@ impl AnthropicUpstream {
         Ok(Self { base_url: base.to_owned(), messages_uri, count_tokens_uri, api_key, version })
     }
 
+    /// The credentials this provider is called with, for [`crate::redact`].
+    pub(crate) fn secrets(&self) -> Vec<&[u8]> {
+        self.api_key.iter().map(HeaderValue::as_bytes).collect()
+    }
+
     /// The upstream request for a body made by [`request_body`] (or a client's own).
     pub(crate) fn request(&self, request_id: &str, body: Bytes) -> Result<Request<Full<Bytes>>, UpstreamFailure> {
         self.post(&self.messages_uri, request_id, body)

@@ -77,6 +77,11 @@ impl GeminiUpstream {
         Ok(Self { base_url: base_url.to_owned(), models_url, api_key })
     }
 
+    /// The credentials this provider is called with, for [`crate::redact`].
+    pub(crate) fn secrets(&self) -> Vec<&[u8]> {
+        self.api_key.iter().map(HeaderValue::as_bytes).collect()
+    }
+
     /// Whether `version` is a Gemini API version path segment such as `v1beta` or `v1`.
     pub fn check_api_version(version: &str) -> Result<(), String> {
         let rest = version.strip_prefix('v').unwrap_or("");
