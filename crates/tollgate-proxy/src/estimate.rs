@@ -120,7 +120,11 @@ fn fit(w: u64, h: u64, max_w: u64, max_h: u64) -> (u64, u64) {
         return (w, h);
     }
     // Rounded up: a bound may only err upwards.
-    if w * max_h >= h * max_w { (max_w, (h * max_w).div_ceil(w.max(1))) } else { ((w * max_h).div_ceil(h.max(1)), max_h) }
+    if w * max_h >= h * max_w {
+        (max_w, (h * max_w).div_ceil(w.max(1)))
+    } else {
+        ((w * max_h).div_ceil(h.max(1)), max_h)
+    }
 }
 
 /// Scales down so that the short side is at most `side`.

@@ -435,7 +435,14 @@ fn images_in(message: &Value, mini: bool) -> u64 {
                 .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.get(..32)?).ok())
                 .filter(|head| head.len() >= 24 && head[12..16] == *b"IHDR")
                 .map_or((768, 2048), |head| {
-                    let be = |r: std::ops::Range<usize>| u64::from(u32::from_be_bytes([head[r.start], head[r.start + 1], head[r.start + 2], head[r.start + 3]]));
+                    let be = |r: std::ops::Range<usize>| {
+                        u64::from(u32::from_be_bytes([
+                            head[r.start],
+                            head[r.start + 1],
+                            head[r.start + 2],
+                            head[r.start + 3],
+                        ]))
+                    };
                     (be(16..20), be(20..24))
                 });
             let (w, h) = fit(w, h, 2048);

@@ -161,11 +161,15 @@ async fn a_budget_holds_under_200_concurrent_requests_mixing_n_images_tools_and_
             match i % 5 {
                 0 => b["n"] = 4.into(),
                 // gpt-4o-mini bills a 1024² image as 2,833 + 4 × 5,667 tokens.
-                1 => b["messages"][0]["content"] = json!([{ "type": "text", "text": "What is it?" },
-                    { "type": "image_url", "image_url": { "url": png_data_url(1024, 1024) } }]),
+                1 => {
+                    b["messages"][0]["content"] = json!([{ "type": "text", "text": "What is it?" },
+                    { "type": "image_url", "image_url": { "url": png_data_url(1024, 1024) } }])
+                }
                 // A URL image of unknown size: the fake bills the largest (8 tiles).
-                2 => b["messages"][0]["content"] = json!([{ "type": "text", "text": "And this?" },
-                    { "type": "image_url", "image_url": { "url": "https://images.example/x.jpg", "detail": "high" } }]),
+                2 => {
+                    b["messages"][0]["content"] = json!([{ "type": "text", "text": "And this?" },
+                    { "type": "image_url", "image_url": { "url": "https://images.example/x.jpg", "detail": "high" } }])
+                }
                 3 => {
                     b["tools"] = tools.clone();
                     b["response_format"] = json!({ "type": "json_object" });
@@ -212,7 +216,12 @@ async fn over_reporting(app: &TestApp, key: &str, key_id: &str, budget: i64) {
     assert!(admitted_rows.iter().all(|r| r.excess.0 > 0 && r.excess.0 < r.cost.0), "every bill passed its reservation");
     let last = admitted_rows.iter().max_by_key(|r| r.id).unwrap();
     assert!(spent > budget, "charged in full: {spent}");
-    assert!(spent - budget <= last.excess.0, "overshoot {} > the last request's excess {}", spent - budget, last.excess.0);
+    assert!(
+        spent - budget <= last.excess.0,
+        "overshoot {} > the last request's excess {}",
+        spent - budget,
+        last.excess.0
+    );
     let refused = rows.iter().find(|r| r.status == 429).unwrap();
     assert_eq!(refused.error_code.as_deref(), Some("insufficient_quota"));
 
