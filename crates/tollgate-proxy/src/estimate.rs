@@ -322,6 +322,24 @@ mod tests {
     }
 
     #[test]
+    fn a_messages_request_is_bounded_natively_and_translated() {
+        let data = png_b64(1000, 1000);
+        let native = json!({"model":"claude-x","max_tokens":50,"messages":[{"role":"user","content":[
+            {"type":"text","text":"What is in this picture?"},
+            {"type":"image","source":{"type":"base64","media_type":"image/png","data":data}}]}]});
+        let body = bytes::Bytes::from(native.to_string());
+        let text = body.len() as u64 - data.len() as u64;
+        for anthropic_only in [true, false] {
+            let (pipeline, _) = crate::messages::native::pipeline_body(&body, |_| anthropic_only).unwrap();
+            let w = worst_case(Endpoint::ChatCompletions, &pipeline, &[ImageRule::for_model("claude-x")]);
+            // The image by Anthropic's rule (1000² / 750), not by its payload; the text by its bytes.
+            assert!(w.prompt >= 1334 + OVERHEAD + "What is in this picture?".len() as u64, "{anthropic_only}: {w:?}");
+            assert!(w.prompt < text + 1334 + OVERHEAD + 200, "{anthropic_only}: the payload is not text: {w:?}");
+            assert_eq!(w.choices, 1);
+        }
+    }
+
+    #[test]
     fn png_headers_are_read_and_anything_else_is_unknown() {
         assert_eq!(png_size(&png_b64(640, 480)), Some((640, 480)));
         assert_eq!(png_size("/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDA"), None);
