@@ -104,6 +104,8 @@ pub(crate) struct Hold {
     token_rates: Vec<TokenRate>,
     /// Admitted by the shared limiter: its settlement goes to the settler task.
     shared: Option<(SettlementSender, SharedSettlement)>,
+    /// The request's worst-case cost as reserved: a bill above it is excess.
+    reserved: MicroUsd,
     settled: bool,
 }
 
@@ -159,6 +161,11 @@ impl SharedSettlement {
 }
 
 impl Hold {
+    /// The spend this request reserved (its worst case).
+    pub fn reserved(&self) -> MicroUsd {
+        self.reserved
+    }
+
     /// Charges the real cost and tokens and releases the reservation.
     pub fn settle(mut self, spend: MicroUsd, tokens: u64) {
         self.apply(spend.0, tokens);
@@ -280,7 +287,8 @@ fn admit_local(
     share: u64,
     headers: &mut RateHeaders,
 ) -> Result<Option<Hold>, ApiError> {
-    let mut hold = Hold { held: Vec::new(), token_rates: Vec::new(), shared: None, settled: false };
+    let mut hold =
+        Hold { held: Vec::new(), token_rates: Vec::new(), shared: None, reserved: charge.max_spend, settled: false };
     let requests_taken = check_rates(charged, charge, share, headers, &mut hold)?;
     for c in charged.iter().filter(|c| c.limits.has_budget_or_quota()) {
         let tokens = i64::try_from(charge.max_tokens).unwrap_or(i64::MAX);
@@ -360,6 +368,7 @@ async fn admit_shared(
                 held,
                 token_rates: Vec::new(),
                 shared: Some((shared.settlements.clone(), settlement)),
+                reserved: charge.max_spend,
                 settled: false,
             }))
         }

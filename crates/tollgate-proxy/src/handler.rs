@@ -24,7 +24,7 @@ use crate::meter::{Dialect, Meter, MeteredBody, elapsed_ms};
 use crate::providers::{anthropic, azure, gemini};
 use crate::snapshot::{Channel, KeyEntry, ModelRoute, Provider, ProviderKind, Snapshot};
 use crate::upstream::{UpstreamFailure, relay_status};
-use crate::{ClientRequestId, DataPlane, PeerAddr, RequestId, auth, demo, messages, request, routing};
+use crate::{ClientRequestId, DataPlane, PeerAddr, RequestId, auth, demo, estimate, messages, request, routing};
 
 /// Bytes of an upstream error body read to relay or log it.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -197,13 +197,20 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
 
     let images = if endpoint == Endpoint::ImagesGenerations { parsed.images } else { 0 };
     let prompt_estimate = parsed.prompt_token_estimate();
+    // The reservation is the worst case over every channel the request may take
+    // (see `estimate`): every choice at its output cap, images by their family's rule.
+    let rules: Vec<estimate::ImageRule> = std::iter::once(model.id.as_str())
+        .chain(candidates.iter().map(|c| c.upstream_model.as_str()))
+        .map(estimate::ImageRule::for_model)
+        .collect();
+    let worst = estimate::worst_case(endpoint, &parsed.body, &rules);
     let max_output = match endpoint {
         Endpoint::Embeddings | Endpoint::ImagesGenerations => 0,
-        _ => parsed.max_tokens.unwrap_or(model.max_output_tokens),
+        _ => parsed.max_tokens.unwrap_or(model.max_output_tokens).saturating_mul(worst.choices),
     };
     let charge = Charge {
-        max_spend: model.pricing.cost(prompt_estimate, max_output, images),
-        max_tokens: prompt_estimate.saturating_add(max_output),
+        max_spend: model.pricing.cost(worst.prompt, max_output, images),
+        max_tokens: worst.prompt.saturating_add(max_output),
         rate_tokens: prompt_estimate.saturating_add(parsed.max_tokens.unwrap_or(0)),
     };
     pending.hold =

@@ -12,6 +12,7 @@ mod accounts;
 mod admission;
 mod auth;
 mod demo;
+mod estimate;
 mod handler;
 mod messages;
 mod meter;

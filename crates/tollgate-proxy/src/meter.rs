@@ -106,6 +106,8 @@ impl Meter {
         e.latency_ms = elapsed_ms(self.started, Instant::now());
         e.ttft_ms = self.first_byte.map(|t| elapsed_ms(self.started, t));
         if let Some(hold) = self.hold.take() {
+            // The bill is the truth: charged whole, what passed the reservation recorded.
+            e.excess = tollgate_core::MicroUsd(e.cost.0.saturating_sub(hold.reserved().0).max(0));
             hold.settle(e.cost, prompt.saturating_add(completion));
         }
         self.sink.emit(self.event);

@@ -272,6 +272,9 @@ pub struct Metrics {
     billing: [AtomicU64; BILLING_REASONS.len()],
     rate_limited: AtomicU64,
     budget_rejections: AtomicU64,
+    /// Requests a provider billed above their reservation, and the sum above it.
+    billing_excess_requests: AtomicU64,
+    billing_excess_micros: AtomicU64,
     /// Moves to the next channel after a failed attempt (`attempts - 1` per request).
     failovers: AtomicU64,
     keys: RwLock<HashMap<Box<str>, KeySeries>>,
@@ -303,6 +306,8 @@ impl Metrics {
             billing: std::array::from_fn(|_| AtomicU64::new(0)),
             rate_limited: AtomicU64::new(0),
             budget_rejections: AtomicU64::new(0),
+            billing_excess_requests: AtomicU64::new(0),
+            billing_excess_micros: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
             keys: RwLock::new(HashMap::new()),
             writer: WriterMetrics {
@@ -358,6 +363,10 @@ impl Metrics {
             };
         }
         self.billing[billing_index(ev.billing_reason)].fetch_add(1, Relaxed);
+        if ev.excess.0 > 0 {
+            self.billing_excess_requests.fetch_add(1, Relaxed);
+            self.billing_excess_micros.fetch_add(u64::try_from(ev.excess.0).unwrap_or(0), Relaxed);
+        }
         if ev.attempts > 1 {
             self.failovers.fetch_add(u64::from(ev.attempts - 1), Relaxed);
         }
@@ -417,6 +426,12 @@ impl Metrics {
         sample(&mut out, "tollgate_rate_limited_total", &[], self.rate_limited.load(Relaxed));
         help(&mut out, "tollgate_budget_rejections_total", "counter", "Requests refused by a budget or quota.");
         sample(&mut out, "tollgate_budget_rejections_total", &[], self.budget_rejections.load(Relaxed));
+        let (name, text) = ("tollgate_billing_excess_total", "Requests a provider billed above their reservation.");
+        help(&mut out, name, "counter", text);
+        sample(&mut out, name, &[], self.billing_excess_requests.load(Relaxed));
+        let name = "tollgate_billing_excess_micro_usd_total";
+        help(&mut out, name, "counter", "What providers billed above reservations (charged all the same), micro-USD.");
+        sample(&mut out, name, &[], self.billing_excess_micros.load(Relaxed));
         let text = "Requests moved to the next channel after a failed attempt (one per move).";
         help(&mut out, "tollgate_failovers_total", "counter", text);
         sample(&mut out, "tollgate_failovers_total", &[], self.failovers.load(Relaxed));
@@ -731,6 +746,19 @@ mod tests {
         assert_eq!(value(&text, r#"tollgate_request_errors_total{code="insufficient_quota"}"#).as_deref(), Some("2"));
         assert_eq!(value(&text, r#"tollgate_request_errors_total{code="other"}"#).as_deref(), Some("1"));
         assert_eq!(value(&text, r#"tollgate_request_errors_total{code="not_found"}"#).as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn billing_excess_is_counted_in_requests_and_micro_usd() {
+        let m = metrics();
+        for excess in [0, 250, 1_000] {
+            let mut e = event("/v1/chat/completions", Some("demo-chat"), 200);
+            e.excess = tollgate_core::MicroUsd(excess);
+            m.record(&e);
+        }
+        let text = m.render(0);
+        assert_eq!(value(&text, "tollgate_billing_excess_total").as_deref(), Some("2"));
+        assert_eq!(value(&text, "tollgate_billing_excess_micro_usd_total").as_deref(), Some("1250"));
     }
 
     #[test]

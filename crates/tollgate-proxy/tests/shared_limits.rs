@@ -394,6 +394,26 @@ async fn a_refused_admission_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_bill_above_the_reservation_is_settled_whole_and_the_account_then_admits_nothing() {
+    let Some(fx) = Fixture::new() else { return };
+    let limits = fx.limits("a").await;
+    let key = Account::key("k1");
+    assert!(matches!(limits.admit(&[], &[budget(key, 1_000, 400)]).await.unwrap(), Admission::Admitted { .. }));
+    // The provider billed 1,000 for a 400 reservation: all of it is settled.
+    assert!(limits.settle(None, &[settlement(key, 400, 1_000)], &[]).await.unwrap());
+    let totals = limits.account_totals(key).await.unwrap();
+    assert_eq!((totals.spend, totals.reserved_spend), (MicroUsd(1_000), MicroUsd::ZERO));
+    // At its limit the account refuses even a free request (as the per-instance check).
+    let free = limits.admit(&[], &[budget(key, 1_000, 0)]).await.unwrap();
+    assert!(matches!(free, Admission::OverBudget { check: 0, .. }), "{free:?}");
+    let mut quota = budget(key, 5_000, 0);
+    quota.limit_tokens = Some(10);
+    quota.baseline_tokens = 10;
+    let at_quota = limits.admit(&[], &[quota]).await.unwrap();
+    assert!(matches!(at_quota, Admission::OverBudget { check: 0, dimension: BudgetDimension::Tokens }), "{at_quota:?}");
+}
+
+#[tokio::test]
 async fn unreachable_redis_fails_fast() {
     if redis_url().is_none() {
         return;

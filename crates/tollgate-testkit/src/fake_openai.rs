@@ -18,9 +18,14 @@
 //! A "word" is a whitespace-separated run of characters (`str::split_whitespace`).
 //!
 //! * chat: `prompt_tokens` = Σ over messages of (words in the message's text + 1), where the text
-//!   is a string `content` or the `text` of each content part; `completion_tokens` = words in the
-//!   reply = 5, or `max_completion_tokens`/`max_tokens` when smaller (reply truncated,
-//!   `finish_reason: "length"`).
+//!   is a string `content` or the `text` of each content part, plus, billed as OpenAI does, each
+//!   image by the tile formula (gpt-4o's 85 + 170 a tile, or gpt-4o-mini's 2833 + 5667 when the
+//!   model name holds `mini`; `detail: low` is the base alone; a base64 PNG's own size, any other
+//!   image 768×2048, the largest) and the `tools` and `response_format` JSON at one token per
+//!   4 bytes. `n` choices are returned (streams too, each with its `index`) and
+//!   `max(n, best_of)` are billed: `completion_tokens` = that × words in the reply = 5, or
+//!   `max_completion_tokens`/`max_tokens` when smaller (reply truncated, `finish_reason:
+//!   "length"`). [`Behavior::FullLength`] makes every reply exactly its cap.
 //! * completions: `prompt_tokens` = words in `prompt` (a string or every string of an array; a
 //!   token array counts its length); `completion_tokens` as for chat (`max_tokens`).
 //! * embeddings: `prompt_tokens` = `total_tokens` = words over every input (a token array counts
@@ -103,6 +108,11 @@ pub enum Behavior {
     /// Answer every request with `307 Temporary Redirect` to this URL (an upstream that
     /// tries to send the gateway elsewhere).
     Redirect(String),
+    /// Chat: every choice is as long as `max_completion_tokens`/`max_tokens` allows (the
+    /// words repeat), the most a provider can bill for it.
+    FullLength,
+    /// Chat: usage reports this many prompt tokens, whatever the body (a lying upstream).
+    OverReportPrompt(u64),
 }
 
 /// Start-up options for [`FakeOpenAi::start_with`].
@@ -322,19 +332,36 @@ fn chat(ctx: &Ctx<'_>) -> Handled {
         return Err(missing_parameter("messages").into());
     };
     let stream = check_stream(ctx.body)?;
-    let prompt_tokens: u64 = messages.iter().map(|m| words_in_content(m.get("content")) + 1).sum();
+    let mini = model.contains("mini");
+    let prompt_tokens: u64 = messages.iter().map(|m| words_in_content(m.get("content")) + 1 + images_in(m, mini)).sum();
+    let schema_bytes: usize =
+        ["tools", "response_format"].iter().filter_map(|k| ctx.body.get(*k)).map(|v| v.to_string().len()).sum();
+    let prompt_tokens = match ctx.behavior {
+        Behavior::OverReportPrompt(n) => n,
+        _ => prompt_tokens + (schema_bytes as u64).div_ceil(4),
+    };
     let limit = token_limit(ctx.body, &["max_completion_tokens", "max_tokens"]);
-    let reply = Reply::new(limit);
+    let reply = if ctx.behavior == Behavior::FullLength { Reply::full(limit) } else { Reply::new(limit) };
+    let count = |k: &str| ctx.body.get(k).and_then(Value::as_u64).unwrap_or(1).max(1);
+    let (n, billed) = (count("n"), count("n").max(count("best_of")));
     let id = format!("chatcmpl-fake{:016x}", ctx.shared.next_id());
     let created = unix_now();
     let model = json_string(model);
-    let usage = chat_usage(prompt_tokens, reply.tokens());
+    let usage = chat_usage(prompt_tokens, reply.tokens() * billed);
 
     let Some(include_usage) = stream else {
+        let choices: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"index":{i},"message":{{"role":"assistant","content":{content},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{finish}"}}"#,
+                    content = json_string(&reply.text()),
+                    finish = reply.finish_reason(),
+                )
+            })
+            .collect();
         let body = format!(
-            r#"{{"id":"{id}","object":"chat.completion","created":{created},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"{finish}"}}],"usage":{usage},"service_tier":"default","system_fingerprint":"{FINGERPRINT}"}}"#,
-            content = json_string(&reply.text()),
-            finish = reply.finish_reason(),
+            r#"{{"id":"{id}","object":"chat.completion","created":{created},"model":{model},"choices":[{choices}],"usage":{usage},"service_tier":"default","system_fingerprint":"{FINGERPRINT}"}}"#,
+            choices = choices.join(","),
         );
         return Ok(json_response(StatusCode::OK, Bytes::from(body)));
     };
@@ -350,24 +377,90 @@ fn chat(ctx: &Ctx<'_>) -> Handled {
         r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
         usage_field,
     ));
-    for piece in reply.pieces() {
+    // Choice after choice, each with its index (OpenAI interleaves them; clients sort by index).
+    for i in 0..n {
+        if i > 0 {
+            let opening = format!(
+                r#"{{"index":{i},"delta":{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}"#
+            );
+            frames.push(chunk(&opening, usage_field));
+        }
+        for piece in reply.pieces() {
+            frames.push(chunk(
+                &format!(
+                    r#"{{"index":{i},"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
+                    json_string(&piece)
+                ),
+                usage_field,
+            ));
+        }
         frames.push(chunk(
-            &format!(
-                r#"{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
-                json_string(&piece)
-            ),
+            &format!(r#"{{"index":{i},"delta":{{}},"logprobs":null,"finish_reason":"{}"}}"#, reply.finish_reason()),
             usage_field,
         ));
     }
-    frames.push(chunk(
-        &format!(r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{}"}}"#, reply.finish_reason()),
-        usage_field,
-    ));
     if include_usage && ctx.behavior != Behavior::NoUsageInStream {
         frames.push(chunk("", &format!(r#","usage":{usage}"#)));
     }
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    Ok(stream_response(frames, 1, reply.words.len(), &ctx.behavior))
+    let content = frames.len() - 3 - usize::from(include_usage && ctx.behavior != Behavior::NoUsageInStream);
+    Ok(stream_response(frames, 1, content, &ctx.behavior))
+}
+
+/// A `data:` URL of a PNG whose header says `w` × `h` (all the fake and the gateway read of it).
+pub fn png_data_url(w: u32, h: u32) -> String {
+    let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    b.extend_from_slice(&w.to_be_bytes());
+    b.extend_from_slice(&h.to_be_bytes());
+    b.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// Image tokens of a chat message, by OpenAI's tile formula (see the module doc).
+fn images_in(message: &Value, mini: bool) -> u64 {
+    let (base, tile) = if mini { (2833, 5667) } else { (85, 170) };
+    let Some(parts) = message.get("content").and_then(Value::as_array) else {
+        return 0;
+    };
+    parts
+        .iter()
+        .filter_map(|p| p.get("image_url"))
+        .map(|image| {
+            if image.get("detail").and_then(Value::as_str) == Some("low") {
+                return base;
+            }
+            let url = image.get("url").and_then(Value::as_str).unwrap_or("");
+            let (w, h) = url
+                .strip_prefix("data:image/png;base64,")
+                .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.get(..32)?).ok())
+                .filter(|head| head.len() >= 24 && head[12..16] == *b"IHDR")
+                .map_or((768, 2048), |head| {
+                    let be = |r: std::ops::Range<usize>| {
+                        u64::from(u32::from_be_bytes([
+                            head[r.start],
+                            head[r.start + 1],
+                            head[r.start + 2],
+                            head[r.start + 3],
+                        ]))
+                    };
+                    (be(16..20), be(20..24))
+                });
+            let (w, h) = fit(w, h, 2048);
+            let short = w.min(h).max(1);
+            let (w, h) = if short > 768 { ((w * 768).div_ceil(short), (h * 768).div_ceil(short)) } else { (w, h) };
+            base + tile * w.div_ceil(512) * h.div_ceil(512)
+        })
+        .sum()
+}
+
+fn fit(w: u64, h: u64, max: u64) -> (u64, u64) {
+    if w <= max && h <= max {
+        (w, h)
+    } else if w >= h {
+        (max, (h * max).div_ceil(w))
+    } else {
+        ((w * max).div_ceil(h), max)
+    }
 }
 
 fn chat_usage(prompt: u64, completion: u64) -> String {
@@ -688,13 +781,19 @@ fn models() -> Response<FakeBody> {
 
 /// The reply, possibly truncated by a token limit.
 struct Reply {
-    words: &'static [&'static str],
+    words: Vec<&'static str>,
 }
 
 impl Reply {
     fn new(limit: Option<u64>) -> Self {
         let len = limit.and_then(|l| usize::try_from(l).ok()).map_or(REPLY_WORDS.len(), |l| l.min(REPLY_WORDS.len()));
-        Reply { words: REPLY_WORDS.get(..len).unwrap_or(&REPLY_WORDS) }
+        Reply { words: REPLY_WORDS.get(..len).unwrap_or(&REPLY_WORDS).to_vec() }
+    }
+
+    /// Exactly `limit` words (the reply's words repeated), `finish_reason: "length"`.
+    fn full(limit: Option<u64>) -> Self {
+        let len = limit.and_then(|l| usize::try_from(l).ok()).unwrap_or(REPLY_WORDS.len());
+        Reply { words: REPLY_WORDS.iter().copied().cycle().take(len).collect() }
     }
 
     fn tokens(&self) -> u64 {
@@ -711,7 +810,7 @@ impl Reply {
     }
 
     fn finish_reason(&self) -> &'static str {
-        if self.words.len() < REPLY_WORDS.len() { "length" } else { "stop" }
+        if self.words.len() != REPLY_WORDS.len() { "length" } else { "stop" }
     }
 }
 

@@ -147,9 +147,11 @@ for j = 1, nb do
   rs = rs + (pending_spend[key] or 0)
   rt = rt + (pending_tokens[key] or 0)
   if budget_fail < 0 then
-    if limit_spend and spend + rs + want_spend > limit_spend then
+    -- An account at its limit (a bill above its reservation can take it past) admits
+    -- nothing, not even a free request: as the per-instance check.
+    if limit_spend and (spend >= limit_spend or spend + rs + want_spend > limit_spend) then
       budget_fail, budget_dim = j - 1, 0
-    elseif limit_tokens and tokens + rt + want_tokens > limit_tokens then
+    elseif limit_tokens and (tokens >= limit_tokens or tokens + rt + want_tokens > limit_tokens) then
       budget_fail, budget_dim = j - 1, 1
     end
   end

@@ -5,6 +5,7 @@
 mod anthropic;
 mod authz;
 mod azure;
+mod budget_hostile;
 mod cli;
 mod durability;
 mod gemini;
