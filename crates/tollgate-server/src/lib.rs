@@ -56,6 +56,7 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
         })
         .collect();
     let digester = Digester::new(&pepper);
+    pepper::check_fingerprint(&store, &digester, config.pepper.is_some(), &config.data_dir).await?;
     let routing = config::routing_setup(config, &digester)?;
     let mut services = Services::new(store, config.key_format.clone(), digester)
         .with_catalog(catalog)

@@ -16,6 +16,7 @@ mod migrate;
 mod notifications;
 mod prices;
 mod routing;
+mod settings;
 mod tenancy;
 mod usage;
 mod usage_query;

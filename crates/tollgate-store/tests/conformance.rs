@@ -84,7 +84,15 @@ on_every_backend!(
     the_ledger_sums_to_the_balance_and_usage_is_counted_once,
     model_prices_override_and_reset,
     invites_are_listed_while_pending_and_accepted_once,
+    deployment_settings_are_written_once,
 );
+
+async fn deployment_settings_are_written_once(s: &Store) {
+    assert_eq!(s.setting("pepper_fingerprint").await.expect("read"), None);
+    assert_eq!(s.setting_or_insert("pepper_fingerprint", "aa").await.expect("first"), "aa");
+    assert_eq!(s.setting_or_insert("pepper_fingerprint", "bb").await.expect("second"), "aa", "the first writer wins");
+    assert_eq!(s.setting("pepper_fingerprint").await.expect("read").as_deref(), Some("aa"));
+}
 
 fn audit(action: &str) -> AuditEntry {
     AuditEntry {
