@@ -1,6 +1,8 @@
 //! Start-up and scale-out footguns: processes started together on a fresh database (the
 //! server and the CLI, replicas) all succeed with one organization; an instance whose
-//! pepper differs from the one the database's keys were issued under refuses to start.
+//! pepper differs from the one the database's keys were issued under refuses to start;
+//! Redis away shows in `/readyz` (degraded, still 200) and in `/metrics`, with or
+//! without traffic.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -174,4 +176,95 @@ async fn a_second_server_with_another_pepper_refuses_to_start_on_postgres() {
     second.stop().await;
     first.stop().await;
     db.drop_now().await.unwrap();
+}
+
+/// The value of an unlabelled series in a `/metrics` scrape, if present.
+async fn scrape(app: &TestApp, name: &str) -> Option<String> {
+    let text = app.client.get(&app.url("/metrics"), None).await.unwrap().text();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(str::to_owned))
+}
+
+async fn readyz(app: &TestApp) -> (u16, Value) {
+    let res = app.client.get(&app.url("/readyz"), None).await.unwrap();
+    (res.status.as_u16(), res.json())
+}
+
+/// A chat request of a key with a rate limit (so that admission asks the shared limiter).
+async fn limited_request(app: &TestApp, key: &str) -> u16 {
+    let body = serde_json::json!({ "model": "demo-chat", "messages": [{ "role": "user", "content": "hi" }] });
+    app.client.post_json(&app.url("/v1/chat/completions"), Some(key), &body).await.unwrap().status.as_u16()
+}
+
+async fn rpm_key(app: &TestApp) -> String {
+    app.api_key(&serde_json::json!({ "name": "limited", "rpm": 1000 })).await.unwrap().1
+}
+
+#[tokio::test]
+async fn redis_unreachable_is_degraded_in_readyz_and_metrics_and_requests_still_serve() {
+    // Nothing listens on port 1: the start-up probe already finds Redis away, no traffic needed.
+    let top = "redis_url = \"redis://127.0.0.1:1\"";
+    let app = TestApp::start_with_top(top, "[limits]\nredis_timeout_ms = 100").await.unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 200, "still serving: {body}");
+    assert_eq!((body["status"].as_str(), body["redis"].as_str()), (Some("degraded"), Some("unreachable")), "{body}");
+    assert_eq!(body["store"], "ok");
+    assert_eq!(scrape(&app, "tollgate_redis_up").await.as_deref(), Some("0"));
+    assert_eq!(scrape(&app, "tollgate_redis_fallback_admissions_total").await.as_deref(), Some("0"));
+
+    let key = rpm_key(&app).await;
+    for _ in 0..3 {
+        assert_eq!(limited_request(&app, &key).await, 200);
+    }
+    assert_eq!(scrape(&app, "tollgate_redis_fallback_admissions_total").await.as_deref(), Some("3"));
+    assert_eq!(readyz(&app).await.1["status"], "degraded");
+}
+
+#[tokio::test]
+async fn redis_reachable_is_ready_and_without_redis_readyz_says_not_configured() {
+    let Some(redis) = tollgate_testkit::redis_prefix::RedisPrefix::new() else { return };
+    let top = format!("redis_url = \"{}\"", redis.url);
+    let app = TestApp::start_with_top(&top, &redis.limits_toml()).await.unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!((status, body["status"].as_str(), body["redis"].as_str()), (200, Some("ready"), Some("ok")), "{body}");
+    let key = rpm_key(&app).await;
+    assert_eq!(limited_request(&app, &key).await, 200);
+    assert_eq!(scrape(&app, "tollgate_redis_up").await.as_deref(), Some("1"));
+    assert_eq!(scrape(&app, "tollgate_redis_fallback_admissions_total").await.as_deref(), Some("0"));
+
+    let plain = TestApp::start().await.unwrap();
+    let (status, body) = readyz(&plain).await;
+    assert_eq!((status, body["status"].as_str(), body["redis"].as_str()), (200, Some("ready"), Some("not_configured")));
+    assert_eq!(scrape(&plain, "tollgate_redis_up").await, None, "no Redis series without Redis");
+}
+
+/// Polls `/readyz` until its `status` is `want`; returns how long that took.
+async fn until_ready_status(app: &TestApp, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (_, body) = readyz(app).await;
+        if body["status"] == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "/readyz still {body}, not {want}, after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn readyz_follows_redis_going_away_and_coming_back_without_traffic() {
+    let Some(redis) = tollgate_testkit::redis_prefix::RedisPrefix::new() else { return };
+    let target = redis.url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let relay = tollgate_testkit::relay::Relay::start(&target).await.unwrap();
+    let top = format!("redis_url = \"redis://{}\"", relay.addr());
+    let extra = format!("{}redis_timeout_ms = 200\n", redis.limits_toml());
+    let app = TestApp::start_with_top(&top, &extra).await.unwrap();
+    assert_eq!(readyz(&app).await.1["status"], "ready");
+    relay.cut();
+    // The periodic probe (every 5 s) notices; no request is made meanwhile.
+    until_ready_status(&app, "degraded").await;
+    assert_eq!(readyz(&app).await.0, 200);
+    assert_eq!(scrape(&app, "tollgate_redis_up").await.as_deref(), Some("0"));
+    relay.restore();
+    until_ready_status(&app, "ready").await;
+    assert_eq!(scrape(&app, "tollgate_redis_up").await.as_deref(), Some("1"));
 }
