@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
-use tollgate_proxy::{SharedHealth, SharedSettlement};
 use tollgate_proxy::shared_limits::SharedLimits;
+use tollgate_proxy::{SharedHealth, SharedSettlement};
 
 const BATCH: usize = 256;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);

@@ -162,7 +162,8 @@ pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 async fn wal_mode(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     let deadline = std::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS.into());
     loop {
-        let mode: Result<String, sqlx::Error> = sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(&mut *conn).await;
+        let mode: Result<String, sqlx::Error> =
+            sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(&mut *conn).await;
         let retry = match &mode {
             Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
             // Not switched (another connection held the database): answered the old mode.

@@ -98,7 +98,8 @@ async fn serve_and_the_cli_started_together_on_a_new_postgres_database_all_succe
 
 /// What a refusal names: the setting that disagrees and the three places a pepper comes from.
 fn assert_names_the_pepper_settings(err: &str) {
-    for needle in ["pepper_fingerprint", "`pepper`", "TOLLGATE_PEPPER", "<data_dir>/pepper", "every key would be refused"]
+    for needle in
+        ["pepper_fingerprint", "`pepper`", "TOLLGATE_PEPPER", "<data_dir>/pepper", "every key would be refused"]
     {
         assert!(err.contains(needle), "{needle:?} missing from: {err}");
     }
@@ -143,7 +144,8 @@ async fn a_second_server_with_another_pepper_refuses_to_start_on_sqlite() {
         async move {
             let env = vec![("TOLLGATE_PEPPER".to_owned(), pepper)];
             let config =
-                tollgate_server::config::load(Some(&path), env, tollgate_server::config::Credentials::Required).unwrap();
+                tollgate_server::config::load(Some(&path), env, tollgate_server::config::Credentials::Required)
+                    .unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tollgate_server::Server::start(config, listener).await
         }
@@ -267,4 +269,28 @@ async fn readyz_follows_redis_going_away_and_coming_back_without_traffic() {
     relay.restore();
     until_ready_status(&app, "ready").await;
     assert_eq!(scrape(&app, "tollgate_redis_up").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn readyz_is_503_not_ready_while_the_store_is_away_even_when_degraded() {
+    let Some(db) = PgDatabase::create().await.unwrap() else { return };
+    // postgres://user@host:port/db → the same through a relay that can be cut.
+    let (prefix, rest) = db.url.split_once('@').unwrap();
+    let (target, path) = rest.split_once('/').unwrap();
+    let relay = tollgate_testkit::relay::Relay::start(target).await.unwrap();
+    let top = format!("database_url = \"{prefix}@{}/{path}\"\nredis_url = \"redis://127.0.0.1:1\"", relay.addr());
+    let mut app = TestApp::start_with_top(&top, "[limits]\nredis_timeout_ms = 100").await.unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("degraded")));
+    relay.cut();
+    let (status, body) = readyz(&app).await;
+    assert_eq!(
+        (status, body["status"].as_str(), body["store"].as_str()),
+        (503, Some("not_ready"), Some("unreachable"))
+    );
+    assert_eq!(body["redis"], "unreachable");
+    relay.restore();
+    until_ready_status(&app, "degraded").await;
+    app.stop().await;
+    db.drop_now().await.unwrap();
 }
