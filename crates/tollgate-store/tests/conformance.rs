@@ -866,3 +866,30 @@ async fn concurrent_first_starts_on_postgres() {
     admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop");
     admin.close().await;
 }
+
+/// The first connection of a new SQLite database switches it to WAL, which needs an
+/// exclusive lock: while another process holds the new database (here a write
+/// transaction on a plain connection, as a migrating CLI would), connecting waits for it
+/// instead of failing with "database is locked".
+#[tokio::test]
+async fn wal_mode_waits_for_another_process_holding_a_new_database() {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = Store::sqlite_url(&dir.path().join("t.db"));
+    let mut other = sqlx::AnyConnection::connect(&url).await.expect("plain connection");
+    sqlx::raw_sql("BEGIN IMMEDIATE; CREATE TABLE held (x INTEGER)").execute(&mut other).await.expect("hold");
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut other).await.expect("release");
+    };
+    let (store, ()) = tokio::join!(Store::connect(&url), release);
+    let store = store.expect("connects once the other lets go");
+    store.migrate().await.expect("migrate");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut sqlx::AnyConnection::connect(&url).await.expect("connect"))
+        .await
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    store.close().await;
+}
