@@ -157,8 +157,9 @@ impl Store {
 pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Puts a SQLite database in WAL mode (a no-op once it is). Switching needs an exclusive
-/// lock that `busy_timeout` does not wait for, so a first start beside another process
-/// (the CLI run while `serve` starts on a new data directory) retries for a while.
+/// lock, which `busy_timeout` usually waits for; but SQLite answers "locked" at once,
+/// without waiting, when waiting could deadlock (two connections switching a new
+/// database together), so a first start beside another process retries for a while.
 async fn wal_mode(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     let deadline = std::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS.into());
     loop {
