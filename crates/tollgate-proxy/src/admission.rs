@@ -115,8 +115,44 @@ pub(crate) struct Hold {
 pub struct Shared {
     pub limits: Arc<SharedLimits>,
     pub settlements: SettlementSender,
-    /// Set while Redis is unreachable (logged once per outage).
-    pub degraded: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether Redis answers, as the last call to it (an admission or the server's
+    /// periodic probe) found; `/readyz` and `/metrics` report it.
+    pub health: Arc<SharedHealth>,
+}
+
+/// The shared limiter's reachability and what its outages cost: requests whose limits
+/// this instance decided alone. An outage is logged once, when it begins and ends.
+#[derive(Debug, Default)]
+pub struct SharedHealth {
+    unreachable: std::sync::atomic::AtomicBool,
+    fallback_admissions: std::sync::atomic::AtomicU64,
+}
+
+impl SharedHealth {
+    /// False from the first failed call to Redis until the next one that succeeds.
+    pub fn reachable(&self) -> bool {
+        !self.unreachable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a call that Redis answered.
+    pub fn mark_reachable(&self) {
+        if self.unreachable.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            tracing::info!("shared limits reachable again");
+        }
+    }
+
+    /// Records a call that Redis did not answer; `share` is the fallback divisor.
+    pub fn mark_unreachable(&self, error: &SharedLimitsError, share: u64) {
+        if !self.unreachable.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::warn!(%error, share, "shared limits unreachable; each instance enforces its share");
+        }
+    }
+
+    /// Requests checked against this instance's own share of the limits because Redis
+    /// did not answer (admitted or refused), since start.
+    pub fn fallback_admissions(&self) -> u64 {
+        self.fallback_admissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub type SettlementSender = tokio::sync::mpsc::UnboundedSender<SharedSettlement>;
@@ -262,18 +298,14 @@ pub(crate) async fn admit(
         return Ok(None);
     }
     if let Some(shared) = shared {
-        use std::sync::atomic::Ordering;
         match admit_shared(shared, &charged, charge, headers).await {
             Ok(answer) => {
-                if shared.degraded.swap(false, Ordering::AcqRel) {
-                    tracing::info!("shared limits reachable again");
-                }
+                shared.health.mark_reachable();
                 return answer;
             }
             Err(e) => {
-                if !shared.degraded.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(error = %e, share = policy.fallback_share, "shared limits unreachable; each instance enforces its share");
-                }
+                shared.health.mark_unreachable(&e, policy.fallback_share);
+                shared.health.fallback_admissions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return admit_local(&charged, charge, policy.fallback_share, headers);
             }
         }

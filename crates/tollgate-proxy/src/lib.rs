@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use tollgate_core::key::{Digester, KeyFormat};
 
 pub use accounts::{Account, AccountLimits, AccountTotals, Accounts};
-pub use admission::{Policy, SettlementSender, Shared, SharedSettlement};
+pub use admission::{Policy, SettlementSender, Shared, SharedHealth, SharedSettlement};
 pub use providers::anthropic::AnthropicUpstream;
 pub use providers::azure::AzureUpstream;
 pub use providers::gemini::GeminiUpstream;

@@ -513,6 +513,18 @@ impl Metrics {
     }
 }
 
+/// The shared limiter's series, rendered only when Redis is configured: whether it
+/// answered the last call (`tollgate_redis_up`, refreshed by traffic and by the server's
+/// probe every few seconds) and how many requests were decided by this instance alone.
+pub fn render_shared(out: &mut String, health: &crate::SharedHealth) {
+    let text = "Whether Redis (the shared limits) answered the last call: 1 yes, 0 no.";
+    help(out, "tollgate_redis_up", "gauge", text);
+    sample(out, "tollgate_redis_up", &[], u8::from(health.reachable()));
+    let text = "Requests checked against this instance's own share of the limits because Redis did not answer.";
+    help(out, "tollgate_redis_fallback_admissions_total", "counter", text);
+    sample(out, "tollgate_redis_fallback_admissions_total", &[], health.fallback_admissions());
+}
+
 /// Appends the channel series: each configured channel's circuit state (a state set: 1 for
 /// its current state, 0 for the others) and its attempts by outcome, labelled by model,
 /// provider and upstream model — read from `snapshot` now, so the series follow channels

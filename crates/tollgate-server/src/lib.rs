@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_core::key::Digester;
 use tollgate_core::{ApiError, ErrorCode};
 use tollgate_proxy::shared_limits::{SharedLimits, SharedLimitsConfig};
-use tollgate_proxy::{DataPlane, Limits, Policy, Shared, UpstreamClient};
+use tollgate_proxy::{DataPlane, Limits, Policy, Shared, SharedHealth, UpstreamClient};
 use tollgate_service::{CatalogModel, Services};
 use tollgate_store::Store;
 use tollgate_web::WebState;
@@ -56,6 +56,7 @@ pub async fn open_services(config: &Config) -> anyhow::Result<Services> {
         })
         .collect();
     let digester = Digester::new(&pepper);
+    pepper::check_fingerprint(&store, &digester, config.pepper.is_some(), &config.data_dir).await?;
     let routing = config::routing_setup(config, &digester)?;
     let mut services = Services::new(store, config.key_format.clone(), digester)
         .with_catalog(catalog)
@@ -122,8 +123,6 @@ impl Server {
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
 
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot).await?;
-
         let (shared, settler) = match &config.redis_url {
             Some(url) => {
                 let instance = tollgate_core::ids::new_id("inst");
@@ -131,15 +130,19 @@ impl Server {
                 c.timeout = config.redis_timeout;
                 let limits =
                     Arc::new(SharedLimits::new(url.expose(), c).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?);
-                if let Err(e) = limits.heartbeat().await {
-                    tracing::warn!(error = %e, "Redis is not reachable yet; limits are per instance until it is");
+                let health = Arc::new(SharedHealth::default());
+                match limits.heartbeat().await {
+                    Ok(()) => health.mark_reachable(),
+                    Err(e) => health.mark_unreachable(&e, config.fallback_share),
                 }
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let shared = Shared { limits: limits.clone(), settlements: tx, degraded: Default::default() };
-                (Some(shared), Some((limits, rx)))
+                let shared = Shared { limits: limits.clone(), settlements: tx, health: health.clone() };
+                (Some(shared), Some((limits, health, rx)))
             }
             None => (None, None),
         };
+        let shared_health = shared.as_ref().map(|s| s.health.clone());
+        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot, shared_health.clone()).await?;
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
             key_format: config.key_format.clone(),
@@ -173,6 +176,7 @@ impl Server {
             balance_enforced: config.enforce_balance,
             channels: Some(channel_report(snapshot.clone())),
             data_plane: Some(in_process(tollgate_proxy::router(data_plane.clone()))),
+            redis_reachable: shared_health.map(|h| -> tollgate_web::RedisReachable { Arc::new(move || h.reachable()) }),
         });
         let router = Router::new()
             .merge(tollgate_proxy::router(data_plane))
@@ -197,7 +201,9 @@ impl Server {
         ));
         let writer_task = tokio::spawn(writer.run(writer_stop.clone()));
         let settler_stop = CancellationToken::new();
-        let settler_task = settler.map(|(limits, rx)| tokio::spawn(settler::run(limits, rx, settler_stop.clone())));
+        let settler_task = settler.map(|(limits, health, rx)| {
+            tokio::spawn(settler::run(limits, health, config.fallback_share, rx, settler_stop.clone()))
+        });
         let notifier_stop = CancellationToken::new();
         let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
             .context("starting the notifier")?

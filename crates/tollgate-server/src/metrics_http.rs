@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, header};
 use tokio::net::TcpListener;
-use tollgate_proxy::{Snapshot, UsageSink};
+use tollgate_proxy::{SharedHealth, Snapshot, UsageSink};
 
 use crate::config::MetricsConfig;
 
@@ -31,16 +31,18 @@ pub struct MetricsEndpoint {
 }
 
 /// Binds `[metrics] listen` now, so that a bad or busy address fails the start.
-/// `snapshot`: the data plane's, read at each scrape for the channel series.
+/// `snapshot`: the data plane's, read at each scrape for the channel series; `shared`:
+/// the shared limiter's health when Redis is configured (its series appear only then).
 pub async fn setup(
     config: &MetricsConfig,
     sink: &UsageSink,
     snapshot: &Arc<ArcSwap<Snapshot>>,
+    shared: Option<Arc<SharedHealth>>,
 ) -> anyhow::Result<MetricsEndpoint> {
     if !config.enabled {
         return Ok(MetricsEndpoint { main_routes: Router::new(), own: None });
     }
-    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone() };
+    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone(), shared };
     let Some(addr) = config.listen else {
         return Ok(MetricsEndpoint { main_routes: router(state), own: None });
     };
@@ -56,6 +58,7 @@ pub async fn setup(
 struct Scrape {
     sink: UsageSink,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    shared: Option<Arc<SharedHealth>>,
 }
 
 fn router(state: Scrape) -> Router {
@@ -65,6 +68,9 @@ fn router(state: Scrape) -> Router {
 async fn render(State(scrape): State<Scrape>) -> Response {
     let mut text = scrape.sink.render_metrics();
     tollgate_proxy::metrics::render_channels(&mut text, &scrape.snapshot.load());
+    if let Some(health) = &scrape.shared {
+        tollgate_proxy::metrics::render_shared(&mut text, health);
+    }
     let mut res = text.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(tollgate_proxy::metrics::CONTENT_TYPE));
     res

@@ -1,6 +1,7 @@
 //! The shared limiter's side jobs, in one tracked task: applying settlements (a finished
 //! request's reservation turned into its real cost in Redis) and the instance heartbeat
-//! that keeps this instance's reservations alive.
+//! that keeps this instance's reservations alive — and, through it, the probe that keeps
+//! [`SharedHealth`] (so `/readyz` and `tollgate_redis_up`) right without traffic.
 //!
 //! Settlements arrive on an unbounded channel (a response body's `Drop` cannot await) and
 //! go to Redis in batches, each batch with its own "once" id so that a retry after a
@@ -14,14 +15,20 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
-use tollgate_proxy::SharedSettlement;
 use tollgate_proxy::shared_limits::SharedLimits;
+use tollgate_proxy::{SharedHealth, SharedSettlement};
 
 const BATCH: usize = 256;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub async fn run(limits: Arc<SharedLimits>, mut rx: UnboundedReceiver<SharedSettlement>, stop: CancellationToken) {
+pub async fn run(
+    limits: Arc<SharedLimits>,
+    health: Arc<SharedHealth>,
+    fallback_share: u64,
+    mut rx: UnboundedReceiver<SharedSettlement>,
+    stop: CancellationToken,
+) {
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<SharedSettlement> = Vec::new();
@@ -35,8 +42,9 @@ pub async fn run(limits: Arc<SharedLimits>, mut rx: UnboundedReceiver<SharedSett
                 batch.clear();
             }
             _ = heartbeat.tick() => {
-                if let Err(e) = limits.heartbeat().await {
-                    tracing::debug!(error = %e, "shared-limits heartbeat failed");
+                match limits.heartbeat().await {
+                    Ok(()) => health.mark_reachable(),
+                    Err(e) => health.mark_unreachable(&e, fallback_share),
                 }
             }
             () = stop.cancelled() => break,

@@ -16,6 +16,7 @@ mod migrate;
 mod notifications;
 mod prices;
 mod routing;
+mod settings;
 mod tenancy;
 mod usage;
 mod usage_query;
@@ -94,12 +95,12 @@ impl Store {
         let pool_options = if backend == Backend::Sqlite {
             pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
+                    let pragmas = format!(
+                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON;"
+                    );
+                    conn.execute(pragmas.as_str()).await?;
+                    wal_mode(conn).await
                 })
             })
         } else {
@@ -149,6 +150,35 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How long a SQLite statement waits for another connection's (or process's) write lock.
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Puts a SQLite database in WAL mode (a no-op once it is). Switching needs an exclusive
+/// lock, which `busy_timeout` usually waits for; but SQLite answers "locked" at once,
+/// without waiting, when waiting could deadlock (two connections switching a new
+/// database together), so a first start beside another process retries for a while.
+async fn wal_mode(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS.into());
+    loop {
+        let mode: Result<String, sqlx::Error> =
+            sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(&mut *conn).await;
+        let retry = match &mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+            // Not switched (another connection held the database): answered the old mode.
+            Ok(_) => true,
+            Err(sqlx::Error::Database(e)) => e.message().contains("locked") || e.message().contains("busy"),
+            Err(_) => false,
+        };
+        if !retry || std::time::Instant::now() >= deadline {
+            return match mode {
+                Ok(m) => Err(sqlx::Error::Protocol(format!("the SQLite database stays in {m} journal mode, not WAL"))),
+                Err(e) => Err(e),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -90,32 +90,57 @@ const MIGRATIONS: &[Migration] = &[
 /// An arbitrary constant: the advisory lock that serializes migrations on PostgreSQL.
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
+/// How long a SQLite migration waits for another process's migration (or any writer) to
+/// let go of the write lock: long enough for a slow migration of a large database.
+const SQLITE_MIGRATION_BUSY_TIMEOUT_MS: u32 = 300_000;
+
+/// Applies the pending migrations, each in its own transaction, safely when several
+/// processes (a server and the CLI, replicas) start at once: PostgreSQL serializes them
+/// with an advisory lock; SQLite by taking the write lock (`BEGIN IMMEDIATE`) before
+/// reading `schema_migrations`, so that no two processes read the same pending version.
 pub(crate) async fn run(store: &Store) -> Result<()> {
     let mut conn = store.pool.acquire().await?;
-    if store.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+    match store.backend {
+        Backend::Postgres => {
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+            let result = apply_pending(store.backend, &mut conn).await;
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+            result
+        }
+        Backend::Sqlite => {
+            let wait = format!("PRAGMA busy_timeout = {SQLITE_MIGRATION_BUSY_TIMEOUT_MS}");
+            sqlx::raw_sql(&wait).execute(&mut *conn).await?;
+            let result = apply_pending(store.backend, &mut conn).await;
+            let restore = format!("PRAGMA busy_timeout = {}", crate::SQLITE_BUSY_TIMEOUT_MS);
+            sqlx::raw_sql(&restore).execute(&mut *conn).await?;
+            result
+        }
     }
-    let result = apply_pending(store.backend, &mut conn).await;
-    if store.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
-    }
-    result
 }
 
 async fn apply_pending(backend: Backend, conn: &mut sqlx::AnyConnection) -> Result<()> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *conn).await?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
+    loop {
+        let mut tx = conn.begin_with(begin).await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Read under the lock: what another process applied meanwhile is seen here.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+        let Some(m) = MIGRATIONS.iter().find(|m| !applied.contains(&m.version)) else {
+            tx.commit().await?;
+            return Ok(());
+        };
         let sql = match backend {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };
-        let mut tx = conn.begin().await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
@@ -126,5 +151,4 @@ async fn apply_pending(backend: Backend, conn: &mut sqlx::AnyConnection) -> Resu
         tx.commit().await?;
         tracing::info!(version = m.version, name = m.name, "applied migration");
     }
-    Ok(())
 }

@@ -84,7 +84,15 @@ on_every_backend!(
     the_ledger_sums_to_the_balance_and_usage_is_counted_once,
     model_prices_override_and_reset,
     invites_are_listed_while_pending_and_accepted_once,
+    deployment_settings_are_written_once,
 );
+
+async fn deployment_settings_are_written_once(s: &Store) {
+    assert_eq!(s.setting("pepper_fingerprint").await.expect("read"), None);
+    assert_eq!(s.setting_or_insert("pepper_fingerprint", "aa").await.expect("first"), "aa");
+    assert_eq!(s.setting_or_insert("pepper_fingerprint", "bb").await.expect("second"), "aa", "the first writer wins");
+    assert_eq!(s.setting("pepper_fingerprint").await.expect("read").as_deref(), Some("aa"));
+}
 
 fn audit(action: &str) -> AuditEntry {
     AuditEntry {
@@ -793,4 +801,95 @@ async fn invites_are_listed_while_pending_and_accepted_once(s: &Store) {
     s.delete_invite(&org.id, "inv_fresh", &audit("invite.revoke")).await.unwrap();
     assert!(matches!(s.find_invite(&KeyDigest([3; 32])).await, Err(StoreError::NotFound)));
     assert!(matches!(s.delete_invite(&org.id, "inv_live", &audit("x")).await, Err(StoreError::NotFound)), "used");
+}
+
+/// Several processes starting at once on a fresh database (a server and the CLI, or a
+/// fleet of replicas): each connects on its own pool, migrates and bootstraps. All
+/// succeed, the schema is applied once, and exactly one organization exists.
+async fn concurrent_first_starts(url: &str) {
+    const STARTS: usize = 8;
+    // Joined in one task (sqlx's futures cannot be spawned here), yet concurrent: each
+    // SQLite connection runs on its own worker thread, PostgreSQL on its own socket.
+    let starts = (0..STARTS).map(|i| async move {
+        let store = Store::connect(url).await.map_err(|e| format!("start {i} connect: {e}"))?;
+        store.migrate().await.map_err(|e| format!("start {i} migrate: {e}"))?;
+        let org = Organization { id: format!("org_{i}"), name: "Default".into(), created_at: 1 };
+        let team = Team {
+            id: format!("team_{i}"),
+            org_id: org.id.clone(),
+            name: "default".into(),
+            settings: TeamSettings::default(),
+            created_at: 1,
+        };
+        let owner = User { id: format!("usr_{i}"), email: "owner@example.com".into(), created_at: 1 };
+        let ran = store
+            .bootstrap(&Bootstrap { org: &org, team: &team, owner: &owner, password_hash: "h" })
+            .await
+            .map_err(|e| format!("start {i} bootstrap: {e}"))?;
+        store.close().await;
+        Ok::<bool, String>(ran)
+    });
+    let mut bootstrapped = 0;
+    for result in futures_util::future::join_all(starts).await {
+        if result.expect("every start succeeds") {
+            bootstrapped += 1;
+        }
+    }
+    assert_eq!(bootstrapped, 1, "exactly one start bootstraps");
+    let store = Store::connect(url).await.expect("connect");
+    assert_eq!(store.list_organizations().await.expect("orgs").len(), 1);
+    store.migrate().await.expect("migrate again");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_starts_on_sqlite() {
+    // Several rounds: the race is between a handful of statements.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        concurrent_first_starts(&Store::sqlite_url(&dir.path().join("t.db"))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_starts_on_postgres() {
+    let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if admin_url == "off" {
+        return;
+    }
+    let name = tollgate_core::ids::new_id("tgtest").to_lowercase();
+    let admin = Store::connect(&admin_url).await.expect("PostgreSQL for tests");
+    admin.execute_admin(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("url has a database");
+    concurrent_first_starts(&format!("{base}/{name}")).await;
+    admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop");
+    admin.close().await;
+}
+
+/// The first connection of a new SQLite database switches it to WAL, which needs an
+/// exclusive lock: while another process holds the new database (here a write
+/// transaction on a plain connection, as a migrating CLI would), connecting waits for it
+/// instead of failing with "database is locked".
+#[tokio::test]
+async fn wal_mode_waits_for_another_process_holding_a_new_database() {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = Store::sqlite_url(&dir.path().join("t.db"));
+    let mut other = sqlx::AnyConnection::connect(&url).await.expect("plain connection");
+    sqlx::raw_sql("BEGIN IMMEDIATE; CREATE TABLE held (x INTEGER)").execute(&mut other).await.expect("hold");
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut other).await.expect("release");
+    };
+    let (store, ()) = tokio::join!(Store::connect(&url), release);
+    let store = store.expect("connects once the other lets go");
+    store.migrate().await.expect("migrate");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut sqlx::AnyConnection::connect(&url).await.expect("connect"))
+        .await
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    store.close().await;
 }

@@ -46,7 +46,13 @@ pub struct WebState {
     /// The data plane (`/v1`), called in-process by the dashboard's Playground with a
     /// short-lived ephemeral token; `None`: the Playground cannot run prompts.
     pub data_plane: Option<DataPlaneCall>,
+    /// Whether Redis (the shared limits) answered the last call; `None`: no Redis
+    /// configured. Reported by `/readyz`.
+    pub redis_reachable: Option<RedisReachable>,
 }
+
+/// Reads the shared limiter's reachability (kept by the data plane and a periodic probe).
+pub type RedisReachable = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Calls the data plane's router in-process: no loopback socket, no secret in the browser.
 pub type DataPlaneCall = Arc<
@@ -84,16 +90,28 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// Ready when the snapshot is loaded, the server is not draining, and the store answers.
+/// Ready (200) when the snapshot is loaded, the server is not draining, and the store
+/// answers; otherwise 503 `not_ready`. Redis unreachable is `degraded`, still 200: the
+/// instance keeps serving, each instance enforcing its share of the rate limits.
 async fn readyz(State(state): State<Arc<WebState>>) -> Response {
     let store_ok =
         matches!(tokio::time::timeout(Duration::from_secs(2), state.services.store.ping()).await, Ok(Ok(())));
     let ready = state.ready.load(Ordering::Acquire);
-    let status = if ready && store_ok { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+    let redis = state.redis_reachable.as_ref().map(|reachable| reachable());
+    let (status, word) = match (ready && store_ok, redis) {
+        (false, _) => (http::StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, Some(false)) => (http::StatusCode::OK, "degraded"),
+        (true, Some(true) | None) => (http::StatusCode::OK, "ready"),
+    };
     let body = serde_json::json!({
-        "status": if status.is_success() { "ready" } else { "not_ready" },
+        "status": word,
         "snapshot_loaded_and_serving": ready,
         "store": if store_ok { "ok" } else { "unreachable" },
+        "redis": match redis {
+            Some(true) => "ok",
+            Some(false) => "unreachable",
+            None => "not_configured",
+        },
     });
     (status, axum::Json(body)).into_response()
 }

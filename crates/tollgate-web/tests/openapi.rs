@@ -345,6 +345,7 @@ async fn serve_with(reveal: bool) -> (SocketAddr, tempfile::TempDir) {
             }]
         })),
         data_plane: None,
+        redis_reachable: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

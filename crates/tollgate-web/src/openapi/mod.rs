@@ -340,9 +340,12 @@ fn paths() -> Value {
                 "tags": ["meta"],
                 "operationId": "readyz",
                 "summary": "Ready: the snapshot is loaded, the server is not draining, and the store answers.",
+                "description": "200 `ready`, or 200 `degraded` while Redis (the shared limits) is unreachable: \
+                    the instance still serves, enforcing its own share of the rate limits. 503 `not_ready` while \
+                    loading, draining, or when the store does not answer.",
                 "security": [],
                 "responses": {
-                    "200": ok("Ready.", "Readiness"),
+                    "200": ok("Ready, or degraded (Redis unreachable) and still serving.", "Readiness"),
                     "503": ok("Not ready; the body says why.", "Readiness"),
                 },
             },
@@ -1102,11 +1105,14 @@ fn schemas() -> Value {
         },
         "Readiness": {
             "type": "object",
-            "required": ["status", "snapshot_loaded_and_serving", "store"],
+            "required": ["status", "snapshot_loaded_and_serving", "store", "redis"],
             "properties": {
-                "status": { "type": "string", "enum": ["ready", "not_ready"] },
+                "status": { "type": "string", "enum": ["ready", "degraded", "not_ready"],
+                            "description": "`degraded` (still 200): Redis is unreachable and this instance \
+                                enforces its own share of the rate limits." },
                 "snapshot_loaded_and_serving": { "type": "boolean" },
                 "store": { "type": "string", "enum": ["ok", "unreachable"] },
+                "redis": { "type": "string", "enum": ["ok", "unreachable", "not_configured"] },
             },
         },
     })

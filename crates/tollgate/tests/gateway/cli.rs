@@ -10,7 +10,7 @@ use tollgate_testkit::app::{TestApp, UPSTREAM_KEY, default_config};
 use tollgate_testkit::client::{OpenStream, TestClient, read_to_end, read_until};
 use tollgate_testkit::fake_openai::FakeOpenAi;
 
-fn tollgate(config: &Path) -> Command {
+pub(crate) fn tollgate(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.arg("--config").arg(config).env_remove("TOLLGATE_CONFIG");
     cmd
@@ -213,7 +213,7 @@ async fn serve_process(config: &Path, name: &str) -> ServeProcess {
 }
 
 /// Polls `base` until `key` gets `code` (empty: success); returns how long that took.
-async fn until_code(client: &TestClient, base: &str, key: &str, code: &str) -> Duration {
+pub(crate) async fn until_code(client: &TestClient, base: &str, key: &str, code: &str) -> Duration {
     let start = Instant::now();
     loop {
         let res = client.get(&format!("{base}/v1/models"), Some(key)).await.unwrap();
@@ -277,7 +277,7 @@ async fn two_serve_processes_on_one_postgres_see_each_others_changes_within_a_se
 }
 
 /// Runs the CLI with `args` (and `env`) off the async runtime; returns (success, stdout, stderr).
-async fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub(crate) async fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = tollgate(config);
     cmd.args(args);
     for (k, v) in env {

@@ -20,6 +20,7 @@ mod routing;
 mod routing_api;
 mod sessions;
 mod signup;
+mod startup;
 mod usage;
 
 use std::time::Duration;
