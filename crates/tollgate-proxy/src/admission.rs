@@ -250,11 +250,12 @@ struct Charged<'a> {
 /// Admits the request or says why not. `Ok(None)`: nothing limits this key. With a
 /// shared limiter the check is one Redis script call; without one, or if Redis does not
 /// answer, this instance's own counters decide, with rate limits divided by
-/// `policy.fallback_share`.
+/// `policy.fallback_share`. `charge` is worked out only when something limits the key
+/// (the worst-case estimate reads the whole body).
 pub(crate) async fn admit(
     snapshot: &Snapshot,
     key: &KeyEntry,
-    charge: &Charge,
+    charge: impl FnOnce() -> Charge,
     policy: Policy,
     shared: Option<&Shared>,
     headers: &mut RateHeaders,
@@ -297,6 +298,7 @@ pub(crate) async fn admit(
     if charged.iter().all(|c| !c.limits.has_rate() && !c.limits.has_budget_or_quota()) {
         return Ok(None);
     }
+    let charge = &charge();
     if let Some(shared) = shared {
         match admit_shared(shared, &charged, charge, headers).await {
             Ok(answer) => {

@@ -199,22 +199,24 @@ async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut P
     let prompt_estimate = parsed.prompt_token_estimate();
     // The reservation is the worst case over every channel the request may take
     // (see `estimate`): every choice at its output cap, images by their family's rule.
-    let rules: Vec<estimate::ImageRule> = std::iter::once(model.id.as_str())
-        .chain(candidates.iter().map(|c| c.upstream_model.as_str()))
-        .map(estimate::ImageRule::for_model)
-        .collect();
-    let worst = estimate::worst_case(endpoint, &parsed.body, &rules);
-    let max_output = match endpoint {
-        Endpoint::Embeddings | Endpoint::ImagesGenerations => 0,
-        _ => parsed.max_tokens.unwrap_or(model.max_output_tokens).saturating_mul(worst.choices),
-    };
-    let charge = Charge {
-        max_spend: model.pricing.cost(worst.prompt, max_output, images),
-        max_tokens: worst.prompt.saturating_add(max_output),
-        rate_tokens: prompt_estimate.saturating_add(parsed.max_tokens.unwrap_or(0)),
+    let charge = || {
+        let rules: Vec<estimate::ImageRule> = std::iter::once(model.id.as_str())
+            .chain(candidates.iter().map(|c| c.upstream_model.as_str()))
+            .map(estimate::ImageRule::for_model)
+            .collect();
+        let worst = estimate::worst_case(endpoint, &parsed.body, &rules);
+        let max_output = match endpoint {
+            Endpoint::Embeddings | Endpoint::ImagesGenerations => 0,
+            _ => parsed.max_tokens.unwrap_or(model.max_output_tokens).saturating_mul(worst.choices),
+        };
+        Charge {
+            max_spend: model.pricing.cost(worst.prompt, max_output, images),
+            max_tokens: worst.prompt.saturating_add(max_output),
+            rate_tokens: prompt_estimate.saturating_add(parsed.max_tokens.unwrap_or(0)),
+        }
     };
     pending.hold =
-        admission::admit(&snapshot, &key, &charge, dp.policy, dp.shared.as_ref(), &mut pending.rate_headers).await?;
+        admission::admit(&snapshot, &key, charge, dp.policy, dp.shared.as_ref(), &mut pending.rate_headers).await?;
 
     // Failover: highest priority first, weighted among equals, open circuits skipped; a
     // channel that fails before any byte reached the client (connect error, timeout,
