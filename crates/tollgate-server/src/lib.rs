@@ -108,7 +108,11 @@ impl Server {
             health: tollgate_proxy::routing::Health::default(),
             metrics: metrics.clone(),
         });
-        let (usage, usage_rx) = tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, metrics);
+        let journal_dir = config.data_dir.join(tollgate_proxy::journal::DIR_NAME);
+        let journal = tollgate_proxy::journal::Journal::open(&journal_dir)
+            .with_context(|| format!("opening the usage journal in {}", journal_dir.display()))?;
+        let (usage, usage_rx) =
+            tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, metrics, Some(Arc::new(journal)));
         let writer = usage_writer::UsageWriter {
             store: store.clone(),
             rx: usage_rx,
@@ -116,6 +120,7 @@ impl Server {
             flush_interval: config.usage_flush_interval,
             data_dir: config.data_dir.clone(),
         };
+        writer.replay_journals().await;
         writer.replay_spill().await;
         // Loaded after the replay: the replayed rows are in the counters it reads.
         let (snapshot, seq) = feed::load(&store, &source).await.context("loading the snapshot")?;
