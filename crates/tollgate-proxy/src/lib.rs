@@ -91,6 +91,9 @@ pub struct DataPlane {
     pub policy: Policy,
     /// Limits shared with other instances (Redis), when configured.
     pub shared: Option<Shared>,
+    /// Cancelled when the shutdown grace period ends: streams still running end with an
+    /// error event and are billed `shutdown_cut`.
+    pub shutdown_cut: tokio_util::sync::CancellationToken,
 }
 
 /// The `/v1` route table.

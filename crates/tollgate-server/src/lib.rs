@@ -145,6 +145,7 @@ impl Server {
             }
             None => (None, None),
         };
+        let shutdown_cut = CancellationToken::new();
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
             key_format: config.key_format.clone(),
@@ -166,6 +167,7 @@ impl Server {
             trusted_proxies: config.trusted_proxies.clone(),
             policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
             shared,
+            shutdown_cut: shutdown_cut.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
@@ -207,11 +209,12 @@ impl Server {
         let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
             .context("starting the notifier")?
             .map(|n| tokio::spawn(n.run(notifier_stop.clone())));
-        let serve_task = tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace));
+        let serve_task =
+            tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace, shutdown_cut));
         let metrics_addr = metrics_endpoint.own.as_ref().map(|(_, _, addr)| *addr);
-        let metrics_task = metrics_endpoint
-            .own
-            .map(|(l, routes, _)| tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace)));
+        let metrics_task = metrics_endpoint.own.map(|(l, routes, _)| {
+            tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace, CancellationToken::new()))
+        });
 
         let stop_signal = stop.clone();
         let task = tokio::spawn(async move {

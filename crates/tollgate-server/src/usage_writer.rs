@@ -54,7 +54,11 @@ impl Batch {
     /// Empties the batch back into queued events.
     fn queued(&mut self) -> Vec<Queued> {
         let segments = std::mem::take(&mut self.segments);
-        std::mem::take(&mut self.events).into_iter().zip(segments).map(|(event, segment)| Queued { event, segment }).collect()
+        std::mem::take(&mut self.events)
+            .into_iter()
+            .zip(segments)
+            .map(|(event, segment)| Queued { event, segment })
+            .collect()
     }
 }
 
@@ -109,10 +113,8 @@ impl UsageWriter {
         let size = self.batch_size.max(1);
         while !rest.events.is_empty() {
             let n = size.min(rest.events.len());
-            let mut chunk = Batch {
-                events: rest.events.drain(..n).collect(),
-                segments: rest.segments.drain(..n).collect(),
-            };
+            let mut chunk =
+                Batch { events: rest.events.drain(..n).collect(), segments: rest.segments.drain(..n).collect() };
             self.write(&mut chunk, &stop).await;
         }
         // Rows not written stay in the journal for the next start.
@@ -283,7 +285,9 @@ impl UsageWriter {
             }
             let (owner, rows, torn) = (orphan.owner.clone(), orphan.events.len(), orphan.torn_lines);
             match orphan.remove() {
-                Ok(()) => tracing::info!(%owner, rows, torn_lines = torn, "replayed the usage journal of a stopped process"),
+                Ok(()) => {
+                    tracing::info!(%owner, rows, torn_lines = torn, "replayed the usage journal of a stopped process")
+                }
                 Err(e) => tracing::error!(error = %e, %owner, "replayed a usage journal but could not delete it"),
             }
         }

@@ -674,3 +674,46 @@ async fn billing_sums_on_postgres() {
     assert_eq!(summary.status, 200, "{}", summary.text());
     assert_eq!(summary.json()["balance_micros"], 2_000_000);
 }
+
+/// A stream still running when the shutdown grace period ends gets an error event in its
+/// own format before the connection closes, and its row is `shutdown_cut`, billed for what
+/// was delivered; the counters agree with the rows.
+#[tokio::test]
+async fn a_stream_running_past_the_grace_period_is_cut_with_an_error_event_and_billed_shutdown_cut() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 27 words at 200 ms: about 5.4 s, far past the 1 s grace.
+    let slow = "[[providers]]\nname = \"slow-demo\"\nkind = \"demo\"\nword_delay_ms = 200\n\
+                [[models]]\nid = \"slow-chat\"\ntype = \"chat\"\ninput_price_per_mtok = 1\n\
+                output_price_per_mtok = 2\nchannels = [{ provider = \"slow-demo\" }]\n";
+    let config = write_config(dir.path(), &fake, "", slow);
+    let key = create_key(&config, "cut");
+    let mut server = Serve::start_with_env(&config, "serve", &[("TOLLGATE_SHUTDOWN_GRACE_SECS", "1")]).await;
+
+    let client = TestClient::default();
+    let prompt = "one two three four five six seven eight nine ten eleven twelve";
+    let req = json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": prompt }] });
+    let mut s = client.open_stream(&format!("{}{CHAT}", server.base), &key.secret, &req).await.unwrap();
+    let mut text = read_until(&mut s.body, "\"content\"").await.unwrap();
+    server.sigterm();
+    let rest = tokio::time::timeout(Duration::from_secs(10), read_to_end(&mut s.body)).await.expect("the cut ended it");
+    text.push_str(&rest.unwrap());
+    assert!(!text.contains("[DONE]"), "the stream was not cut: {text}");
+    let last = tollgate_testkit::client::sse_data(&text).pop().unwrap();
+    let error: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(error["error"]["code"], "shutting_down", "{text}");
+    let status = server.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+
+    let store = Store::connect(&sqlite_store_url(dir.path())).await.unwrap();
+    let done = reconcile(&store, &key.id, &key.org_id).await.unwrap();
+    let row = done.key_rows.iter().find(|r| r.request_id == s.request_id).expect("the cut stream's row");
+    assert_eq!(row.billing_reason, "shutdown_cut");
+    assert!(row.completion_tokens > 0 && row.cost.0 > 0, "billed for what was delivered: {row:?}");
+    assert!(row.error.as_deref().is_some_and(|e| e.contains("shutdown")), "{row:?}");
+    println!(
+        "shutdown cut after a 1 s grace: {} completion tokens delivered and billed ({} µUSD)",
+        row.completion_tokens, row.cost.0
+    );
+    store.close().await;
+}
