@@ -856,11 +856,15 @@ mod tests {
         m.writer.record_write(std::time::Duration::from_millis(20), 3, false);
         m.writer.record_spilled(3);
         m.writer.set_spill_bytes(1234);
+        m.writer.set_journal_bytes(567);
+        m.writer.record_journal_error();
         let text = m.render(0);
         assert_eq!(value(&text, "tollgate_usage_rows_written_total").as_deref(), Some("3"));
         assert_eq!(value(&text, "tollgate_usage_write_failures_total").as_deref(), Some("1"));
         assert_eq!(value(&text, "tollgate_usage_rows_spilled_total").as_deref(), Some("3"));
         assert_eq!(value(&text, "tollgate_usage_spill_bytes").as_deref(), Some("1234"));
+        assert_eq!(value(&text, "tollgate_usage_journal_bytes").as_deref(), Some("567"));
+        assert_eq!(value(&text, "tollgate_usage_journal_errors_total").as_deref(), Some("1"));
         assert_eq!(value(&text, r#"tollgate_store_write_seconds_bucket{le="0.001"}"#).as_deref(), Some("1"));
         assert_eq!(value(&text, r#"tollgate_store_write_seconds_bucket{le="+Inf"}"#).as_deref(), Some("2"));
         assert_eq!(value(&text, "tollgate_store_write_seconds_sum").as_deref(), Some("0.0207"));

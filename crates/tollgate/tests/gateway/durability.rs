@@ -717,3 +717,57 @@ async fn a_stream_running_past_the_grace_period_is_cut_with_an_error_event_and_b
     );
     store.close().await;
 }
+
+/// The journal of a process that died (its lock file free, its last line torn by the
+/// crash) is replayed by a running server when its writer is idle, then deleted; the
+/// server's own live journal is left alone.
+#[tokio::test]
+async fn a_dead_processs_journal_is_replayed_by_a_running_server_and_deleted() {
+    let app = TestApp::start().await.unwrap();
+    let created = app
+        .services()
+        .unwrap()
+        .create_key(&Actor::cli(), NewKey { name: "journaled".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let k = &created.key;
+    let now = tollgate_core::time::now_millis();
+    let lines: String = (1..=3u64)
+        .map(|i| UsageEvent {
+            key_id: Some(k.id.clone()),
+            org_id: Some(k.org_id.clone()),
+            team_id: Some(k.team_id.clone()),
+            user_id: Some(k.owner_id.clone()),
+            model: Some("demo-chat".into()),
+            prompt_tokens: 10 * i,
+            completion_tokens: 20 * i,
+            cost: MicroUsd(1_000 * i64::try_from(i).unwrap()),
+            billing_reason: BillingReason::Completed,
+            ..UsageEvent::new(format!("req_journaled_{i}"), now, CHAT.into())
+        })
+        .map(|e| serde_json::to_string(&e).unwrap() + "\n")
+        .collect();
+    let dir = app.config.data_dir.join("usage-journal");
+    let own: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(own.len(), 2, "the server's own segment and lock: {own:?}");
+    std::fs::write(dir.join("999999-jdead.00000000.jsonl"), format!("{lines}{{\"event_id\":\"use_to")).unwrap();
+    std::fs::write(dir.join("999999-jdead.lock"), "").unwrap();
+
+    let store = app.store().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let done = reconcile(&store, &k.id, &k.org_id).await.unwrap();
+        if done.key.rows == 3 && !dir.join("999999-jdead.lock").exists() {
+            assert_eq!(done.key, Sums { rows: 3, tokens: 180, cost: 6_000 });
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "not replayed: {:?}", done.key);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    let mut own = own;
+    own.sort();
+    assert_eq!(left, own, "only the live journal is left");
+    store.close().await;
+}
