@@ -319,7 +319,7 @@ async fn load_client(
     until: Instant,
     served_count: Arc<AtomicUsize>,
 ) -> (Vec<String>, Vec<String>) {
-    let stream = tag % 2 == 0;
+    let stream = tag.is_multiple_of(2);
     let mut req = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "steady load" }] });
     if stream {
         req["stream"] = true.into();
