@@ -394,6 +394,7 @@ async fn attempt(
             hold: pending.hold.take(),
             usage_is_estimate: false,
             reported_prompt: None,
+            shutdown_cut: dp.shutdown_cut.clone(),
         })
     };
     let hide_usage_only = !parsed.client_wants_usage;

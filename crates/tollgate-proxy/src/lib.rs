@@ -4,7 +4,8 @@
 //! Invariants: nothing here awaits SQL (this crate does not depend on a SQL driver); the
 //! only shared state is the [`Snapshot`] (read wait-free through `arc-swap`) and the
 //! [`UsageSink`] (a bounded channel that never blocks); no task is spawned per request.
-//! Every request, accepted or rejected, emits exactly one [`UsageEvent`].
+//! Every request, accepted or rejected, emits exactly one [`UsageEvent`], appended to the
+//! usage [`journal`] before the response's last byte is released.
 //!
 //! [`UsageEvent`]: tollgate_core::usage::UsageEvent
 
@@ -14,6 +15,7 @@ mod auth;
 mod demo;
 mod estimate;
 mod handler;
+pub mod journal;
 mod messages;
 mod meter;
 pub mod metrics;
@@ -44,7 +46,7 @@ pub use snapshot::{
     Channel, KeyAuth, KeyEntry, ModelRoute, OrgBalance, OrgEntry, Provider, ProviderKind, Snapshot, TeamEntry,
 };
 pub use upstream::{ExtraHeaders, OpenAiUpstream, UpstreamClient};
-pub use usage_sink::{UsageReceiver, UsageSink, usage_channel, usage_channel_with_metrics};
+pub use usage_sink::{Queued, UsageReceiver, UsageSink, usage_channel, usage_channel_with_metrics};
 
 /// The id of the request being served, set by the server's outermost layer: the
 /// gateway's own, unique per usage row.
@@ -91,6 +93,9 @@ pub struct DataPlane {
     pub policy: Policy,
     /// Limits shared with other instances (Redis), when configured.
     pub shared: Option<Shared>,
+    /// Cancelled when the shutdown grace period ends: streams still running end with an
+    /// error event and are billed `shutdown_cut`.
+    pub shutdown_cut: tokio_util::sync::CancellationToken,
 }
 
 /// The `/v1` route table.

@@ -15,6 +15,10 @@
 //! `/v1/messages` clients). An Anthropic stream is complete only at `message_stop`: one that
 //! reports an `error` event, or ends before `message_stop`, is `upstream_interrupted`, and
 //! the error event its client gets is Anthropic-shaped.
+//!
+//! A body still running when the shutdown grace period ends (`Meter::shutdown_cut`
+//! cancelled) is ended the same way: the error event in its dialect, the row
+//! `shutdown_cut` for what was delivered.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -58,6 +62,8 @@ pub(crate) struct Meter {
     /// The prompt tokens the provider reported before its final usage (Anthropic's
     /// `message_start`): billed instead of the estimate when the final usage never comes.
     pub reported_prompt: Option<u64>,
+    /// Cancelled when the server's shutdown grace period is over.
+    pub shutdown_cut: tokio_util::sync::CancellationToken,
 }
 
 /// The wire format of a streamed body: what ends it cleanly, how its interruption is told.
@@ -76,6 +82,8 @@ enum Outcome {
     /// No frame from the upstream within the idle timeout.
     UpstreamIdle,
     ClientGone,
+    /// The shutdown grace period ended first.
+    ShutdownCut,
 }
 
 impl Meter {
@@ -94,10 +102,12 @@ impl Meter {
             Outcome::Complete => BillingReason::Estimated,
             Outcome::UpstreamFailed | Outcome::UpstreamIdle => BillingReason::UpstreamInterrupted,
             Outcome::ClientGone => BillingReason::ClientDisconnected,
+            Outcome::ShutdownCut => BillingReason::ShutdownCut,
         };
         match outcome {
             Outcome::UpstreamFailed => e.error = Some("upstream stream interrupted".to_owned()),
             Outcome::UpstreamIdle => e.error = Some("upstream stream idle past the stream idle timeout".to_owned()),
+            Outcome::ShutdownCut => e.error = Some("stream cut at the end of the shutdown grace period".to_owned()),
             Outcome::Complete | Outcome::ClientGone => {}
         }
         e.prompt_tokens = prompt;
@@ -167,32 +177,51 @@ impl IdleTimer {
     }
 }
 
+/// Notices the end of the shutdown grace period: a flag checked per poll, and a waker
+/// registered (one allocation, the first time the body waits) while the upstream is silent.
+struct ShutdownWatch {
+    token: tokio_util::sync::CancellationToken,
+    wait: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+}
+
+impl ShutdownWatch {
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let token = &self.token;
+        self.wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned())).as_mut().poll(cx)
+    }
+}
+
 pub(crate) struct MeteredBody<B> {
     inner: B,
     framing: Framing,
     meter: Option<Meter>,
     idle: IdleTimer,
+    cut: ShutdownWatch,
 }
 
 impl<B> MeteredBody<B> {
     /// `idle_timeout`: the longest silence of the upstream before the body is ended.
     pub fn json(inner: B, meter: Meter, idle_timeout: Duration) -> Self {
         let framing = Framing::Json { copy: Vec::new() };
-        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout) }
+        let cut = ShutdownWatch { token: meter.shutdown_cut.clone(), wait: None };
+        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout), cut }
     }
 
     /// `hide_usage_only`: drop the usage-only chunk (the client did not ask for it).
     pub fn sse(inner: B, meter: Meter, hide_usage_only: bool, dialect: Dialect, idle_timeout: Duration) -> Self {
         let ends = StreamEnd::default();
         let framing = Framing::Sse { pending: BytesMut::new(), hide_usage_only, closing: None, dialect, ends };
-        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout) }
+        let cut = ShutdownWatch { token: meter.shutdown_cut.clone(), wait: None };
+        Self { inner, framing, meter: Some(meter), idle: IdleTimer::new(idle_timeout), cut }
     }
 
     /// The end of a body whose upstream failed or fell silent: an SSE client gets a proper
     /// error event and a clean end; a JSON body fails (the client sees it cut short).
     fn interrupted(&mut self, outcome: Outcome, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let cut = matches!(outcome, Outcome::ShutdownCut);
         self.finish(outcome);
         match &self.framing {
+            Framing::Sse { dialect, .. } if cut => Poll::Ready(Some(Ok(Frame::data(shutdown_event(*dialect))))),
             Framing::Sse { dialect, .. } => Poll::Ready(Some(Ok(Frame::data(interrupted_event(*dialect))))),
             Framing::Json { .. } => Poll::Ready(Some(Err(error))),
         }
@@ -270,6 +299,14 @@ fn interrupted_event(dialect: Dialect) -> Bytes {
     })
 }
 
+/// The event that ends a stream cut at the end of the shutdown grace period.
+fn shutdown_event(dialect: Dialect) -> Bytes {
+    Bytes::from_static(match dialect {
+        Dialect::OpenAi => SHUTDOWN_EVENT,
+        Dialect::Anthropic => SHUTDOWN_ANTHROPIC_EVENT,
+    })
+}
+
 impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         self.finish(Outcome::ClientGone);
@@ -277,6 +314,8 @@ impl<B> Drop for MeteredBody<B> {
 }
 
 const INTERRUPTED_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The upstream provider interrupted the stream.\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\n";
+const SHUTDOWN_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The gateway is shutting down; the stream was cut. Retry the request.\",\"type\":\"server_error\",\"param\":null,\"code\":\"shutting_down\"}}\n\n";
+const SHUTDOWN_ANTHROPIC_EVENT: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"The gateway is shutting down; the stream was cut. Retry the request.\"}}\n\n";
 const INTERRUPTED_ANTHROPIC_EVENT: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream provider interrupted the stream.\"}}\n\n";
 
 impl<B> Body for MeteredBody<B>
@@ -298,9 +337,15 @@ where
             if this.meter.is_none() {
                 return Poll::Ready(None);
             }
+            if this.cut.token.is_cancelled() {
+                return this.interrupted(Outcome::ShutdownCut, "cut at shutdown".into());
+            }
             let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(polled) => polled,
                 Poll::Pending => {
+                    if this.cut.poll_cut(cx).is_ready() {
+                        return this.interrupted(Outcome::ShutdownCut, "cut at shutdown".into());
+                    }
                     ready!(this.idle.poll_expired(cx));
                     tracing::warn!("upstream stream idle past the stream idle timeout; ending it");
                     return this.interrupted(Outcome::UpstreamIdle, "upstream stream idle".into());

@@ -230,6 +230,8 @@ pub struct WriterMetrics {
     rows_spilled: AtomicU64,
     rows_replayed: AtomicU64,
     spill_bytes: AtomicU64,
+    journal_bytes: AtomicU64,
+    journal_errors: AtomicU64,
     store_write: Histogram,
 }
 
@@ -255,6 +257,16 @@ impl WriterMetrics {
     /// The spill files' current total size.
     pub fn set_spill_bytes(&self, bytes: u64) {
         self.spill_bytes.store(bytes, Relaxed);
+    }
+
+    /// This process's usage journal's current size.
+    pub fn set_journal_bytes(&self, bytes: u64) {
+        self.journal_bytes.store(bytes, Relaxed);
+    }
+
+    /// An event that could not be appended to the usage journal.
+    pub fn record_journal_error(&self) {
+        self.journal_errors.fetch_add(1, Relaxed);
     }
 }
 
@@ -316,6 +328,8 @@ impl Metrics {
                 rows_spilled: AtomicU64::new(0),
                 rows_replayed: AtomicU64::new(0),
                 spill_bytes: AtomicU64::new(0),
+                journal_bytes: AtomicU64::new(0),
+                journal_errors: AtomicU64::new(0),
                 store_write: Histogram::new(STORE_BUCKETS),
             },
         }
@@ -475,6 +489,11 @@ impl Metrics {
         sample(&mut out, "tollgate_usage_queue_depth", &[], queue_depth);
         help(&mut out, "tollgate_usage_spill_bytes", "gauge", "Size of the usage spill files on disk.");
         sample(&mut out, "tollgate_usage_spill_bytes", &[], w.spill_bytes.load(Relaxed));
+        help(&mut out, "tollgate_usage_journal_bytes", "gauge", "Size of this process's usage journal on disk.");
+        sample(&mut out, "tollgate_usage_journal_bytes", &[], w.journal_bytes.load(Relaxed));
+        let name = "tollgate_usage_journal_errors_total";
+        help(&mut out, name, "counter", "Usage events that could not be appended to the journal.");
+        sample(&mut out, name, &[], w.journal_errors.load(Relaxed));
         help(&mut out, "tollgate_usage_rows_written_total", "counter", "Usage rows committed to the store.");
         sample(&mut out, "tollgate_usage_rows_written_total", &[], w.rows_written.load(Relaxed));
         help(&mut out, "tollgate_usage_write_failures_total", "counter", "Failed usage inserts (each attempt).");
@@ -877,11 +896,15 @@ mod tests {
         m.writer.record_write(std::time::Duration::from_millis(20), 3, false);
         m.writer.record_spilled(3);
         m.writer.set_spill_bytes(1234);
+        m.writer.set_journal_bytes(567);
+        m.writer.record_journal_error();
         let text = m.render(0);
         assert_eq!(value(&text, "tollgate_usage_rows_written_total").as_deref(), Some("3"));
         assert_eq!(value(&text, "tollgate_usage_write_failures_total").as_deref(), Some("1"));
         assert_eq!(value(&text, "tollgate_usage_rows_spilled_total").as_deref(), Some("3"));
         assert_eq!(value(&text, "tollgate_usage_spill_bytes").as_deref(), Some("1234"));
+        assert_eq!(value(&text, "tollgate_usage_journal_bytes").as_deref(), Some("567"));
+        assert_eq!(value(&text, "tollgate_usage_journal_errors_total").as_deref(), Some("1"));
         assert_eq!(value(&text, r#"tollgate_store_write_seconds_bucket{le="0.001"}"#).as_deref(), Some("1"));
         assert_eq!(value(&text, r#"tollgate_store_write_seconds_bucket{le="+Inf"}"#).as_deref(), Some("2"));
         assert_eq!(value(&text, "tollgate_store_write_seconds_sum").as_deref(), Some("0.0207"));

@@ -10,43 +10,68 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tollgate_core::usage::UsageEvent;
 
+use crate::journal::Journal;
 use crate::metrics::Metrics;
+
+/// An event on its way to the writer, with the journal segment that holds it.
+#[derive(Debug)]
+pub struct Queued {
+    pub event: UsageEvent,
+    /// `None`: not journaled (no journal, or the append failed).
+    pub segment: Option<u64>,
+}
 
 #[derive(Clone)]
 pub struct UsageSink {
-    tx: mpsc::Sender<UsageEvent>,
-    overflow: Arc<Mutex<Vec<UsageEvent>>>,
+    tx: mpsc::Sender<Queued>,
+    overflow: Arc<Mutex<Vec<Queued>>>,
     metrics: Arc<Metrics>,
+    journal: Option<Arc<Journal>>,
 }
 
 /// The writer's end.
 pub struct UsageReceiver {
-    pub rx: mpsc::Receiver<UsageEvent>,
-    overflow: Arc<Mutex<Vec<UsageEvent>>>,
+    pub rx: mpsc::Receiver<Queued>,
+    overflow: Arc<Mutex<Vec<Queued>>>,
     metrics: Arc<Metrics>,
+    journal: Option<Arc<Journal>>,
 }
 
+/// A channel without a journal (tests).
 pub fn usage_channel(capacity: usize) -> (UsageSink, UsageReceiver) {
-    usage_channel_with_metrics(capacity, Arc::default())
+    usage_channel_with_metrics(capacity, Arc::default(), None)
 }
 
-/// As [`usage_channel`], counting every event in `metrics`.
-pub fn usage_channel_with_metrics(capacity: usize, metrics: Arc<Metrics>) -> (UsageSink, UsageReceiver) {
+/// As [`usage_channel`], counting every event in `metrics` and appending it to `journal`.
+pub fn usage_channel_with_metrics(
+    capacity: usize,
+    metrics: Arc<Metrics>,
+    journal: Option<Arc<Journal>>,
+) -> (UsageSink, UsageReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Mutex::new(Vec::new()));
-    let sink = UsageSink { tx, overflow: overflow.clone(), metrics: metrics.clone() };
-    (sink, UsageReceiver { rx, overflow, metrics })
+    let sink = UsageSink { tx, overflow: overflow.clone(), metrics: metrics.clone(), journal: journal.clone() };
+    (sink, UsageReceiver { rx, overflow, metrics, journal })
 }
 
 impl UsageSink {
+    /// Journals the event (returning only once it is written), then queues it for the writer.
     pub fn emit(&self, event: UsageEvent) {
+        let segment = self.journal.as_ref().and_then(|j| match j.append(&event) {
+            Ok(seg) => Some(seg),
+            Err(e) => {
+                self.metrics.writer.record_journal_error();
+                tracing::error!(error = %e, request_id = %event.request_id, "could not append to the usage journal");
+                None
+            }
+        });
         self.metrics.record(&event);
         crate::metrics::log_request(&event);
-        if let Err(e) = self.tx.try_send(event) {
+        if let Err(e) = self.tx.try_send(Queued { event, segment }) {
             let event = match e {
                 mpsc::error::TrySendError::Full(ev) => ev,
                 mpsc::error::TrySendError::Closed(ev) => {
-                    tracing::error!(request_id = %ev.request_id, "usage writer has stopped; event parked in memory");
+                    tracing::error!(request_id = %ev.event.request_id, "usage writer has stopped; event parked in memory");
                     ev
                 }
             };
@@ -64,13 +89,16 @@ impl UsageSink {
 
     /// The Prometheus text of every metric, with the current queue depth.
     pub fn render_metrics(&self) -> String {
+        if let Some(j) = &self.journal {
+            self.metrics.writer.set_journal_bytes(j.bytes());
+        }
         self.metrics.render(self.pending())
     }
 }
 
 impl UsageReceiver {
     /// Events that did not fit in the channel, oldest first.
-    pub fn take_overflow(&self) -> Vec<UsageEvent> {
+    pub fn take_overflow(&self) -> Vec<Queued> {
         std::mem::take(&mut *self.overflow.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -82,6 +110,11 @@ impl UsageReceiver {
     /// The metrics the writer reports into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The journal the events were appended to, if any.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_deref()
     }
 }
 
@@ -100,8 +133,8 @@ mod tests {
             sink.emit(ev(&i.to_string()));
         }
         assert_eq!((rx.pending(), sink.pending()), (5, 5));
-        let parked: Vec<_> = rx.take_overflow().into_iter().map(|e| e.request_id).collect();
+        let parked: Vec<_> = rx.take_overflow().into_iter().map(|e| e.event.request_id).collect();
         assert_eq!(parked, ["2", "3", "4"]);
-        assert_eq!(rx.rx.try_recv().map(|e| e.request_id).ok().as_deref(), Some("0"));
+        assert_eq!(rx.rx.try_recv().map(|e| e.event.request_id).ok().as_deref(), Some("0"));
     }
 }

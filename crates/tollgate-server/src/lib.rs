@@ -109,7 +109,11 @@ impl Server {
             health: tollgate_proxy::routing::Health::default(),
             metrics: metrics.clone(),
         });
-        let (usage, usage_rx) = tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, metrics);
+        let journal_dir = config.data_dir.join(tollgate_proxy::journal::DIR_NAME);
+        let journal = tollgate_proxy::journal::Journal::open(&journal_dir)
+            .with_context(|| format!("opening the usage journal in {}", journal_dir.display()))?;
+        let (usage, usage_rx) =
+            tollgate_proxy::usage_channel_with_metrics(config.usage_queue_capacity, metrics, Some(Arc::new(journal)));
         let writer = usage_writer::UsageWriter {
             store: store.clone(),
             rx: usage_rx,
@@ -117,6 +121,7 @@ impl Server {
             flush_interval: config.usage_flush_interval,
             data_dir: config.data_dir.clone(),
         };
+        writer.replay_journals().await;
         writer.replay_spill().await;
         // Loaded after the replay: the replayed rows are in the counters it reads.
         let (snapshot, seq) = feed::load(&store, &source).await.context("loading the snapshot")?;
@@ -143,6 +148,7 @@ impl Server {
         };
         let shared_health = shared.as_ref().map(|s| s.health.clone());
         let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot, shared_health.clone()).await?;
+        let shutdown_cut = CancellationToken::new();
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
             key_format: config.key_format.clone(),
@@ -164,6 +170,7 @@ impl Server {
             trusted_proxies: config.trusted_proxies.clone(),
             policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
             shared,
+            shutdown_cut: shutdown_cut.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
@@ -208,11 +215,12 @@ impl Server {
         let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
             .context("starting the notifier")?
             .map(|n| tokio::spawn(n.run(notifier_stop.clone())));
-        let serve_task = tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace));
+        let serve_task =
+            tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace, shutdown_cut));
         let metrics_addr = metrics_endpoint.own.as_ref().map(|(_, _, addr)| *addr);
-        let metrics_task = metrics_endpoint
-            .own
-            .map(|(l, routes, _)| tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace)));
+        let metrics_task = metrics_endpoint.own.map(|(l, routes, _)| {
+            tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace, CancellationToken::new()))
+        });
 
         let stop_signal = stop.clone();
         let task = tokio::spawn(async move {

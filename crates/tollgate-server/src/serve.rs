@@ -1,7 +1,9 @@
 //! The accept loop: one tracked task per connection, HTTP/1.1 and HTTP/2 (h2c) on the
 //! same port, TCP_NODELAY, the peer address handed to handlers, and a graceful drain:
 //! stop accepting, let in-flight requests and streams finish within the grace period,
-//! then cut what is left (its bodies are dropped, so their usage is still recorded).
+//! then cut what is left: `cut` is cancelled, so metered streams end with an error event
+//! and a `shutdown_cut` row; after a short flush ([`CUT_FLUSH`]) the remaining connections
+//! are dropped (their bodies too, so their usage is still recorded).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -43,7 +45,16 @@ fn assign_request_id(req: &mut axum::extract::Request) -> HeaderValue {
     }
 }
 
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, grace: Duration) {
+/// How long streams cut at the end of the grace period have to send their last event.
+const CUT_FLUSH: Duration = Duration::from_secs(1);
+
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+    cut: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut connections = JoinSet::new();
@@ -88,9 +99,17 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
     }
     drop(listener);
     tracing::info!(connections = connections.len(), "draining connections");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections finished"),
-        () = tokio::time::sleep(grace) => tracing::warn!(remaining = connections.len(), "grace period over; closing remaining connections"),
+        () = &mut drained => tracing::info!("all connections finished"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(remaining = connections.len(), "grace period over; cutting the remaining streams");
+            cut.cancel();
+            if tokio::time::timeout(CUT_FLUSH, &mut drained).await.is_err() {
+                tracing::warn!(remaining = connections.len(), "closing the remaining connections");
+            }
+        }
     }
     connections.shutdown().await;
 }

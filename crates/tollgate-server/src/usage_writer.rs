@@ -5,6 +5,11 @@
 //! `MAX_ATTEMPTS` failures (or at shutdown) it is appended to `usage-spill.jsonl` in the
 //! data directory, which is replayed into the store at the next start and whenever the
 //! writer is idle. At shutdown the writer drains the channel and the overflow completely.
+//!
+//! Each event arrives already in the usage journal (see `tollgate_proxy::journal`); once
+//! its row is committed (or spilled, which is fsynced), its segment is told, so the journal
+//! is truncated. At start, and whenever idle, the journals of processes that are gone are
+//! replayed into the store (idempotent by `event_id`) and deleted.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::usage::UsageEvent;
-use tollgate_proxy::UsageReceiver;
+use tollgate_proxy::{Queued, UsageReceiver};
 use tollgate_store::Store;
 
 const MAX_ATTEMPTS: u32 = 5;
@@ -27,6 +32,36 @@ pub struct UsageWriter {
     pub data_dir: PathBuf,
 }
 
+/// Events on their way to the store, with the journal segment of each (same order).
+#[derive(Default)]
+struct Batch {
+    events: Vec<UsageEvent>,
+    segments: Vec<Option<u64>>,
+}
+
+impl Batch {
+    fn push(&mut self, q: Queued) {
+        self.events.push(q.event);
+        self.segments.push(q.segment);
+    }
+
+    fn extend(&mut self, queued: Vec<Queued>) {
+        for q in queued {
+            self.push(q);
+        }
+    }
+
+    /// Empties the batch back into queued events.
+    fn queued(&mut self) -> Vec<Queued> {
+        let segments = std::mem::take(&mut self.segments);
+        std::mem::take(&mut self.events)
+            .into_iter()
+            .zip(segments)
+            .map(|(event, segment)| Queued { event, segment })
+            .collect()
+    }
+}
+
 impl UsageWriter {
     fn spill_path(&self) -> PathBuf {
         self.data_dir.join(SPILL_FILE)
@@ -34,10 +69,10 @@ impl UsageWriter {
 
     /// Runs until `stop` is cancelled, then drains everything and returns.
     pub async fn run(mut self, stop: CancellationToken) {
-        let mut batch: Vec<UsageEvent> = Vec::new();
+        let mut batch = Batch::default();
         loop {
             batch.extend(self.rx.take_overflow());
-            if batch.is_empty() {
+            if batch.events.is_empty() {
                 tokio::select! {
                     ev = self.rx.rx.recv() => match ev {
                         Some(ev) => batch.push(ev),
@@ -45,13 +80,14 @@ impl UsageWriter {
                     },
                     () = tokio::time::sleep(self.flush_interval * 10) => {
                         self.replay_spill().await;
+                        self.replay_journals().await;
                         continue;
                     }
                     () = stop.cancelled() => break,
                 }
             }
             let deadline = Instant::now() + self.flush_interval;
-            while batch.len() < self.batch_size {
+            while batch.events.len() < self.batch_size {
                 tokio::select! {
                     ev = self.rx.rx.recv() => match ev {
                         Some(ev) => batch.push(ev),
@@ -67,24 +103,45 @@ impl UsageWriter {
             }
         }
         // Shutdown: everything still queued goes to the store (or the spill file).
-        batch.extend(self.rx.take_overflow());
+        let mut rest = Batch::default();
+        rest.extend(batch.queued());
+        rest.extend(self.rx.take_overflow());
         while let Ok(ev) = self.rx.rx.try_recv() {
-            batch.push(ev);
+            rest.push(ev);
         }
-        let total = batch.len();
-        for chunk in batch.chunks_mut(self.batch_size.max(1)) {
-            let mut v = chunk.to_vec();
-            self.write(&mut v, &stop).await;
+        let total = rest.events.len();
+        let size = self.batch_size.max(1);
+        while !rest.events.is_empty() {
+            let n = size.min(rest.events.len());
+            let mut chunk =
+                Batch { events: rest.events.drain(..n).collect(), segments: rest.segments.drain(..n).collect() };
+            self.write(&mut chunk, &stop).await;
+        }
+        // Rows not written stay in the journal for the next start.
+        if let Some(journal) = self.rx.journal() {
+            journal.close();
         }
         tracing::info!(rows = total, "usage writer drained");
     }
 
     /// Writes `batch` (then clears it), retrying with backoff; spills when the store stays
-    /// away.
-    async fn write(&self, batch: &mut Vec<UsageEvent>, stop: &CancellationToken) {
-        if batch.is_empty() {
+    /// away. Either way the journal is told the batch's events are safe.
+    async fn write(&self, batch: &mut Batch, stop: &CancellationToken) {
+        if batch.events.is_empty() {
             return;
         }
+        self.write_events(&mut batch.events, stop).await;
+        if batch.events.is_empty() {
+            if let Some(journal) = self.rx.journal() {
+                let segments: Vec<u64> = batch.segments.drain(..).flatten().collect();
+                journal.committed(&segments);
+                self.rx.metrics().writer.set_journal_bytes(journal.bytes());
+            }
+            batch.segments.clear();
+        }
+    }
+
+    async fn write_events(&self, batch: &mut Vec<UsageEvent>, stop: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=MAX_ATTEMPTS {
             let started = std::time::Instant::now();
@@ -196,6 +253,44 @@ impl UsageWriter {
             tracing::info!(rows = events.len(), "replayed spilled usage rows");
         }
         self.record_spill_size();
+    }
+
+    /// Moves the journals of processes that are gone (a crash, `kill -9`) into the store,
+    /// then deletes them. A journal still locked by a live process is left alone.
+    pub async fn replay_journals(&self) {
+        let dir = self.data_dir.join(tollgate_proxy::journal::DIR_NAME);
+        let own = self.rx.journal().map(|j| j.owner().to_owned());
+        let found = tokio::task::spawn_blocking(move || tollgate_proxy::journal::recover_orphans(&dir, own.as_deref()))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        let orphans = match found {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the usage journals of stopped processes");
+                return;
+            }
+        };
+        'orphans: for orphan in orphans {
+            for chunk in orphan.events.chunks(self.batch_size.max(1)) {
+                let started = std::time::Instant::now();
+                let result = self.store.insert_usage(chunk).await;
+                self.rx.metrics().writer.record_write(started.elapsed(), chunk.len(), result.is_ok());
+                if let Err(e) = result {
+                    // Its lock is released on drop: the next replay takes it again.
+                    tracing::warn!(error = %e, "replaying a usage journal failed; will retry");
+                    continue 'orphans;
+                }
+                self.rx.metrics().writer.record_replayed(chunk.len());
+            }
+            let (owner, rows, torn) = (orphan.owner.clone(), orphan.events.len(), orphan.torn_lines);
+            match orphan.remove() {
+                Ok(()) => {
+                    tracing::info!(%owner, rows, torn_lines = torn, "replayed the usage journal of a stopped process")
+                }
+                Err(e) => tracing::error!(error = %e, %owner, "replayed a usage journal but could not delete it"),
+            }
+        }
     }
 
     /// Sets the spill-size gauge to what is on disk now (new spills plus a replay in progress).

@@ -1,8 +1,8 @@
 //! Usage rows through stops, crashes and a database that goes away: SIGTERM with a
 //! hundred streams in flight, `kill -9` in the middle of a load and a restart, PostgreSQL
 //! cut off behind a relay while traffic goes on, and a spill file replayed twice. No row
-//! is ever written twice; a graceful stop and an absent database lose none; a crash loses
-//! only what was still queued in memory (counted, not asserted). After each, the key's and
+//! is ever written twice; a graceful stop, an absent database and a crash lose none (a
+//! crash's events are replayed from the usage journal at the restart). After each, the key's and
 //! the organization's counters, the ledger and the daily aggregates equal the rows exactly.
 
 use std::collections::HashMap;
@@ -74,12 +74,18 @@ struct Serve {
 
 impl Serve {
     async fn start(config: &Path, name: &str) -> Self {
+        Self::start_with_env(config, name, &[]).await
+    }
+
+    /// As [`Serve::start`], with `TOLLGATE_*` overrides.
+    async fn start_with_env(config: &Path, name: &str, env: &[(&str, &str)]) -> Self {
         let dir = config.parent().unwrap();
         let ready = dir.join(format!("{name}.ready"));
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let child = tollgate(config)
             .args(["serve", "--ready-file"])
             .arg(&ready)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -226,6 +232,16 @@ fn spill_files(data_dir: &Path) -> [PathBuf; 2] {
     [spill, replaying]
 }
 
+/// Lines in the usage journal's segments (what a restart replays).
+fn journal_lines(data_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("usage-journal")) else { return 0 };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum()
+}
+
 fn spill_exists(data_dir: &Path) -> bool {
     spill_files(data_dir).iter().any(|p| p.exists())
 }
@@ -291,43 +307,44 @@ async fn sigterm_with_100_streams_in_flight_completes_and_bills_each_exactly_onc
     store.close().await;
 }
 
-/// One client of a load: chat completions one after another (streamed or not) until its
-/// first transport error — the server was killed — or `until`. Returns the request ids
-/// whose responses arrived complete, and the bodies of any answer that was not a success.
+/// One client of a load: chat completions of the fake OpenAI upstream one after another
+/// (streamed or not), each with its own `x-request-id` (`load-<tag>-<n>`), until its first
+/// transport error — the server was killed — or `until`. Returns the ids whose 200
+/// responses arrived complete, and the bodies of any answer that was not a success.
 async fn load_client(
     client: TestClient,
     url: String,
     key: String,
-    stream: bool,
+    tag: usize,
     until: Instant,
     served_count: Arc<AtomicUsize>,
 ) -> (Vec<String>, Vec<String>) {
-    let mut req = json!({ "model": "demo-chat", "messages": [{ "role": "user", "content": "steady load" }] });
+    let stream = tag.is_multiple_of(2);
+    let mut req = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "steady load" }] });
     if stream {
         req["stream"] = true.into();
+        req["stream_options"] = json!({ "include_usage": true });
     }
+    let auth = format!("Bearer {key}");
+    let body = req.to_string();
     let (mut served, mut refused) = (Vec::new(), Vec::new());
-    while Instant::now() < until {
-        let id = if stream {
-            let Ok(mut s) = client.open_stream(&url, &key, &req).await else { break };
-            match read_to_end(&mut s.body).await {
-                Ok(text) if text.ends_with("data: [DONE]\n\n") => s.request_id,
-                Ok(text) => {
-                    refused.push(text);
-                    continue;
-                }
-                Err(_) => break,
-            }
-        } else {
-            match client.post_json(&url, Some(&key), &req).await {
-                Ok(res) if res.status == 200 => res.header("x-request-id").unwrap().to_owned(),
-                Ok(res) => {
-                    refused.push(format!("{} {}", res.status, res.text()));
-                    continue;
-                }
-                Err(_) => break,
-            }
-        };
+    for n in 0.. {
+        if Instant::now() >= until {
+            break;
+        }
+        let id = format!("load-{tag}-{n}");
+        let headers =
+            [("authorization", auth.as_str()), ("content-type", "application/json"), ("x-request-id", id.as_str())];
+        let Ok(res) = client.send(http::Method::POST, &url, &headers, body.clone()).await else { break };
+        let status = res.status();
+        let echoed = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let Ok(text) = read_to_end(&mut res.into_body()).await else { break };
+        let complete = if stream { text.ends_with("data: [DONE]\n\n") } else { text.ends_with('}') };
+        if status != 200 || !complete {
+            refused.push(format!("{status} {text}"));
+            continue;
+        }
+        assert_eq!(echoed.as_deref(), Some(id.as_str()), "the caller's id is echoed");
         served.push(id);
         served_count.fetch_add(1, Ordering::Relaxed);
     }
@@ -335,7 +352,10 @@ async fn load_client(
 }
 
 /// Under load with the balance enforced, `kill -9`, restart with the same config, stop
-/// with SIGTERM: every counter must agree with the rows exactly.
+/// with SIGTERM: every response a client received in full has exactly one row (its event
+/// was in the usage journal, replayed at the restart), and every counter agrees with the
+/// rows exactly. The first server batches for 2 s, so most of the last events before the
+/// kill were only in memory and the journal.
 async fn kill_9_mid_load_then_restart(db: Option<&PgDatabase>) {
     let label = if db.is_some() { "postgres" } else { "sqlite" };
     let fake = FakeOpenAi::start().await;
@@ -346,7 +366,7 @@ async fn kill_9_mid_load_then_restart(db: Option<&PgDatabase>) {
     let credit = cli_json(&config, &["billing", "credit", "--amount", "5"]);
     assert_eq!(credit["amount_micros"], 5_000_000, "{credit}");
 
-    let mut first = Serve::start(&config, "first").await;
+    let mut first = Serve::start_with_env(&config, "first", &[("TOLLGATE_USAGE__FLUSH_INTERVAL_MS", "2000")]).await;
     let client = TestClient::default();
     let url = format!("{}{CHAT}", first.base);
     let served_count = Arc::new(AtomicUsize::new(0));
@@ -355,7 +375,7 @@ async fn kill_9_mid_load_then_restart(db: Option<&PgDatabase>) {
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..32 {
         let (client, url, key) = (client.clone(), url.clone(), key.secret.clone());
-        clients.spawn(load_client(client, url, key, i % 2 == 0, until, served_count.clone()));
+        clients.spawn(load_client(client, url, key, i, until, served_count.clone()));
     }
     // About a second of load, with some of it served, then the kill in its middle.
     while started.elapsed() < Duration::from_secs(1) || served_count.load(Ordering::Relaxed) < 64 {
@@ -364,6 +384,7 @@ async fn kill_9_mid_load_then_restart(db: Option<&PgDatabase>) {
     }
     first.kill9();
     let load_time = started.elapsed();
+    let journaled = journal_lines(&dir.path().join("data"));
     let (mut served, mut refused) = (Vec::new(), Vec::new());
     while let Some(done) = clients.join_next().await {
         let (s, r) = done.unwrap();
@@ -410,22 +431,33 @@ async fn kill_9_mid_load_then_restart(db: Option<&PgDatabase>) {
     let per_request = rows_per_request(&done.key_rows);
     assert!(per_request.values().all(|&n| n == 1), "a request written twice");
     assert_eq!(per_request.get(probe_id.as_str()), Some(&1));
-    // Requests cut by the kill have no row: the process died before they completed, and
-    // nothing was billed for them. A request whose response had fully arrived may also
-    // have none, if its row was still queued in memory for the next batch when the
-    // process died: that is the window of batched writes, counted here, not asserted.
-    let lost = served.iter().filter(|id| !per_request.contains_key(id.as_str())).count();
+    let mut per_client_id: HashMap<&str, usize> = HashMap::new();
+    for r in &done.key_rows {
+        if let Some(id) = r.client_request_id.as_deref() {
+            *per_client_id.entry(id).or_default() += 1;
+        }
+    }
+    // Requests cut by the kill may have a row (billed for what was delivered) or none
+    // (the process died before their event); a response received in full has exactly one.
+    let lost: Vec<&String> = served.iter().filter(|id| !per_client_id.contains_key(id.as_str())).collect();
+    assert!(lost.is_empty(), "{} of {} served responses have no row: {lost:?}", lost.len(), served.len());
+    for id in &served {
+        assert_eq!(per_client_id.get(id.as_str()), Some(&1), "{id}");
+    }
+    let lost = lost.len();
     let served_ids: std::collections::HashSet<&str> = served.iter().map(String::as_str).collect();
-    let unseen =
-        done.key_rows.iter().filter(|r| r.request_id != probe_id && !served_ids.contains(r.request_id.as_str()));
+    let unseen = done.key_rows.iter().filter(|r| {
+        r.request_id != probe_id && !r.client_request_id.as_deref().is_some_and(|id| served_ids.contains(id))
+    });
     let mut reasons: HashMap<&str, usize> = HashMap::new();
     for r in &done.key_rows {
         *reasons.entry(r.billing_reason.as_str()).or_default() += 1;
     }
     println!(
         "kill -9 mid-load ({label}): killed after {load_time:?}; {} responses served before the kill, {} usage rows \
-         ({reasons:?}) = {} µUSD, {} tokens; served but not written before the kill: {lost}; written but not \
-         seen complete by the client: {}; balance {} µUSD = 5 USD − spend = ledger = GET /api/v1/billing {}",
+         ({reasons:?}) = {} µUSD, {} tokens; served without a row: {lost}; written but not \
+         seen complete by the client: {}; balance {} µUSD = 5 USD − spend = ledger = GET /api/v1/billing {}; \
+         events in the journal at the kill: {journaled}",
         served.len(),
         done.key.rows,
         done.key.cost,
@@ -641,4 +673,101 @@ async fn billing_sums_on_postgres() {
     assert_eq!(ledger, Ok(2_000_000));
     assert_eq!(summary.status, 200, "{}", summary.text());
     assert_eq!(summary.json()["balance_micros"], 2_000_000);
+}
+
+/// A stream still running when the shutdown grace period ends gets an error event in its
+/// own format before the connection closes, and its row is `shutdown_cut`, billed for what
+/// was delivered; the counters agree with the rows.
+#[tokio::test]
+async fn a_stream_running_past_the_grace_period_is_cut_with_an_error_event_and_billed_shutdown_cut() {
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 27 words at 200 ms: about 5.4 s, far past the 1 s grace.
+    let slow = "[[providers]]\nname = \"slow-demo\"\nkind = \"demo\"\nword_delay_ms = 200\n\
+                [[models]]\nid = \"slow-chat\"\ntype = \"chat\"\ninput_price_per_mtok = 1\n\
+                output_price_per_mtok = 2\nchannels = [{ provider = \"slow-demo\" }]\n";
+    let config = write_config(dir.path(), &fake, "", slow);
+    let key = create_key(&config, "cut");
+    let mut server = Serve::start_with_env(&config, "serve", &[("TOLLGATE_SHUTDOWN_GRACE_SECS", "1")]).await;
+
+    let client = TestClient::default();
+    let prompt = "one two three four five six seven eight nine ten eleven twelve";
+    let req = json!({ "model": "slow-chat", "stream": true, "messages": [{ "role": "user", "content": prompt }] });
+    let mut s = client.open_stream(&format!("{}{CHAT}", server.base), &key.secret, &req).await.unwrap();
+    let mut text = read_until(&mut s.body, "\"content\"").await.unwrap();
+    server.sigterm();
+    let rest = tokio::time::timeout(Duration::from_secs(10), read_to_end(&mut s.body)).await.expect("the cut ended it");
+    text.push_str(&rest.unwrap());
+    assert!(!text.contains("[DONE]"), "the stream was not cut: {text}");
+    let last = tollgate_testkit::client::sse_data(&text).pop().unwrap();
+    let error: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(error["error"]["code"], "shutting_down", "{text}");
+    let status = server.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+
+    let store = Store::connect(&sqlite_store_url(dir.path())).await.unwrap();
+    let done = reconcile(&store, &key.id, &key.org_id).await.unwrap();
+    let row = done.key_rows.iter().find(|r| r.request_id == s.request_id).expect("the cut stream's row");
+    assert_eq!(row.billing_reason, "shutdown_cut");
+    assert!(row.completion_tokens > 0 && row.cost.0 > 0, "billed for what was delivered: {row:?}");
+    assert!(row.error.as_deref().is_some_and(|e| e.contains("shutdown")), "{row:?}");
+    println!(
+        "shutdown cut after a 1 s grace: {} completion tokens delivered and billed ({} µUSD)",
+        row.completion_tokens, row.cost.0
+    );
+    store.close().await;
+}
+
+/// The journal of a process that died (its lock file free, its last line torn by the
+/// crash) is replayed by a running server when its writer is idle, then deleted; the
+/// server's own live journal is left alone.
+#[tokio::test]
+async fn a_dead_processs_journal_is_replayed_by_a_running_server_and_deleted() {
+    let app = TestApp::start().await.unwrap();
+    let created = app
+        .services()
+        .unwrap()
+        .create_key(&Actor::cli(), NewKey { name: "journaled".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let k = &created.key;
+    let now = tollgate_core::time::now_millis();
+    let lines: String = (1..=3u64)
+        .map(|i| UsageEvent {
+            key_id: Some(k.id.clone()),
+            org_id: Some(k.org_id.clone()),
+            team_id: Some(k.team_id.clone()),
+            user_id: Some(k.owner_id.clone()),
+            model: Some("demo-chat".into()),
+            prompt_tokens: 10 * i,
+            completion_tokens: 20 * i,
+            cost: MicroUsd(1_000 * i64::try_from(i).unwrap()),
+            billing_reason: BillingReason::Completed,
+            ..UsageEvent::new(format!("req_journaled_{i}"), now, CHAT.into())
+        })
+        .map(|e| serde_json::to_string(&e).unwrap() + "\n")
+        .collect();
+    let dir = app.config.data_dir.join("usage-journal");
+    let own: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(own.len(), 2, "the server's own segment and lock: {own:?}");
+    std::fs::write(dir.join("999999-jdead.00000000.jsonl"), format!("{lines}{{\"event_id\":\"use_to")).unwrap();
+    std::fs::write(dir.join("999999-jdead.lock"), "").unwrap();
+
+    let store = app.store().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let done = reconcile(&store, &k.id, &k.org_id).await.unwrap();
+        if done.key.rows == 3 && !dir.join("999999-jdead.lock").exists() {
+            assert_eq!(done.key, Sums { rows: 3, tokens: 180, cost: 6_000 });
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "not replayed: {:?}", done.key);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    let mut own = own;
+    own.sort();
+    assert_eq!(left, own, "only the live journal is left");
+    store.close().await;
 }
