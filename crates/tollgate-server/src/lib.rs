@@ -202,11 +202,12 @@ impl Server {
         let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
             .context("starting the notifier")?
             .map(|n| tokio::spawn(n.run(notifier_stop.clone())));
-        let serve_task = tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace));
+        let serve_task =
+            tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace, config.server.clone()));
         let metrics_addr = metrics_endpoint.own.as_ref().map(|(_, _, addr)| *addr);
-        let metrics_task = metrics_endpoint
-            .own
-            .map(|(l, routes, _)| tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace)));
+        let metrics_task = metrics_endpoint.own.map(|(l, routes, _)| {
+            tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace, config.server.clone()))
+        });
 
         let stop_signal = stop.clone();
         let task = tokio::spawn(async move {

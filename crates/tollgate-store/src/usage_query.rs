@@ -266,7 +266,12 @@ impl Store {
 
     /// The rows in `scope` that carry `request_id`, newest first, at most `limit`: as the
     /// gateway's id (one row) or as the caller's own id (a client may reuse it).
-    pub async fn get_usage_by_request(&self, request_id: &str, scope: &UsageScope, limit: i64) -> Result<Vec<UsageRow>> {
+    pub async fn get_usage_by_request(
+        &self,
+        request_id: &str,
+        scope: &UsageScope,
+        limit: i64,
+    ) -> Result<Vec<UsageRow>> {
         let q = UsageQuery { request_id: Some(request_id.to_owned()), limit, ..scope.query() };
         self.list_usage(&q).await
     }

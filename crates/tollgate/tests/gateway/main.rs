@@ -6,6 +6,7 @@ mod anthropic;
 mod authz;
 mod azure;
 mod cli;
+mod connections;
 mod durability;
 mod gemini;
 mod keys;
