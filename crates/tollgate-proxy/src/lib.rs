@@ -4,13 +4,16 @@
 //! Invariants: nothing here awaits SQL (this crate does not depend on a SQL driver); the
 //! only shared state is the [`Snapshot`] (read wait-free through `arc-swap`) and the
 //! [`UsageSink`] (a bounded channel that never blocks); no task is spawned per request.
-//! Every request, accepted or rejected, emits exactly one [`UsageEvent`].
+//! Every request emits exactly one [`UsageEvent`], except refusals of unknown keys past
+//! their address's first in a minute: those are counted ([`auth_failures`]) and in the
+//! metrics, without a row.
 //!
 //! [`UsageEvent`]: tollgate_core::usage::UsageEvent
 
 mod accounts;
 mod admission;
 mod auth;
+pub mod auth_failures;
 mod demo;
 mod handler;
 mod messages;
@@ -89,6 +92,8 @@ pub struct DataPlane {
     pub policy: Policy,
     /// Limits shared with other instances (Redis), when configured.
     pub shared: Option<Shared>,
+    /// Refusals of unknown keys, counted per address and minute (and throttled).
+    pub auth_failures: Arc<auth_failures::AuthFailures>,
 }
 
 /// The `/v1` route table.

@@ -1,9 +1,10 @@
 //! Tollgate's wiring: from a validated [`Config`] and a bound listener to a running
 //! server — store and migrations, pepper, the data plane's snapshot and its change feed,
 //! the usage writer, the route table, the accept loop — and the orderly stop:
-//! stop accepting → `/readyz` false → drain connections → stop the notifier → stop the feed → drain the usage
+//! stop accepting → `/readyz` false → drain connections → flush the auth-failure counts → stop the notifier → stop the feed → drain the usage
 //! writer → close the store. Every task started here is awaited by [`Server::wait`].
 
+mod auth_failures;
 pub mod config;
 mod feed;
 mod metrics_http;
@@ -122,7 +123,11 @@ impl Server {
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
 
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot).await?;
+        let failures = Arc::new(tollgate_proxy::auth_failures::AuthFailures::new(
+            config.auth_failures_per_minute,
+            config.auth_failure_addresses,
+        ));
+        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot, &failures).await?;
 
         let (shared, settler) = match &config.redis_url {
             Some(url) => {
@@ -161,6 +166,7 @@ impl Server {
             trusted_proxies: config.trusted_proxies.clone(),
             policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
             shared,
+            auth_failures: failures.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
@@ -196,6 +202,8 @@ impl Server {
             feed_stop.clone(),
         ));
         let writer_task = tokio::spawn(writer.run(writer_stop.clone()));
+        let failures_stop = CancellationToken::new();
+        let failures_task = tokio::spawn(auth_failures::run(store.clone(), failures, failures_stop.clone()));
         let settler_stop = CancellationToken::new();
         let settler_task = settler.map(|(limits, rx)| tokio::spawn(settler::run(limits, rx, settler_stop.clone())));
         let notifier_stop = CancellationToken::new();
@@ -217,6 +225,9 @@ impl Server {
             if let Some(t) = metrics_task {
                 let _ = t.await;
             }
+            // Connections have drained: no failure is counted after this last flush.
+            failures_stop.cancel();
+            let _ = failures_task.await;
             settler_stop.cancel();
             if let Some(t) = settler_task {
                 let _ = t.await;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, header};
 use tokio::net::TcpListener;
+use tollgate_proxy::auth_failures::AuthFailures;
 use tollgate_proxy::{Snapshot, UsageSink};
 
 use crate::config::MetricsConfig;
@@ -36,11 +37,12 @@ pub async fn setup(
     config: &MetricsConfig,
     sink: &UsageSink,
     snapshot: &Arc<ArcSwap<Snapshot>>,
+    failures: &Arc<AuthFailures>,
 ) -> anyhow::Result<MetricsEndpoint> {
     if !config.enabled {
         return Ok(MetricsEndpoint { main_routes: Router::new(), own: None });
     }
-    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone() };
+    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone(), failures: failures.clone() };
     let Some(addr) = config.listen else {
         return Ok(MetricsEndpoint { main_routes: router(state), own: None });
     };
@@ -56,6 +58,7 @@ pub async fn setup(
 struct Scrape {
     sink: UsageSink,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    failures: Arc<AuthFailures>,
 }
 
 fn router(state: Scrape) -> Router {
@@ -65,6 +68,7 @@ fn router(state: Scrape) -> Router {
 async fn render(State(scrape): State<Scrape>) -> Response {
     let mut text = scrape.sink.render_metrics();
     tollgate_proxy::metrics::render_channels(&mut text, &scrape.snapshot.load());
+    scrape.failures.render(&mut text);
     let mut res = text.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(tollgate_proxy::metrics::CONTENT_TYPE));
     res

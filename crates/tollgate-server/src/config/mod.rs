@@ -81,6 +81,9 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub fallback_share: u64,
     pub counter_refresh: Duration,
+    /// `[limits] auth_failures_per_minute` (0: no throttle) and `auth_failure_addresses`.
+    pub auth_failures_per_minute: u64,
+    pub auth_failure_addresses: usize,
     pub enforce_balance: bool,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
@@ -311,6 +314,8 @@ pub fn validate(
         redis_timeout: Duration::from_millis(raw.limits.redis_timeout_ms),
         fallback_share: raw.limits.fallback_share.max(1),
         counter_refresh: Duration::from_millis(raw.limits.counter_refresh_ms),
+        auth_failures_per_minute: raw.limits.auth_failures_per_minute,
+        auth_failure_addresses: usize::try_from(raw.limits.auth_failure_addresses).unwrap_or(usize::MAX),
         enforce_balance: raw.billing.enforce_balance,
         providers,
         models,

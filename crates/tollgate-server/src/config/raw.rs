@@ -161,11 +161,23 @@ pub struct RawLimits {
     /// How often an instance on PostgreSQL re-reads the spend counters other instances
     /// wrote (budgets without Redis).
     pub counter_refresh_ms: u64,
+    /// Requests without a known key an address may make in a minute before its further
+    /// failing requests are answered `429` (0: never); a valid key always passes.
+    pub auth_failures_per_minute: u64,
+    /// Addresses whose failures are counted apart at once; past it they share `other`.
+    pub auth_failure_addresses: u64,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { redis_prefix: "tg:".into(), redis_timeout_ms: 250, fallback_share: 1, counter_refresh_ms: 1_000 }
+        Self {
+            redis_prefix: "tg:".into(),
+            redis_timeout_ms: 250,
+            fallback_share: 1,
+            counter_refresh_ms: 1_000,
+            auth_failures_per_minute: 60,
+            auth_failure_addresses: 65_536,
+        }
     }
 }
 

@@ -95,6 +95,9 @@ pub(super) fn check_upstream_and_limits(up: &RawUpstream, limits: &RawLimits, er
     if !(10..=10_000).contains(&limits.redis_timeout_ms) {
         errors.push("limits.redis_timeout_ms: must be between 10 and 10000".into());
     }
+    if !(1..=10_000_000).contains(&limits.auth_failure_addresses) {
+        errors.push("limits.auth_failure_addresses: must be between 1 and 10000000".into());
+    }
     if !(100..=600_000).contains(&limits.counter_refresh_ms) {
         errors.push("limits.counter_refresh_ms: must be between 100 and 600000".into());
     }

@@ -3,6 +3,7 @@
 //! upstream, driven over real HTTP. Each test boots its own app and database.
 
 mod anthropic;
+mod auth_failures;
 mod authz;
 mod azure;
 mod cli;
