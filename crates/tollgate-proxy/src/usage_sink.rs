@@ -56,12 +56,6 @@ impl UsageSink {
         }
     }
 
-    /// Counts `event` in the metrics without writing its row or its log line: a refusal
-    /// of an unknown key past its address's sample (see `auth_failures`).
-    pub fn count_only(&self, event: &UsageEvent) {
-        self.metrics.record(event);
-    }
-
     /// How many events are waiting for the writer (channel plus overflow).
     pub fn pending(&self) -> usize {
         let queued = self.tx.max_capacity() - self.tx.capacity();
