@@ -41,6 +41,10 @@ pub(crate) struct Pending {
     rate_headers: RateHeaders,
     /// `/v1/messages`: the public model id, named in the translated answer.
     reply_model: Option<String>,
+    /// The request named no known key: its refusal is counted in `AuthFailures`.
+    unknown_key: bool,
+    /// Whether the refusal keeps its usage row (false: counted in the metrics only).
+    keep_row: bool,
 }
 
 impl Pending {
@@ -59,6 +63,54 @@ impl Pending {
             hold: None,
             rate_headers: RateHeaders::default(),
             reply_model: None,
+            unknown_key: false,
+            keep_row: true,
+        }
+    }
+
+    /// The calling key (see `auth::authenticate`): a refused known key is identified on
+    /// the row; a request that named no known key is marked for `AuthFailures`.
+    pub(crate) fn authenticate(
+        &mut self,
+        dp: &DataPlane,
+        headers: &http::HeaderMap,
+    ) -> Result<Arc<KeyEntry>, ApiError> {
+        match auth::authenticate(dp, headers, self.client_ip, now_millis()) {
+            Ok(key) => {
+                self.identify(&key);
+                Ok(key)
+            }
+            Err(auth::Refusal::Known(key, err)) => {
+                self.identify(&key);
+                Err(err)
+            }
+            Err(auth::Refusal::Unknown) => {
+                self.unknown_key = true;
+                Err(ApiError::invalid_api_key())
+            }
+        }
+    }
+
+    /// A refusal of a request that named no known key is counted per address and minute;
+    /// only the first of each keeps its row, and past the limit the answer becomes `429`
+    /// (returned here in place of `err`). Other refusals are left as they are.
+    fn judge(&mut self, dp: &DataPlane) -> Option<ApiError> {
+        if !self.unknown_key {
+            return None;
+        }
+        match dp.auth_failures.record(self.client_ip, now_millis()) {
+            crate::auth_failures::Verdict::Sample => None,
+            crate::auth_failures::Verdict::Count => {
+                self.keep_row = false;
+                None
+            }
+            crate::auth_failures::Verdict::Throttle { retry_after_secs } => {
+                self.keep_row = false;
+                Some(ApiError::new(
+                    ErrorCode::RateLimitExceeded { retry_after_secs },
+                    "Too many requests without a valid API key from this address; retry later.",
+                ))
+            }
         }
     }
 
@@ -98,7 +150,14 @@ impl Pending {
     /// reuse the connection, so say so instead of leaving a client to send its next request
     /// into a closing socket. Reading an unauthenticated body just to keep the connection
     /// would hand attackers free bandwidth.
-    pub(crate) fn refuse(self, dp: &DataPlane, err: &ApiError, render: impl FnOnce(&ApiError) -> Response) -> Response {
+    pub(crate) fn refuse(
+        mut self,
+        dp: &DataPlane,
+        err: &ApiError,
+        render: impl FnOnce(&ApiError) -> Response,
+    ) -> Response {
+        let throttled = self.judge(dp);
+        let err = throttled.as_ref().unwrap_or(err);
         let body_consumed = self.body_consumed;
         self.finish_unbilled(dp, err.status(), Some(err));
         let mut res = render(err);
@@ -117,7 +176,11 @@ impl Pending {
                 e.error_code = Some(err.code.parts().2.to_owned());
             }
             e.latency_ms = elapsed_ms(self.started, Instant::now());
-            dp.usage.emit(e);
+            // Past its sample, an unknown key's refusal is only counted (`auth_failures`):
+            // no row, no log line, and not in the request metrics, which agree with the rows.
+            if self.keep_row {
+                dp.usage.emit(e);
+            }
         }
     }
 }
@@ -159,8 +222,7 @@ pub(crate) fn with_request_id(res: &mut Response, id: Option<RequestId>) {
 
 async fn serve(dp: &DataPlane, endpoint: Endpoint, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let key = auth::authenticate(dp, &parts.headers, pending.client_ip, now_millis())?;
-    pending.identify(&key);
+    let key = pending.authenticate(dp, &parts.headers)?;
     if !key.allows_endpoint(endpoint) {
         return Err(ApiError::new(
             ErrorCode::EndpointNotAllowed,
@@ -548,8 +610,7 @@ where
 
 pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) -> Response {
     let mut pending = Pending::new(&dp, &req, Endpoint::Models.path());
-    let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).map(|key| {
-        pending.identify(&key);
+    let result = pending.authenticate(&dp, req.headers()).map(|key| {
         let snapshot = dp.snapshot.load();
         let team_unrestricted = snapshot.teams.get(&key.team_id).is_none_or(|t| t.allowed_models.is_empty());
         if key.sees_every_model() && team_unrestricted {
@@ -566,8 +627,7 @@ pub(crate) async fn list_models(State(dp): State<Arc<DataPlane>>, req: Request) 
 
 pub(crate) async fn get_model(State(dp): State<Arc<DataPlane>>, Path(id): Path<String>, req: Request) -> Response {
     let mut pending = Pending::new(&dp, &req, Endpoint::Models.path());
-    let result = auth::authenticate(&dp, req.headers(), pending.client_ip, now_millis()).and_then(|key| {
-        pending.identify(&key);
+    let result = pending.authenticate(&dp, req.headers()).and_then(|key| {
         if let Some(e) = pending.event() {
             e.model = Some(id.clone());
         }
@@ -603,13 +663,14 @@ pub(crate) async fn method_not_allowed(State(dp): State<Arc<DataPlane>>, req: Re
     finish(&dp, pending, Err(err))
 }
 
-fn finish(dp: &DataPlane, pending: Pending, result: Result<Response, ApiError>) -> Response {
+fn finish(dp: &DataPlane, mut pending: Pending, result: Result<Response, ApiError>) -> Response {
     match result {
         Ok(res) => {
             pending.finish_unbilled(dp, res.status(), None);
             res
         }
         Err(err) => {
+            let err = pending.judge(dp).unwrap_or(err);
             pending.finish_unbilled(dp, err.status(), Some(&err));
             err.into_response()
         }

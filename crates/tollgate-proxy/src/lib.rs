@@ -4,14 +4,17 @@
 //! Invariants: nothing here awaits SQL (this crate does not depend on a SQL driver); the
 //! only shared state is the [`Snapshot`] (read wait-free through `arc-swap`) and the
 //! [`UsageSink`] (a bounded channel that never blocks); no task is spawned per request.
-//! Every request, accepted or rejected, emits exactly one [`UsageEvent`], appended to the
-//! usage [`journal`] before the response's last byte is released.
+//! Every request emits exactly one [`UsageEvent`], appended to the usage [`journal`]
+//! before the response's last byte is released — except refusals of unknown keys past
+//! their address's first in a minute: those are counted ([`auth_failures`]) and in the
+//! metrics, without a row.
 //!
 //! [`UsageEvent`]: tollgate_core::usage::UsageEvent
 
 mod accounts;
 mod admission;
 mod auth;
+pub mod auth_failures;
 mod demo;
 mod estimate;
 mod handler;
@@ -96,6 +99,8 @@ pub struct DataPlane {
     /// Cancelled when the shutdown grace period ends: streams still running end with an
     /// error event and are billed `shutdown_cut`.
     pub shutdown_cut: tokio_util::sync::CancellationToken,
+    /// Refusals of unknown keys, counted per address and minute (and throttled).
+    pub auth_failures: Arc<auth_failures::AuthFailures>,
 }
 
 /// The `/v1` route table.

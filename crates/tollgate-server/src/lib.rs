@@ -1,9 +1,10 @@
 //! Tollgate's wiring: from a validated [`Config`] and a bound listener to a running
 //! server — store and migrations, pepper, the data plane's snapshot and its change feed,
 //! the usage writer, the route table, the accept loop — and the orderly stop:
-//! stop accepting → `/readyz` false → drain connections → stop the notifier → stop the feed → drain the usage
+//! stop accepting → `/readyz` false → drain connections → flush the auth-failure counts → stop the notifier → stop the feed → drain the usage
 //! writer → close the store. Every task started here is awaited by [`Server::wait`].
 
+mod auth_failures;
 pub mod config;
 mod feed;
 mod metrics_http;
@@ -128,6 +129,10 @@ impl Server {
         tracing::info!(keys = snapshot.keys.len(), models = snapshot.models.len(), "snapshot loaded");
 
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let failures = Arc::new(tollgate_proxy::auth_failures::AuthFailures::new(
+            config.auth_failures_per_minute,
+            config.auth_failure_addresses,
+        ));
         let (shared, settler) = match &config.redis_url {
             Some(url) => {
                 let instance = tollgate_core::ids::new_id("inst");
@@ -147,7 +152,8 @@ impl Server {
             None => (None, None),
         };
         let shared_health = shared.as_ref().map(|s| s.health.clone());
-        let metrics_endpoint = metrics_http::setup(&config.metrics, &usage, &snapshot, shared_health.clone()).await?;
+        let metrics_endpoint =
+            metrics_http::setup(&config.metrics, &usage, &snapshot, shared_health.clone(), &failures).await?;
         let shutdown_cut = CancellationToken::new();
         let data_plane = Arc::new(DataPlane {
             snapshot: snapshot.clone(),
@@ -171,6 +177,7 @@ impl Server {
             policy: Policy { enforce_balance: config.enforce_balance, fallback_share: config.fallback_share },
             shared,
             shutdown_cut: shutdown_cut.clone(),
+            auth_failures: failures.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let web = Arc::new(WebState {
@@ -207,6 +214,8 @@ impl Server {
             feed_stop.clone(),
         ));
         let writer_task = tokio::spawn(writer.run(writer_stop.clone()));
+        let failures_stop = CancellationToken::new();
+        let failures_task = tokio::spawn(auth_failures::run(store.clone(), failures, failures_stop.clone()));
         let settler_stop = CancellationToken::new();
         let settler_task = settler.map(|(limits, health, rx)| {
             tokio::spawn(settler::run(limits, health, config.fallback_share, rx, settler_stop.clone()))
@@ -215,11 +224,18 @@ impl Server {
         let notifier_task = notify::Notifier::new(store.clone(), &config.notifications)
             .context("starting the notifier")?
             .map(|n| tokio::spawn(n.run(notifier_stop.clone())));
-        let serve_task =
-            tokio::spawn(serve::serve(listener, router, stop.clone(), config.shutdown_grace, shutdown_cut));
+        let serve_task = tokio::spawn(serve::serve(
+            listener,
+            router,
+            stop.clone(),
+            config.shutdown_grace,
+            config.server.clone(),
+            shutdown_cut,
+        ));
         let metrics_addr = metrics_endpoint.own.as_ref().map(|(_, _, addr)| *addr);
         let metrics_task = metrics_endpoint.own.map(|(l, routes, _)| {
-            tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace, CancellationToken::new()))
+            let limits = config.server.clone();
+            tokio::spawn(serve::serve(l, routes, stop.clone(), config.shutdown_grace, limits, CancellationToken::new()))
         });
 
         let stop_signal = stop.clone();
@@ -230,6 +246,9 @@ impl Server {
             if let Some(t) = metrics_task {
                 let _ = t.await;
             }
+            // Connections have drained: no failure is counted after this last flush.
+            failures_stop.cancel();
+            let _ = failures_task.await;
             settler_stop.cancel();
             if let Some(t) = settler_task {
                 let _ = t.await;

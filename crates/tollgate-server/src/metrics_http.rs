@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, header};
 use tokio::net::TcpListener;
+use tollgate_proxy::auth_failures::AuthFailures;
 use tollgate_proxy::{SharedHealth, Snapshot, UsageSink};
 
 use crate::config::MetricsConfig;
@@ -38,11 +39,12 @@ pub async fn setup(
     sink: &UsageSink,
     snapshot: &Arc<ArcSwap<Snapshot>>,
     shared: Option<Arc<SharedHealth>>,
+    failures: &Arc<AuthFailures>,
 ) -> anyhow::Result<MetricsEndpoint> {
     if !config.enabled {
         return Ok(MetricsEndpoint { main_routes: Router::new(), own: None });
     }
-    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone(), shared };
+    let state = Scrape { sink: sink.clone(), snapshot: snapshot.clone(), shared, failures: failures.clone() };
     let Some(addr) = config.listen else {
         return Ok(MetricsEndpoint { main_routes: router(state), own: None });
     };
@@ -59,6 +61,7 @@ struct Scrape {
     sink: UsageSink,
     snapshot: Arc<ArcSwap<Snapshot>>,
     shared: Option<Arc<SharedHealth>>,
+    failures: Arc<AuthFailures>,
 }
 
 fn router(state: Scrape) -> Router {
@@ -71,6 +74,7 @@ async fn render(State(scrape): State<Scrape>) -> Response {
     if let Some(health) = &scrape.shared {
         tollgate_proxy::metrics::render_shared(&mut text, health);
     }
+    scrape.failures.render(&mut text);
     let mut res = text.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(tollgate_proxy::metrics::CONTENT_TYPE));
     res

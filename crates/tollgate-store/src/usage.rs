@@ -17,6 +17,40 @@ const USAGE_COLUMN_COUNT: usize = 27;
 const ROWS_PER_STATEMENT: usize = 100;
 
 impl Store {
+    /// Adds `(minute, client_ip, failures)` counts of requests that named no known key to
+    /// the `auth_failures` table (one row per Unix minute and address, summed).
+    pub async fn add_auth_failures(&self, counts: &[(i64, String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (minute, ip, failures) in counts {
+            sqlx::query(
+                "INSERT INTO auth_failures (minute, client_ip, failures) VALUES ($1, $2, $3) \
+                 ON CONFLICT (minute, client_ip) DO UPDATE SET failures = auth_failures.failures + excluded.failures",
+            )
+            .bind(*minute)
+            .bind(ip.as_str())
+            .bind(*failures)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The `auth_failures` rows of minutes `from..=to`, newest first, busiest first within
+    /// a minute.
+    pub async fn list_auth_failures(&self, from: i64, to: i64, limit: i64) -> Result<Vec<(i64, String, i64)>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT minute, client_ip, failures FROM auth_failures WHERE minute >= $1 AND minute <= $2 \
+             ORDER BY minute DESC, failures DESC, client_ip LIMIT $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// Writes a batch of events and rolls them into the counters of their keys, teams and
     /// organizations, the organizations' ledgers (one usage debit per organization per
     /// batch) and the daily aggregates — atomically: a retried batch is written whole or

@@ -21,14 +21,13 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 use tollgate_core::model::Endpoint;
-use tollgate_core::time::now_millis;
 use tollgate_core::{ApiError, ErrorCode};
 
 use crate::accounts::clock_micros;
 use crate::handler::{Pending, resolve, retryable, upstream_error, with_request_id};
 use crate::providers::anthropic::{self, bad, present};
 use crate::snapshot::ProviderKind;
-use crate::{DataPlane, RequestId, auth, request, routing};
+use crate::{DataPlane, RequestId, request, routing};
 
 /// The path, as usage rows and metrics name it.
 pub(crate) const PATH: &str = "/v1/messages/count_tokens";
@@ -53,8 +52,7 @@ pub(crate) async fn count_tokens(State(dp): State<Arc<DataPlane>>, req: Request)
 
 async fn count(dp: &DataPlane, req: Request, pending: &mut Pending) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let key = auth::authenticate(dp, &parts.headers, pending.client_ip, now_millis())?;
-    pending.identify(&key);
+    let key = pending.authenticate(dp, &parts.headers)?;
     if !key.allows_endpoint(Endpoint::Messages) {
         return Err(ApiError::new(ErrorCode::EndpointNotAllowed, "This API key may not call /v1/messages."));
     }

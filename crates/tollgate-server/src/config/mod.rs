@@ -21,9 +21,9 @@ pub use managed::{kind_name, routing_setup, with_managed};
 pub use notifications::{NotificationsConfig, SmtpConfig, WebhookConfig, valid_email_address};
 pub use raw::{
     RawBilling, RawChangeFeed, RawChannel, RawConfig, RawKeys, RawLimits, RawMetrics, RawModel, RawNotifications,
-    RawProvider, RawUpstream, RawUsage,
+    RawProvider, RawServer, RawUpstream, RawUsage,
 };
-pub use sections::{MetricsConfig, RevealKey};
+pub use sections::{MetricsConfig, RevealKey, ServerConfig};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ use tollgate_core::money::Pricing;
 use env::apply_env;
 use notifications::notifications_config;
 use providers::{model_configs, provider_configs};
-use sections::{check_upstream_and_limits, metrics_config};
+use sections::{check_upstream_and_limits, metrics_config, server_config};
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -74,11 +74,16 @@ pub struct Config {
     pub change_poll_interval: Duration,
     pub notifications: NotificationsConfig,
     pub metrics: MetricsConfig,
+    /// `[server]`: client connection limits.
+    pub server: ServerConfig,
     pub redis_url: Option<Secret>,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     pub fallback_share: u64,
     pub counter_refresh: Duration,
+    /// `[limits] auth_failures_per_minute` (0: no throttle) and `auth_failure_addresses`.
+    pub auth_failures_per_minute: u64,
+    pub auth_failure_addresses: usize,
     pub enforce_balance: bool,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
@@ -250,6 +255,7 @@ pub fn validate(
     let poll = positive("change_feed.poll_interval_ms", raw.change_feed.poll_interval_ms);
     let notifications = notifications_config(&raw.notifications, &mut errors);
     let metrics = metrics_config(&raw.metrics, listen, &mut errors);
+    let server = server_config(&raw.server, &mut errors);
     let signup_policy = auth::signup_policy(&raw.auth, &mut errors);
 
     let mut trusted_proxies = Vec::new();
@@ -302,11 +308,14 @@ pub fn validate(
         change_poll_interval: Duration::from_millis(poll),
         notifications,
         metrics,
+        server,
         redis_url,
         redis_prefix: raw.limits.redis_prefix.clone(),
         redis_timeout: Duration::from_millis(raw.limits.redis_timeout_ms),
         fallback_share: raw.limits.fallback_share.max(1),
         counter_refresh: Duration::from_millis(raw.limits.counter_refresh_ms),
+        auth_failures_per_minute: raw.limits.auth_failures_per_minute,
+        auth_failure_addresses: usize::try_from(raw.limits.auth_failure_addresses).unwrap_or(usize::MAX),
         enforce_balance: raw.billing.enforce_balance,
         providers,
         models,

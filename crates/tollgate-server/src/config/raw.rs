@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub change_feed: RawChangeFeed,
     pub notifications: RawNotifications,
     pub metrics: RawMetrics,
+    /// `[server]`: client connections (timeouts, the connection cap, HTTP/2 limits).
+    pub server: RawServer,
     pub providers: Vec<RawProvider>,
     pub models: Vec<RawModel>,
 }
@@ -71,6 +73,7 @@ impl Default for RawConfig {
             change_feed: RawChangeFeed::default(),
             notifications: RawNotifications::default(),
             metrics: RawMetrics::default(),
+            server: RawServer::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -158,11 +161,23 @@ pub struct RawLimits {
     /// How often an instance on PostgreSQL re-reads the spend counters other instances
     /// wrote (budgets without Redis).
     pub counter_refresh_ms: u64,
+    /// Requests without a known key an address may make in a minute before its further
+    /// failing requests are answered `429` (0: never); a valid key always passes.
+    pub auth_failures_per_minute: u64,
+    /// Addresses whose failures are counted apart at once; past it they share `other`.
+    pub auth_failure_addresses: u64,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { redis_prefix: "tg:".into(), redis_timeout_ms: 250, fallback_share: 1, counter_refresh_ms: 1_000 }
+        Self {
+            redis_prefix: "tg:".into(),
+            redis_timeout_ms: 250,
+            fallback_share: 1,
+            counter_refresh_ms: 1_000,
+            auth_failures_per_minute: 60,
+            auth_failure_addresses: 65_536,
+        }
     }
 }
 
@@ -249,6 +264,47 @@ pub struct RawMetrics {
 impl Default for RawMetrics {
     fn default() -> Self {
         Self { enabled: true, listen: None, key_labels: false }
+    }
+}
+
+/// `[server]`: what a client connection may cost the gateway. Timeouts never apply while a
+/// response is being sent (a long stream is legitimate).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// A request head must arrive whole within this time: from the accept for the first
+    /// request, from the end of the previous response on a kept-alive HTTP/1.1 connection.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// The longest silence within a request body.
+    pub body_idle_timeout_ms: u64,
+    /// The slowest average a request body may arrive at once `body_idle_timeout_ms` has
+    /// passed, in bytes per second (0: no minimum).
+    pub body_min_bytes_per_sec: u64,
+    /// Open client connections at once; past it a new one is answered `503` and closed.
+    pub max_connections: u64,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_header_list_size: u32,
+    /// HTTP/2 keep-alive pings on an otherwise silent connection (0: none).
+    pub http2_keep_alive_interval_ms: u64,
+    /// A ping unanswered this long closes the connection.
+    pub http2_keep_alive_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            body_idle_timeout_ms: 30_000,
+            body_min_bytes_per_sec: 1_024,
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
+            http2_max_header_list_size: 64 << 10,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 20_000,
+        }
     }
 }
 

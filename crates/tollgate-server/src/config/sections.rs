@@ -1,9 +1,10 @@
-//! Validation of the smaller sections: `[keys]` (the reveal key), `[metrics]`, `[upstream]`
-//! and `[limits]`.
+//! Validation of the smaller sections: `[keys]` (the reveal key), `[metrics]`, `[upstream]`,
+//! `[limits]` and `[server]`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use super::{RawKeys, RawLimits, RawMetrics, RawUpstream};
+use super::{RawKeys, RawLimits, RawMetrics, RawServer, RawUpstream};
 
 /// The key that seals revealable secrets. Never printed.
 #[derive(Clone)]
@@ -94,7 +95,66 @@ pub(super) fn check_upstream_and_limits(up: &RawUpstream, limits: &RawLimits, er
     if !(10..=10_000).contains(&limits.redis_timeout_ms) {
         errors.push("limits.redis_timeout_ms: must be between 10 and 10000".into());
     }
+    if !(1..=10_000_000).contains(&limits.auth_failure_addresses) {
+        errors.push("limits.auth_failure_addresses: must be between 1 and 10000000".into());
+    }
     if !(100..=600_000).contains(&limits.counter_refresh_ms) {
         errors.push("limits.counter_refresh_ms: must be between 100 and 600000".into());
+    }
+}
+
+/// Validated `[server]`: the limits every client connection is held to.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    /// 0: no minimum rate.
+    pub body_min_bytes_per_sec: u64,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_header_list_size: u32,
+    pub http2_keep_alive_interval: Option<Duration>,
+    pub http2_keep_alive_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let mut errors = Vec::new();
+        server_config(&RawServer::default(), &mut errors)
+    }
+}
+
+pub(super) fn server_config(raw: &RawServer, errors: &mut Vec<String>) -> ServerConfig {
+    let mut ms = |field: &str, v: u64| {
+        if !(1..=3_600_000).contains(&v) {
+            errors.push(format!("server.{field}: must be between 1 and 3600000"));
+        }
+        Duration::from_millis(v)
+    };
+    let header_read_timeout = ms("header_read_timeout_ms", raw.header_read_timeout_ms);
+    let idle_timeout = ms("idle_timeout_ms", raw.idle_timeout_ms);
+    let body_idle_timeout = ms("body_idle_timeout_ms", raw.body_idle_timeout_ms);
+    let http2_keep_alive_timeout = ms("http2_keep_alive_timeout_ms", raw.http2_keep_alive_timeout_ms);
+    if raw.max_connections == 0 {
+        errors.push("server.max_connections: must be at least 1".into());
+    }
+    if raw.http2_max_concurrent_streams == 0 {
+        errors.push("server.http2_max_concurrent_streams: must be at least 1".into());
+    }
+    if raw.http2_max_header_list_size < 1024 {
+        errors.push("server.http2_max_header_list_size: must be at least 1024".into());
+    }
+    ServerConfig {
+        header_read_timeout,
+        idle_timeout,
+        body_idle_timeout,
+        body_min_bytes_per_sec: raw.body_min_bytes_per_sec,
+        max_connections: usize::try_from(raw.max_connections).unwrap_or(usize::MAX),
+        http2_max_concurrent_streams: raw.http2_max_concurrent_streams,
+        http2_max_header_list_size: raw.http2_max_header_list_size,
+        http2_keep_alive_interval: (raw.http2_keep_alive_interval_ms > 0)
+            .then(|| Duration::from_millis(raw.http2_keep_alive_interval_ms)),
+        http2_keep_alive_timeout,
     }
 }

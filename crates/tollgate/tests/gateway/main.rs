@@ -3,10 +3,12 @@
 //! upstream, driven over real HTTP. Each test boots its own app and database.
 
 mod anthropic;
+mod auth_failures;
 mod authz;
 mod azure;
 mod budget_hostile;
 mod cli;
+mod connections;
 mod durability;
 mod gemini;
 mod hostile_inputs;
