@@ -255,14 +255,15 @@ async fn errors_take_anthropic_shape_with_the_gateway_statuses() {
     check(&res, 401, "authentication_error");
     let res = app.client.post_json(&app.url("/v1/messages"), None, &hello("demo-chat")).await.unwrap();
     check(&res, 401, "authentication_error");
-    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
-    assert_eq!((row.endpoint.as_str(), row.status), ("/v1/messages", 401));
 
     let mut no_max = hello("demo-chat");
     no_max.as_object_mut().unwrap().remove("max_tokens");
     let res = post(&app, &key, &no_max).await;
     check(&res, 400, "invalid_request_error");
     assert!(res.json()["error"]["message"].as_str().unwrap().contains("max_tokens"));
+    // A refusal of a known key keeps its row (unknown keys are counted: see `auth_failures`).
+    let row = app.usage_row(res.header("x-request-id").unwrap()).await.unwrap();
+    assert_eq!((row.endpoint.as_str(), row.status), ("/v1/messages", 400));
     check(&post(&app, &key, &hello("no-such-model")).await, 404, "not_found_error");
     check(&post(&app, &key, &hello("demo-embed")).await, 400, "invalid_request_error");
     let res =
