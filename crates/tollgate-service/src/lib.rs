@@ -3,6 +3,7 @@
 //! validates input, mints secrets, and calls the store; it knows nothing of HTTP.
 
 mod audit;
+mod auth_failures;
 mod billing;
 mod ephemeral;
 mod invites;
@@ -19,6 +20,7 @@ use tollgate_core::key::{Digester, KeyFormat};
 use tollgate_store::{Store, StoreError};
 
 pub use audit::{AuditEntryView, AuditPage, ListAudit};
+pub use auth_failures::{AuthFailureView, ListAuthFailures, MAX_AUTH_FAILURE_ROWS};
 pub use billing::{BillingSummary, Credit, LedgerView};
 pub use ephemeral::{DEFAULT_EPHEMERAL_TTL_SECS, EphemeralRequest, EphemeralToken, MAX_EPHEMERAL_TTL_SECS};
 pub use invites::{

@@ -116,10 +116,12 @@ impl Services {
     }
 }
 
+/// Deployment-wide objects (prices, routing, authentication failures) belong to no
+/// organization: only the operator (the admin token, the CLI) touches them.
 pub(crate) fn require_operator(actor: &Actor) -> Result<()> {
     match actor.principal {
         Principal::Operator => Ok(()),
-        Principal::User(_) => Err(ServiceError::Forbidden("prices apply to every organization: operator only")),
+        Principal::User(_) => Err(ServiceError::Forbidden("this applies to every organization: operator only")),
     }
 }
 

@@ -417,7 +417,7 @@ impl Services {
 }
 
 /// A time as Unix ms: RFC 3339, a date (`YYYY-MM-DD`, midnight UTC) or Unix milliseconds.
-fn instant(field: &'static str, v: &str) -> Result<i64> {
+pub(crate) fn instant(field: &'static str, v: &str) -> Result<i64> {
     let bad = || ServiceError::invalid(field, "must be an RFC 3339 datetime, a YYYY-MM-DD date or Unix milliseconds");
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         return v.parse().map_err(|_| bad());

@@ -1,6 +1,8 @@
 //! `/api/v1/usage…`: the usage log of PRODUCT §6 and §9 — pages, one request's row, the
-//! CSV export (streamed: the body is produced as the client reads it) and daily totals.
-//! Filters are checked before the CSV body starts, so bad input is a JSON error.
+//! CSV export (streamed: the body is produced as the client reads it) and daily totals —
+//! and `/api/v1/auth-failures`, what the log holds instead of a row for each request that
+//! named no known key. Filters are checked before the CSV body starts, so bad input is a
+//! JSON error.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use axum::{Extension, Json, Router};
 use http::{HeaderValue, header};
 use serde::Deserialize;
 use tollgate_core::ApiError;
-use tollgate_service::{Actor, DailyUsage, ListUsage, UsageFilters};
+use tollgate_service::{Actor, DailyUsage, ListAuthFailures, ListUsage, UsageFilters};
 
 use crate::WebState;
 use crate::error::api_error;
@@ -24,6 +26,7 @@ pub(crate) fn routes() -> Router<Arc<WebState>> {
         .route("/usage.csv", get(csv))
         .route("/usage/daily", get(daily))
         .route("/usage/{request_id}", get(get_one))
+        .route("/auth-failures", get(auth_failures))
 }
 
 /// The filters of `GET /usage` and `GET /usage.csv`.
@@ -136,4 +139,23 @@ async fn daily(
     let q = DailyUsage { from: p.from, to: p.to, key_id: p.key_id, model: p.model };
     let days = state.services.usage_daily(&actor, q).await.map_err(api_error)?;
     Ok(Json(serde_json::json!({ "data": days })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFailureParams {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn auth_failures(
+    State(state): State<Arc<WebState>>,
+    Extension(actor): Extension<Actor>,
+    params: Result<Query<AuthFailureParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query(params)?;
+    let q = ListAuthFailures { from: p.from, to: p.to, limit: p.limit };
+    let rows = state.services.list_auth_failures(&actor, q).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "data": rows })).into_response())
 }

@@ -42,6 +42,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/usage.csv", "get"),
     ("/usage/daily", "get"),
     ("/usage/{request_id}", "get"),
+    ("/auth-failures", "get"),
     ("/billing", "get"),
     ("/billing/credits", "post"),
     ("/billing/ledger", "get"),
@@ -559,6 +560,8 @@ async fn usage_answers_match_their_schemas() {
     let mut anonymous = tollgate_core::usage::UsageEvent::new("req_anon".into(), now, "/v1/models".into());
     anonymous.status = 401;
     store.insert_usage(&[event("req_ok", 200), failed, anonymous]).await.unwrap();
+    let minute = now.div_euclid(60_000);
+    store.add_auth_failures(&[(minute, "203.0.113.9".into(), 7), (minute - 1, "other".into(), 2)]).await.unwrap();
     store.close().await;
 
     let page = api(addr, "get", "/usage?limit=2", &[], Some(ADMIN), "").await;
@@ -603,6 +606,22 @@ async fn usage_answers_match_their_schemas() {
     let lines: Vec<&str> = text.split_terminator("\r\n").collect();
     assert_eq!(lines[0], tollgate_service::CSV_COLUMNS.join(","));
     assert_eq!(lines.len(), 3, "the header and the two failed requests: {text}");
+
+    let counted = api(addr, "get", "/auth-failures", &[], Some(ADMIN), "").await;
+    assert_eq!(counted.status, 200);
+    conforms("AuthFailureList", &counted.json());
+    let counted = counted.json()["data"].as_array().unwrap().clone();
+    counted.iter().for_each(|r| same_fields("AuthFailure", r));
+    let seen: Vec<(&str, i64)> =
+        counted.iter().map(|r| (r["client_ip"].as_str().unwrap(), r["failures"].as_i64().unwrap())).collect();
+    assert_eq!(seen, [("203.0.113.9", 7), ("other", 2)], "newest minute first");
+    assert!(rfc3339(&counted[0]["minute"]));
+    let later = api(addr, "get", &format!("/auth-failures?from={}", minute * 60_000), &[], Some(ADMIN), "").await;
+    assert_eq!(later.json()["data"].as_array().unwrap().len(), 1, "from is inclusive of its minute");
+    for (query, param) in [("limit=0", "limit"), ("from=soon", "from"), ("from=2030-01-02&to=2030-01-01", "from")] {
+        let res = api(addr, "get", &format!("/auth-failures?{query}"), &[], Some(ADMIN), "").await;
+        assert_eq!((res.status, res.json()["error"]["param"].as_str()), (400, Some(param)), "{query}");
+    }
 }
 
 /// Organizations, members, teams and personal access tokens, as the operator and as a
@@ -745,6 +764,7 @@ async fn tenancy_answers_match_their_schemas() {
     let own_teams = api(addr, "get", "/teams", &[], pat, "").await;
     assert_eq!(own_teams.json()["data"].as_array().unwrap().len(), 1);
     assert_eq!(api(addr, "get", "/users", &[], pat, "").await.status, 403);
+    assert_eq!(api(addr, "get", "/auth-failures", &[], pat, "").await.status, 403, "the operator's only");
     assert_eq!(api(addr, "post", "/teams", &[], pat, r#"{"name":"mine"}"#).await.status, 403);
     assert_eq!(api(addr, "patch", "/teams/{id}", &[&team_id], pat, r#"{"name":"mine"}"#).await.status, 403);
     let deleted = api(addr, "delete", "/tokens/{id}", &[&ci_id], pat, "").await;

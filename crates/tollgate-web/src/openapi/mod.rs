@@ -753,14 +753,39 @@ fn usage_paths() -> Value {
         "/usage/{request_id}": { "get": {
             "tags": ["usage"],
             "operationId": "getUsage",
-            "summary": "The row of one request (the newest, should a client have reused its request id).",
+            "summary": "The row of one request: by the gateway's request id, or by the caller's own \
+                `x-request-id` when one row carries it (400 naming the `request_id` filter when several do).",
             "description": who,
             "parameters": [{ "name": "request_id", "in": "path", "required": true, "schema": { "type": "string" },
-                             "description": "The request's `x-request-id`." }],
+                             "description": "The row's `request_id`, or the caller's `x-request-id`." }],
             "responses": {
                 "200": ok("The row.", "UsageRow"),
+                "400": error_ref("BadRequest"),
                 "401": error_ref("Unauthorized"),
                 "404": error_ref("NotFound"),
+                "503": error_ref("Unavailable"),
+            },
+        }},
+        "/auth-failures": { "get": {
+            "tags": ["usage"],
+            "operationId": "listAuthFailures",
+            "summary": "Requests that named no known key, counted per source address and minute, newest minute \
+                first, busiest address first (the usage log keeps only the first of each address and minute).",
+            "description": format!("The operator only (they belong to no organization). Counts reach the database \
+                within about 5 s. At most {max} rows per call.", max = tollgate_service::MAX_AUTH_FAILURE_ROWS),
+            "parameters": [
+                { "name": "from", "in": "query", "schema": { "type": "string" },
+                  "description": "Inclusive: RFC 3339, `YYYY-MM-DD` or Unix milliseconds; default: 24 h before `to`." },
+                { "name": "to", "in": "query", "schema": { "type": "string" },
+                  "description": "Exclusive; default: now." },
+                { "name": "limit", "in": "query",
+                  "schema": { "type": "integer", "minimum": 1, "maximum": tollgate_service::MAX_AUTH_FAILURE_ROWS } },
+            ],
+            "responses": {
+                "200": ok("The counts.", "AuthFailureList"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "403": error_ref("Forbidden"),
                 "503": error_ref("Unavailable"),
             },
         }},
@@ -848,6 +873,21 @@ fn usage_schemas() -> Value {
             "type": "object",
             "required": ["data"],
             "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/UsageDay" } } },
+        },
+        "AuthFailure": {
+            "type": "object",
+            "required": ["minute", "client_ip", "failures"],
+            "properties": {
+                "minute": { "type": "string", "format": "date-time", "description": "The minute's start (UTC)." },
+                "client_ip": { "type": "string", "description": "The source address; `other` for addresses past \
+                    the data plane's bound (`[limits] auth_failure_addresses`), `unknown` for in-process calls." },
+                "failures": { "type": "integer", "minimum": 1 },
+            },
+        },
+        "AuthFailureList": {
+            "type": "object",
+            "required": ["data"],
+            "properties": { "data": { "type": "array", "items": { "$ref": "#/components/schemas/AuthFailure" } } },
         },
     })
 }

@@ -50,23 +50,10 @@ fn admitted(res: &Answer) -> bool {
 
 /// The key's chat rows once all `n` are written: (Σ cost, Σ excess, rows).
 async fn rows_of(app: &TestApp, key_id: &str, n: usize) -> (i64, i64, Vec<tollgate_store::UsageRow>) {
-    for _ in 0..500 {
-        let rows: Vec<_> = app
-            .all_usage()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.key_id.as_deref() == Some(key_id) && r.endpoint == "/v1/chat/completions")
-            .collect();
-        if rows.len() >= n {
-            assert_eq!(rows.len(), n, "one usage row per request");
-            let cost = rows.iter().map(|r| r.cost.0).sum();
-            let excess = rows.iter().map(|r| r.excess.0).sum();
-            return (cost, excess, rows);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("usage rows of {key_id} not written");
+    let rows = super::chat_rows(app, key_id, n).await;
+    let cost = rows.iter().map(|r| r.cost.0).sum();
+    let excess = rows.iter().map(|r| r.excess.0).sum();
+    (cost, excess, rows)
 }
 
 /// Waits until the key's spend counter equals `expected` (the rows and the counter agree).

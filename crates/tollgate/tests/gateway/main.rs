@@ -64,6 +64,26 @@ fn in_database_files(app: &TestApp, needle: &[u8]) -> bool {
     dump.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Waits until the store holds `n` chat usage rows of `key_id` (asserting it holds no more)
+/// and returns them.
+async fn chat_rows(app: &TestApp, key_id: &str, n: usize) -> Vec<tollgate_store::UsageRow> {
+    for _ in 0..500 {
+        let rows: Vec<_> = app
+            .all_usage()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.key_id.as_deref() == Some(key_id) && r.endpoint == "/v1/chat/completions")
+            .collect();
+        if rows.len() >= n {
+            assert_eq!(rows.len(), n, "one usage row per request");
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("usage rows of {key_id} not written");
+}
+
 async fn app_and_key() -> (TestApp, String) {
     let app = TestApp::start().await.unwrap();
     let key = app.create_key("test").await.unwrap();

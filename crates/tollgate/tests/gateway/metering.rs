@@ -34,21 +34,7 @@ async fn chat(app: &TestApp, key: &str, body: &Value) -> Answer {
 
 /// Waits until the store holds `n` chat usage rows for `key_id`; returns their total cost.
 async fn settled_spend(app: &TestApp, key_id: &str, n: usize) -> i64 {
-    for _ in 0..300 {
-        let rows: Vec<_> = app
-            .all_usage()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.key_id.as_deref() == Some(key_id) && r.endpoint == "/v1/chat/completions")
-            .collect();
-        if rows.len() >= n {
-            assert_eq!(rows.len(), n, "one usage row per request");
-            return rows.iter().map(|r| r.cost.0).sum();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("usage rows of {key_id} not written");
+    super::chat_rows(app, key_id, n).await.iter().map(|r| r.cost.0).sum()
 }
 
 /// Fires `n` requests at once, alternately streamed and not; returns (accepted, refused).
