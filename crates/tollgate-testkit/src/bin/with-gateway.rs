@@ -173,6 +173,10 @@ impl Fixture {
             "admin_token": admin_token,
             "demo": true,
             "max_body_bytes": 65_536,
+            // The suites send bad keys on purpose and poll new keys until the server knows
+            // them, all from 127.0.0.1: past the default 60 a minute the throttle would answer
+            // 429 where a suite checks the SDK's 401. The throttle has its own gateway test.
+            "limits": { "auth_failures_per_minute": 0 },
             "providers": [
                 { "name": "fake", "kind": "openai", "base_url": fake_url, "api_key": "sk-fake-upstream" },
                 { "name": "dead", "kind": "openai", "base_url": dead_url, "api_key": "sk-dead-upstream" },
