@@ -204,8 +204,12 @@ impl Media<'_> {
     fn image_data(&mut self, b64: &str, len: usize, detail: Option<&str>) {
         let size = png_size(b64);
         let low = detail == Some("low");
-        let worst = self.rules.iter().map(|r| r.tokens(size, low)).max().unwrap_or(0);
-        let worst = if self.rules.is_empty() { ImageRule::Unknown.tokens(size, low) } else { worst };
+        let worst = self
+            .rules
+            .iter()
+            .map(|r| r.tokens(size, low))
+            .max()
+            .unwrap_or_else(|| ImageRule::Unknown.tokens(size, low));
         self.payload_bytes += len as u64;
         self.tokens = self.tokens.saturating_add(worst);
     }

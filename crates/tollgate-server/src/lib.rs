@@ -1,8 +1,9 @@
 //! Tollgate's wiring: from a validated [`Config`] and a bound listener to a running
 //! server — store and migrations, pepper, the data plane's snapshot and its change feed,
-//! the usage writer, the route table, the accept loop — and the orderly stop:
-//! stop accepting → `/readyz` false → drain connections → flush the auth-failure counts → stop the notifier → stop the feed → drain the usage
-//! writer → close the store. Every task started here is awaited by [`Server::wait`].
+//! the usage writer, the route table, the accept loop — and the orderly stop: stop
+//! accepting → `/readyz` false → drain connections → flush the auth-failure counts → stop
+//! the notifier → stop the feed → drain the usage writer → close the store. Every task
+//! started here is awaited by [`Server::wait`].
 
 mod auth_failures;
 pub mod config;

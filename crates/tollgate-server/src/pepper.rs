@@ -42,7 +42,7 @@ pub fn load_or_create(configured: Option<&Secret>, data_dir: &Path) -> anyhow::R
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let mut bytes = [0u8; 32];
             tollgate_core::ids::fill_random(&mut bytes);
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex(&bytes);
             if publish(data_dir, &path, hex.as_bytes())? {
                 tracing::info!(path = %path.display(), "created a new pepper for key digests");
                 Ok(hex.into_bytes())
@@ -86,7 +86,11 @@ fn publish(data_dir: &Path, path: &Path, contents: &[u8]) -> anyhow::Result<bool
 /// The pepper's fingerprint as stored in the database: HMAC-SHA256(pepper, a fixed
 /// label), in hex. It tells peppers apart and reveals nothing of them.
 pub fn fingerprint(digester: &Digester) -> String {
-    digester.keyed(&[FINGERPRINT_LABEL]).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digester.keyed(&[FINGERPRINT_LABEL]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Records this pepper's fingerprint if the database has none yet (the first start, or a
@@ -169,7 +173,7 @@ mod tests {
         assert_eq!(a, fingerprint(&Digester::new(b"pepper-a")));
         assert_ne!(a, fingerprint(&Digester::new(b"pepper-b")));
         use sha2::Digest as _;
-        let plain: String = sha2::Sha256::digest(b"pepper-a").iter().map(|b| format!("{b:02x}")).collect();
+        let plain = hex(&sha2::Sha256::digest(b"pepper-a"));
         assert_ne!(a, plain);
     }
 }

@@ -50,16 +50,6 @@ impl Batch {
             self.push(q);
         }
     }
-
-    /// Empties the batch back into queued events.
-    fn queued(&mut self) -> Vec<Queued> {
-        let segments = std::mem::take(&mut self.segments);
-        std::mem::take(&mut self.events)
-            .into_iter()
-            .zip(segments)
-            .map(|(event, segment)| Queued { event, segment })
-            .collect()
-    }
 }
 
 impl UsageWriter {
@@ -103,8 +93,7 @@ impl UsageWriter {
             }
         }
         // Shutdown: everything still queued goes to the store (or the spill file).
-        let mut rest = Batch::default();
-        rest.extend(batch.queued());
+        let mut rest = batch;
         rest.extend(self.rx.take_overflow());
         while let Ok(ev) = self.rx.rx.try_recv() {
             rest.push(ev);
@@ -144,10 +133,7 @@ impl UsageWriter {
     async fn write_events(&self, batch: &mut Vec<UsageEvent>, stop: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=MAX_ATTEMPTS {
-            let started = std::time::Instant::now();
-            let result = self.store.insert_usage(batch).await;
-            self.rx.metrics().writer.record_write(started.elapsed(), batch.len(), result.is_ok());
-            match result {
+            match self.insert(batch).await {
                 Ok(_) => {
                     batch.clear();
                     return;
@@ -226,10 +212,7 @@ impl UsageWriter {
         }
         let size = self.batch_size.max(1);
         for (i, chunk) in events.chunks(size).enumerate() {
-            let started = std::time::Instant::now();
-            let result = self.store.insert_usage(chunk).await;
-            self.rx.metrics().writer.record_write(started.elapsed(), chunk.len(), result.is_ok());
-            if let Err(e) = result {
+            if let Err(e) = self.insert(chunk).await {
                 tracing::warn!(error = %e, "replaying spilled usage failed; will retry");
                 // Keep only what is not yet in the store, so no row is written twice.
                 let mut rest = Vec::new();
@@ -255,6 +238,14 @@ impl UsageWriter {
         self.record_spill_size();
     }
 
+    /// One insert into the store, timed and counted in the writer's metrics.
+    async fn insert(&self, events: &[UsageEvent]) -> tollgate_store::Result<usize> {
+        let started = std::time::Instant::now();
+        let result = self.store.insert_usage(events).await;
+        self.rx.metrics().writer.record_write(started.elapsed(), events.len(), result.is_ok());
+        result
+    }
+
     /// Moves the journals of processes that are gone (a crash, `kill -9`) into the store,
     /// then deletes them. A journal still locked by a live process is left alone.
     pub async fn replay_journals(&self) {
@@ -273,10 +264,7 @@ impl UsageWriter {
         };
         'orphans: for orphan in orphans {
             for chunk in orphan.events.chunks(self.batch_size.max(1)) {
-                let started = std::time::Instant::now();
-                let result = self.store.insert_usage(chunk).await;
-                self.rx.metrics().writer.record_write(started.elapsed(), chunk.len(), result.is_ok());
-                if let Err(e) = result {
+                if let Err(e) = self.insert(chunk).await {
                     // Its lock is released on drop: the next replay takes it again.
                     tracing::warn!(error = %e, "replaying a usage journal failed; will retry");
                     continue 'orphans;

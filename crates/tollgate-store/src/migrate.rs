@@ -1,8 +1,6 @@
 //! Embedded migrations, one ordered list per backend, applied at start and by
 //! `tollgate migrate`. A version once released is never edited; changes are new files.
 
-use sqlx::Connection;
-
 use crate::{Backend, Result, Store};
 
 struct Migration {
@@ -103,14 +101,14 @@ pub(crate) async fn run(store: &Store) -> Result<()> {
     match store.backend {
         Backend::Postgres => {
             sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
-            let result = apply_pending(store.backend, &mut conn).await;
+            let result = apply_pending(store, &mut conn).await;
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
             result
         }
         Backend::Sqlite => {
             let wait = format!("PRAGMA busy_timeout = {SQLITE_MIGRATION_BUSY_TIMEOUT_MS}");
             sqlx::raw_sql(&wait).execute(&mut *conn).await?;
-            let result = apply_pending(store.backend, &mut conn).await;
+            let result = apply_pending(store, &mut conn).await;
             let restore = format!("PRAGMA busy_timeout = {}", crate::SQLITE_BUSY_TIMEOUT_MS);
             sqlx::raw_sql(&restore).execute(&mut *conn).await?;
             result
@@ -118,13 +116,10 @@ pub(crate) async fn run(store: &Store) -> Result<()> {
     }
 }
 
-async fn apply_pending(backend: Backend, conn: &mut sqlx::AnyConnection) -> Result<()> {
-    let begin = match backend {
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::Postgres => "BEGIN",
-    };
+async fn apply_pending(store: &Store, conn: &mut sqlx::AnyConnection) -> Result<()> {
     loop {
-        let mut tx = conn.begin_with(begin).await?;
+        // On SQLite an immediate transaction: the write lock is held before the read below.
+        let mut tx = store.begin_write(conn).await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
@@ -137,7 +132,7 @@ async fn apply_pending(backend: Backend, conn: &mut sqlx::AnyConnection) -> Resu
             tx.commit().await?;
             return Ok(());
         };
-        let sql = match backend {
+        let sql = match store.backend {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };

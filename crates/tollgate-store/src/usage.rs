@@ -20,7 +20,8 @@ impl Store {
     /// Adds `(minute, client_ip, failures)` counts of requests that named no known key to
     /// the `auth_failures` table (one row per Unix minute and address, summed).
     pub async fn add_auth_failures(&self, counts: &[(i64, String, i64)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = self.begin_write(&mut conn).await?;
         for (minute, ip, failures) in counts {
             sqlx::query(
                 "INSERT INTO auth_failures (minute, client_ip, failures) VALUES ($1, $2, $3) \

@@ -85,7 +85,24 @@ on_every_backend!(
     model_prices_override_and_reset,
     invites_are_listed_while_pending_and_accepted_once,
     deployment_settings_are_written_once,
+    auth_failure_counts_add_up_per_minute_and_address,
 );
+
+async fn auth_failure_counts_add_up_per_minute_and_address(s: &Store) {
+    s.add_auth_failures(&[(100, "10.0.0.1".into(), 3), (100, "other".into(), 1), (99, "10.0.0.1".into(), 2)])
+        .await
+        .expect("first flush");
+    // A later flush of the same minute and address adds to it rather than replacing it.
+    s.add_auth_failures(&[(100, "10.0.0.1".into(), 4)]).await.expect("second flush");
+    let rows = s.list_auth_failures(99, 100, 10).await.expect("list");
+    assert_eq!(
+        rows,
+        [(100, "10.0.0.1".to_owned(), 7), (100, "other".to_owned(), 1), (99, "10.0.0.1".to_owned(), 2)],
+        "newest minute first, busiest address first"
+    );
+    assert_eq!(s.list_auth_failures(100, 100, 1).await.expect("limited").len(), 1);
+    assert!(s.list_auth_failures(101, 200, 10).await.expect("later").is_empty());
+}
 
 async fn deployment_settings_are_written_once(s: &Store) {
     assert_eq!(s.setting("pepper_fingerprint").await.expect("read"), None);
